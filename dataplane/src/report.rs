@@ -1,0 +1,237 @@
+//! The serde records of schema `wirelens.flow.v1` (see DESIGN.md), shared by
+//! `analyze`, the node's `/flows` and the control plane.
+//!
+//! Times are ns since the Unix epoch, durations ns (`_ns`), unknown is `null`.
+//! Fields may be added; none may be renamed.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+pub const FLOW_SCHEMA: &str = "wirelens.flow.v1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+    Other,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rtt {
+    pub n: u64,
+    pub min_ns: Option<u64>,
+    pub p50_ns: Option<u64>,
+    pub p90_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+    pub mean_ns: Option<u64>,
+    pub last_ns: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Burst {
+    pub max_packets_1ms: u64,
+    pub max_bytes_1ms: u64,
+}
+
+/// Counters of the packets the tap saw going one way.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Direction {
+    pub packets: u64,
+    /// IP (L3) bytes, as IPFIX octet counts.
+    pub bytes: u64,
+    pub payload_bytes: u64,
+    pub syn: u64,
+    pub synack: u64,
+    pub fin: u64,
+    pub rst: u64,
+    pub retrans_seen: u64,
+    pub hole_fill: u64,
+    pub gaps: u64,
+    pub out_of_order: u64,
+    pub retransmits: u64,
+    pub fast_retransmits: u64,
+    pub spurious_retransmits: u64,
+    pub rto_retransmits: u64,
+    pub dup_acks: u64,
+    pub zero_window: u64,
+    pub zero_window_events: u64,
+    pub zero_window_ns: u64,
+    pub ecn_ce: u64,
+    pub frags: u64,
+    pub rtt: Rtt,
+    pub burst: Burst,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake {
+    pub syn_to_synack_ns: Option<u64>,
+    pub synack_to_ack_ns: Option<u64>,
+    pub connect_ns: Option<u64>,
+    pub syn_count: u64,
+    pub synack_count: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpState {
+    SynSent,
+    Established,
+    Closed,
+    Reset,
+    Refused,
+    TimedOut,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Client,
+    Server,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerSide<T> {
+    pub client: T,
+    pub server: T,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TcpInfo {
+    pub handshake: Option<Handshake>,
+    pub state: TcpState,
+    pub rst_from: Option<Side>,
+    pub mss: PerSide<Option<u16>>,
+    pub wscale: PerSide<Option<u8>>,
+    pub sack_ok: bool,
+    pub ts_ok: bool,
+    pub ecn_ok: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pmtu {
+    pub icmp_errors: u64,
+    /// The smallest MTU announced for this flow.
+    pub mtu: Option<u32>,
+}
+
+/// One flow, `{"type":"flow", ...}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub schema: String,
+    pub proto: Proto,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub vlan: Option<u16>,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub c2s: Direction,
+    pub s2c: Direction,
+    pub tcp: Option<TcpInfo>,
+    pub pmtu: Option<Pmtu>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowCounts {
+    pub tcp: u64,
+    pub udp: u64,
+    pub icmp: u64,
+    pub other: u64,
+}
+
+/// TCP counters summed over all flows and both directions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpTotals {
+    pub syn: u64,
+    pub synack: u64,
+    pub fin: u64,
+    pub rst: u64,
+    pub retrans_seen: u64,
+    pub hole_fill: u64,
+    pub gaps: u64,
+    pub out_of_order: u64,
+    pub retransmits: u64,
+    pub fast_retransmits: u64,
+    pub spurious_retransmits: u64,
+    pub rto_retransmits: u64,
+    pub dup_acks: u64,
+    pub zero_window: u64,
+    pub zero_window_events: u64,
+    pub zero_window_ns: u64,
+    pub ecn_ce: u64,
+}
+
+impl TcpTotals {
+    pub fn add(&mut self, d: &Direction) {
+        self.syn += d.syn;
+        self.synack += d.synack;
+        self.fin += d.fin;
+        self.rst += d.rst;
+        self.retrans_seen += d.retrans_seen;
+        self.hole_fill += d.hole_fill;
+        self.gaps += d.gaps;
+        self.out_of_order += d.out_of_order;
+        self.retransmits += d.retransmits;
+        self.fast_retransmits += d.fast_retransmits;
+        self.spurious_retransmits += d.spurious_retransmits;
+        self.rto_retransmits += d.rto_retransmits;
+        self.dup_acks += d.dup_acks;
+        self.zero_window += d.zero_window;
+        self.zero_window_events += d.zero_window_events;
+        self.zero_window_ns += d.zero_window_ns;
+        self.ecn_ce += d.ecn_ce;
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IcmpSummary {
+    pub frag_needed: u64,
+    pub packet_too_big: u64,
+    /// Distinct MTUs announced, ascending.
+    pub mtus: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fragments {
+    pub ipv4: u64,
+    pub ipv6: u64,
+}
+
+/// The closing `{"type":"summary", ...}` object.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub schema: String,
+    /// Every frame read, parsed or not.
+    pub packets: u64,
+    /// IP (L3) bytes of the parsed packets.
+    pub bytes: u64,
+    pub first_ns: Option<u64>,
+    pub last_ns: Option<u64>,
+    pub duration_ns: u64,
+    pub flows: FlowCounts,
+    pub tcp: TcpTotals,
+    pub icmp: IcmpSummary,
+    pub fragments: Fragments,
+    pub max_packets_1ms: u64,
+    pub max_bytes_1ms: u64,
+    /// Frames that could not be parsed, by reason.
+    pub parse_errors: BTreeMap<String, u64>,
+    /// Frames that carry no IP (ARP, LLDP, ...): counted, not analysed.
+    pub non_ip: u64,
+    pub evicted_flows: u64,
+}

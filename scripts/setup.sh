@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every system package wirelens needs on a fresh Debian machine:
+# build (clang, libelf, zlib, m4, pkg-config for the XDP side), and the tools the
+# tests and the lab use (tshark as the reference analyzer, tcpdump, iproute2,
+# iptables, ethtool, iperf3, python3). Idempotent; needs root (or sudo).
+set -euo pipefail
+
+pkgs=(
+  build-essential clang llvm libelf-dev zlib1g-dev m4 pkg-config
+  tshark tcpdump iproute2 iptables ethtool iperf3 python3 procps
+)
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; answer once, non-interactively.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | "${sudo_cmd[@]}" debconf-set-selections
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "setup: system packages present" >&2
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
