@@ -18,3 +18,6 @@ pub mod wire;
 
 // pub use engine::Engine;
 pub use meta::{Addr, PacketMeta};
+/// The live AF_XDP path (feature `xdp`): XDP program loading and AF_XDP sockets.
+#[cfg(feature = "xdp")]
+pub mod xdp;
