@@ -8,7 +8,7 @@
 //! Data flow: frame -> [`wire::parse`] -> [`PacketMeta`] -> [`flow::FlowTable::handle`]
 //! -> [`report`] records (schema `wirelens.flow.v1`).
 
-// pub mod engine;
+pub mod engine;
 pub mod flow;
 pub mod meta;
 pub mod report;
@@ -16,7 +16,7 @@ pub mod source;
 pub mod stats;
 pub mod wire;
 
-// pub use engine::Engine;
+pub use engine::Engine;
 pub use meta::{Addr, PacketMeta};
 /// The live AF_XDP path (feature `xdp`): XDP program loading and AF_XDP sockets.
 #[cfg(feature = "xdp")]

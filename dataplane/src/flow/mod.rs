@@ -1,1 +1,14 @@
-//! Flow table and analyzers.
+//! Flows: keys, the per-core table, and the TCP analyzer.
+//!
+//! [`FlowTable::handle`] takes one [`crate::PacketMeta`] at a time (its `ts_ns`
+//! is `now`); UDP, ICMP and other protocols get packet, byte, fragment and
+//! burst counters per direction; TCP adds [`tcp::TcpConn`]'s analysis.
+
+pub mod dir;
+pub mod key;
+pub mod seq;
+pub mod table;
+pub mod tcp;
+
+pub use key::FlowKey;
+pub use table::{Exit, Flow, FlowTable, TableConfig};

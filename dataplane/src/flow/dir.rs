@@ -1,0 +1,115 @@
+//! Per-direction counters of one flow, kept compact (event counters are u32,
+//! saturating) and turned into the report's `Direction` at export.
+#![forbid(unsafe_code)]
+
+use crate::report::{self, Burst, Rtt};
+use crate::stats::{BurstMeter, Histogram};
+
+/// What the tap saw going one way in one flow.
+#[derive(Clone, Debug, Default)]
+pub struct DirStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub payload_bytes: u64,
+    pub zero_window_ns: u64,
+    pub syn: u32,
+    pub synack: u32,
+    pub fin: u32,
+    pub rst: u32,
+    pub retrans_seen: u32,
+    pub hole_fill: u32,
+    pub gaps: u32,
+    pub out_of_order: u32,
+    pub fast_retransmits: u32,
+    pub spurious_retransmits: u32,
+    pub rto_retransmits: u32,
+    pub dup_acks: u32,
+    pub zero_window: u32,
+    pub zero_window_events: u32,
+    pub ecn_ce: u32,
+    pub frags: u32,
+    pub burst: BurstMeter,
+    /// RTT of this direction's data (tap -> receiver -> tap).
+    pub rtt: Histogram,
+    pub rtt_last: u64,
+}
+
+/// Saturating increment for the u32 event counters.
+#[inline]
+pub fn bump(c: &mut u32) {
+    *c = c.saturating_add(1);
+}
+
+impl DirStats {
+    /// Counts a packet of `ip_len` L3 bytes with `payload` L4 payload bytes.
+    #[inline]
+    pub fn count_packet(&mut self, now: u64, ip_len: u32, payload: u32) {
+        self.packets += 1;
+        self.bytes += u64::from(ip_len);
+        self.payload_bytes += u64::from(payload);
+        self.burst.update(now, u64::from(ip_len));
+    }
+
+    #[inline]
+    pub fn record_rtt(&mut self, sample_ns: u64) {
+        self.rtt.record(sample_ns);
+        self.rtt_last = sample_ns;
+    }
+
+    /// Wireshark-compatible retransmission count: segments below the highest
+    /// sequence seen, less those classed as reordering.
+    pub fn retransmits(&self) -> u64 {
+        (u64::from(self.retrans_seen) + u64::from(self.hole_fill))
+            .saturating_sub(u64::from(self.out_of_order))
+    }
+
+    pub fn rtt_report(&self) -> Rtt {
+        let h = &self.rtt;
+        if h.is_empty() {
+            return Rtt::default();
+        }
+        Rtt {
+            n: h.count(),
+            min_ns: h.min(),
+            p50_ns: h.quantile(0.50),
+            p90_ns: h.quantile(0.90),
+            p99_ns: h.quantile(0.99),
+            max_ns: h.max(),
+            mean_ns: h.mean(),
+            last_ns: Some(self.rtt_last),
+        }
+    }
+
+    /// `open_stall_ns`: time at zero window not yet closed by a window opening,
+    /// counted up to the flow's last packet.
+    pub fn to_report(&self, open_stall_ns: u64) -> report::Direction {
+        report::Direction {
+            packets: self.packets,
+            bytes: self.bytes,
+            payload_bytes: self.payload_bytes,
+            syn: self.syn.into(),
+            synack: self.synack.into(),
+            fin: self.fin.into(),
+            rst: self.rst.into(),
+            retrans_seen: self.retrans_seen.into(),
+            hole_fill: self.hole_fill.into(),
+            gaps: self.gaps.into(),
+            out_of_order: self.out_of_order.into(),
+            retransmits: self.retransmits(),
+            fast_retransmits: self.fast_retransmits.into(),
+            spurious_retransmits: self.spurious_retransmits.into(),
+            rto_retransmits: self.rto_retransmits.into(),
+            dup_acks: self.dup_acks.into(),
+            zero_window: self.zero_window.into(),
+            zero_window_events: self.zero_window_events.into(),
+            zero_window_ns: self.zero_window_ns + open_stall_ns,
+            ecn_ce: self.ecn_ce.into(),
+            frags: self.frags.into(),
+            rtt: self.rtt_report(),
+            burst: Burst {
+                max_packets_1ms: self.burst.max_packets(),
+                max_bytes_1ms: self.burst.max_bytes(),
+            },
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! The TCP analyzer: per connection, both directions.
+//!
+//! Two views of the same segments are kept side by side:
+//!
+//! * exact sequence coverage, which does not depend on timing guesses:
+//!   `retrans_seen` (every byte of the segment was already seen by the tap: loss
+//!   after the tap, or a spurious retransmission), `hole_fill` (below the
+//!   highest sequence seen, with bytes the tap had not seen: loss before the
+//!   tap, or reordering) and `gaps` (a segment jumps past the next expected
+//!   sequence);
+//! * Wireshark's heuristics (`epan/dissectors/packet-tcp.c`,
+//!   `tcp_analyze_sequence_number`), reproduced rule for rule so that the flags
+//!   agree with what an engineer sees in Wireshark: zero-window probes,
+//!   keep-alives, duplicate ACKs, fast / spurious retransmissions and
+//!   out-of-order (a segment below the highest sequence within one initial RTT,
+//!   3 ms if none, of the highest segment).
+//!
+//! `retransmits` = `retrans_seen + hole_fill - out_of_order`, where
+//! `out_of_order` counts the hole fills Wireshark labels out-of-order.
+//! Differences from Wireshark, on purpose: SYN retransmissions are counted in
+//! `handshake.syn_count` / `synack_count`, not in `retransmits` (Wireshark labels
+//! them retransmissions); a segment whose bytes were all seen is never out of
+//! order (Wireshark may label one so when it comes within the initial RTT).
+//!
+//! RTT: from TCP timestamps when the segment carries them (the first
+//! occurrence of a TSval on a segment that elicits an ACK, matched to the
+//! other side's TSecr echo), else from sequence -> ACK matching (a data segment
+//! to the ACK that acknowledges exactly its end) with Karn's rule: a
+//! retransmission in a direction discards that direction's pending samples.
+#![forbid(unsafe_code)]
+
+use crate::flow::dir::{bump, DirStats};
+use crate::flow::seq;
+use crate::meta::{tcp_flags as F, PacketMeta};
+use crate::report::{Handshake, PerSide, Side, TcpInfo, TcpState};
+
+/// Threshold of Wireshark's fast-retransmission rule: within 20 ms of the last
+/// duplicate ACK.
+const FAST_RETRANS_WINDOW_NS: u64 = 20_000_000;
+/// Wireshark's out-of-order threshold when the initial RTT is unknown.
+const DEFAULT_OOO_NS: u64 = 3_000_000;
+/// Holes (unseen sequence ranges) tracked per direction. When more open at
+/// once, the lowest is forgotten: a later fill of it counts as `retrans_seen`.
+const MAX_HOLES: usize = 6;
+/// Pending RTT samples per direction.
+const RTT_SLOTS: usize = 4;
+
+/// Pending RTT probes: either TSvals waiting for their echo or segment ends
+/// waiting for their ACK.
+#[derive(Clone, Debug, Default)]
+struct RttProbes {
+    keys: [u32; RTT_SLOTS],
+    times: [u64; RTT_SLOTS],
+    used: u8,
+}
+
+impl RttProbes {
+    #[inline]
+    fn arm(&mut self, key: u32, now: u64) {
+        if self.used == (1 << RTT_SLOTS) - 1 {
+            return;
+        }
+        for i in 0..RTT_SLOTS {
+            if self.used & (1 << i) == 0 {
+                self.keys[i] = key;
+                self.times[i] = now;
+                self.used |= 1 << i;
+                return;
+            }
+        }
+    }
+
+    #[inline]
+    fn clear(&mut self) {
+        self.used = 0;
+    }
+
+    /// Frees every probe whose key is at or before `key`; returns the sample of
+    /// the probe whose key equals it.
+    #[inline]
+    fn resolve(&mut self, key: u32, now: u64) -> Option<u64> {
+        if self.used == 0 {
+            return None;
+        }
+        let mut sample = None;
+        for i in 0..RTT_SLOTS {
+            if self.used & (1 << i) != 0 && seq::le(self.keys[i], key) {
+                if self.keys[i] == key {
+                    sample = Some(now.saturating_sub(self.times[i]));
+                }
+                self.used &= !(1 << i);
+            }
+        }
+        sample
+    }
+}
+
+/// Sequence state of the segments going one way.
+#[derive(Clone, Debug, Default)]
+struct TcpDir {
+    /// Wireshark's `nextseq`: highest seq + len (+1 for SYN/FIN) seen.
+    nextseq: u32,
+    nextseq_ns: u64,
+    nextseq_valid: bool,
+    /// The previous segment's ack, window and time.
+    lastack: u32,
+    lastack_ns: u64,
+    acked: bool,
+    window: u16,
+    window_valid: bool,
+    dupacks: i32,
+    last_keepalive: bool,
+    last_zwp: bool,
+    /// Exact coverage: highest sequence end of data seen, and unseen ranges below it.
+    cov_end: u32,
+    cov_valid: bool,
+    holes: [(u32, u32); MAX_HOLES],
+    n_holes: u8,
+    /// Zero-window stall in progress since.
+    stall_since: Option<u64>,
+    /// Handshake options of this side.
+    isn: u32,
+    isn_valid: bool,
+    mss: Option<u16>,
+    wscale: Option<u8>,
+    sack_ok: bool,
+    ts_ok: bool,
+    ecn_setup: bool,
+    last_tsval: u32,
+    tsval_valid: bool,
+    rtt_ts: RttProbes,
+    rtt_seq: RttProbes,
+}
+
+/// What happened to a segment's bytes, by exact coverage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Coverage {
+    New,
+    Seen,
+    HoleFill,
+}
+
+impl TcpDir {
+    /// Classifies `[s, e)` against the bytes seen so far and records it.
+    fn cover(&mut self, s: u32, e: u32, gaps: &mut u32) -> Coverage {
+        if !self.cov_valid {
+            self.cov_valid = true;
+            self.cov_end = e;
+            return Coverage::New;
+        }
+        if seq::ge(s, self.cov_end) {
+            if seq::gt(s, self.cov_end) {
+                bump(gaps);
+                self.add_hole(self.cov_end, s);
+            }
+            self.cov_end = e;
+            return Coverage::New;
+        }
+        let below_end = seq::min(e, self.cov_end);
+        let filled = self.fill_holes(s, below_end);
+        if seq::gt(e, self.cov_end) {
+            self.cov_end = e;
+        }
+        if filled {
+            Coverage::HoleFill
+        } else {
+            Coverage::Seen
+        }
+    }
+
+    fn add_hole(&mut self, s: u32, e: u32) {
+        let n = self.n_holes as usize;
+        if n == MAX_HOLES {
+            // forget the lowest hole
+            let mut lo = 0;
+            for i in 1..n {
+                if seq::lt(self.holes[i].0, self.holes[lo].0) {
+                    lo = i;
+                }
+            }
+            self.holes[lo] = (s, e);
+        } else {
+            self.holes[n] = (s, e);
+            self.n_holes += 1;
+        }
+    }
+
+    /// Removes `[s, e)` from the holes; true if any unseen byte was in it.
+    fn fill_holes(&mut self, s: u32, e: u32) -> bool {
+        if self.n_holes == 0 || !seq::lt(s, e) {
+            return false;
+        }
+        let mut filled = false;
+        let mut i = 0;
+        while i < self.n_holes as usize {
+            let (hs, he) = self.holes[i];
+            if seq::lt(s, he) && seq::gt(e, hs) {
+                filled = true;
+                let left = seq::lt(hs, s);
+                let right = seq::gt(he, e);
+                match (left, right) {
+                    (false, false) => {
+                        self.remove_hole(i);
+                        continue;
+                    }
+                    (true, false) => self.holes[i] = (hs, s),
+                    (false, true) => self.holes[i] = (e, he),
+                    (true, true) => {
+                        self.holes[i] = (hs, s);
+                        self.add_hole(e, he);
+                    }
+                }
+            }
+            i += 1;
+        }
+        filled
+    }
+
+    fn remove_hole(&mut self, i: usize) {
+        let last = self.n_holes as usize - 1;
+        self.holes[i] = self.holes[last];
+        self.n_holes -= 1;
+    }
+
+    /// Holes the receiver has acknowledged were filled out of the tap's sight.
+    fn prune_holes(&mut self, ack: u32) {
+        let mut i = 0;
+        while i < self.n_holes as usize {
+            let (hs, he) = self.holes[i];
+            if seq::le(he, ack) {
+                self.remove_hole(i);
+                continue;
+            }
+            if seq::lt(hs, ack) {
+                self.holes[i].0 = ack;
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Wireshark's label for a segment that carries data, SYN or FIN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WsClass {
+    None,
+    Spurious,
+    Fast,
+    OutOfOrder,
+    Retransmission,
+}
+
+/// TCP state of one connection.
+#[derive(Clone, Debug, Default)]
+pub struct TcpConn {
+    /// [0] = client -> server, [1] = server -> client.
+    dirs: [TcpDir; 2],
+    first_syn_ns: Option<u64>,
+    last_syn_ns: Option<u64>,
+    first_synack_ns: Option<u64>,
+    last_synack_ns: Option<u64>,
+    syn_to_synack_ns: Option<u64>,
+    synack_to_ack_ns: Option<u64>,
+    connect_ns: Option<u64>,
+    /// Wireshark's initial RTT: handshake ACK - most recent SYN.
+    irtt_ns: Option<u64>,
+    syn_count: u32,
+    synack_count: u32,
+    established: bool,
+    refused: bool,
+    fin_seen: [bool; 2],
+    rst_from: Option<Side>,
+    last_ns: u64,
+}
+
+impl TcpConn {
+    /// The client's initial sequence number, when its SYN was seen.
+    pub fn client_isn(&self) -> Option<u32> {
+        self.dirs[0].isn_valid.then_some(self.dirs[0].isn)
+    }
+
+    /// Whether a connection on this 4-tuple has ended (FIN, RST or refusal).
+    pub fn is_closed(&self) -> bool {
+        self.rst_from.is_some() || self.refused || self.fin_seen[0] || self.fin_seen[1]
+    }
+
+    /// Only SYNs (and no answer) were seen.
+    pub fn is_syn_only(&self) -> bool {
+        self.syn_count > 0 && self.synack_count == 0 && !self.established && !self.refused
+    }
+
+    /// Feeds one TCP segment. `d` is 0 for client -> server, 1 for the reverse;
+    /// `stats` are the flow's two directions in the same order.
+    pub fn handle(&mut self, now: u64, m: &PacketMeta, d: usize, stats: &mut [DirStats; 2]) {
+        let t = &m.tcp;
+        let flags = t.flags;
+        let syn = flags & F::SYN != 0;
+        let ack_flag = flags & F::ACK != 0;
+        let fin = flags & F::FIN != 0;
+        let rst = flags & F::RST != 0;
+        let seglen = m.payload_len;
+        let r = 1 - d;
+        self.last_ns = now;
+
+        // Flags and handshake.
+        {
+            let st = &mut stats[d];
+            if syn && !ack_flag {
+                bump(&mut st.syn);
+            } else if syn {
+                bump(&mut st.synack);
+            }
+            if fin {
+                bump(&mut st.fin);
+                self.fin_seen[d] = true;
+            }
+            if rst {
+                bump(&mut st.rst);
+            }
+        }
+        if syn {
+            self.handle_syn(now, m, d, ack_flag);
+        } else if ack_flag && d == 0 && !self.established {
+            if let Some(synack) = self.last_synack_ns {
+                if self.dirs[1].isn_valid && t.ack == self.dirs[1].isn.wrapping_add(1) {
+                    self.established = true;
+                    self.synack_to_ack_ns = Some(now.saturating_sub(synack));
+                    if let Some(s) = self.first_syn_ns {
+                        self.connect_ns = Some(now.saturating_sub(s));
+                    }
+                    if let Some(s) = self.last_syn_ns {
+                        self.irtt_ns = Some(now.saturating_sub(s));
+                    }
+                }
+            }
+        }
+        if !syn && !rst && (seglen > 0 || fin) {
+            // data without a handshake we saw: a connection in progress
+            self.established = true;
+        }
+        if rst && self.rst_from.is_none() {
+            if d == 1 && !self.established && self.synack_count == 0 && self.syn_count > 0 {
+                self.refused = true;
+            } else {
+                self.rst_from = Some(if d == 0 { Side::Client } else { Side::Server });
+            }
+        }
+
+        // Zero window adverts and stalls (the advertiser is this packet's sender).
+        if flags & (F::SYN | F::FIN | F::RST) == 0 {
+            let st = &mut stats[d];
+            let dir = &mut self.dirs[d];
+            if t.window == 0 {
+                bump(&mut st.zero_window);
+                if dir.stall_since.is_none() {
+                    dir.stall_since = Some(now);
+                    bump(&mut st.zero_window_events);
+                }
+            } else if let Some(since) = dir.stall_since.take() {
+                st.zero_window_ns += now.saturating_sub(since);
+            }
+        }
+
+        self.analyze_sequence(now, m, d, stats);
+
+        // RTT: timestamps echo, else sequence -> ACK.
+        let elicits_ack = seglen > 0 || syn || fin;
+        if let Some((tsval, tsecr)) = t.opts.ts {
+            let fwd = &mut self.dirs[d];
+            let first = !fwd.tsval_valid || seq::gt(tsval, fwd.last_tsval);
+            if first {
+                fwd.last_tsval = tsval;
+                fwd.tsval_valid = true;
+                if elicits_ack {
+                    fwd.rtt_ts.arm(tsval, now);
+                }
+            }
+            if ack_flag {
+                if let Some(s) = self.dirs[r].rtt_ts.resolve(tsecr, now) {
+                    stats[r].record_rtt(s);
+                }
+            }
+        }
+        if ack_flag {
+            if let Some(s) = self.dirs[r].rtt_seq.resolve(t.ack, now) {
+                stats[r].record_rtt(s);
+            }
+            self.dirs[r].prune_holes(t.ack);
+        }
+    }
+
+    fn handle_syn(&mut self, now: u64, m: &PacketMeta, d: usize, ack_flag: bool) {
+        let t = &m.tcp;
+        let dir = &mut self.dirs[d];
+        dir.isn = t.seq;
+        dir.isn_valid = true;
+        dir.mss = t.opts.mss;
+        dir.wscale = t.opts.wscale;
+        dir.sack_ok = t.opts.sack_ok;
+        dir.ts_ok = t.opts.ts.is_some();
+        if !ack_flag {
+            // ECN setup SYN: ECE and CWR; SYN/ACK: ECE only.
+            dir.ecn_setup = t.flags & (F::ECE | F::CWR) == (F::ECE | F::CWR);
+            self.syn_count = self.syn_count.saturating_add(1);
+            self.first_syn_ns.get_or_insert(now);
+            if self.first_synack_ns.is_none() {
+                self.last_syn_ns = Some(now);
+            }
+        } else {
+            dir.ecn_setup = t.flags & (F::ECE | F::CWR) == F::ECE;
+            self.synack_count = self.synack_count.saturating_add(1);
+            if self.first_synack_ns.is_none() {
+                self.first_synack_ns = Some(now);
+                if let Some(s) = self.last_syn_ns {
+                    self.syn_to_synack_ns = Some(now.saturating_sub(s));
+                }
+            }
+            if !self.established {
+                self.last_synack_ns = Some(now);
+            }
+        }
+    }
+
+    /// Wireshark's sequence analysis plus exact coverage, for one segment.
+    fn analyze_sequence(&mut self, now: u64, m: &PacketMeta, d: usize, stats: &mut [DirStats; 2]) {
+        let t = &m.tcp;
+        let (seq, ack, window, flags) = (t.seq, t.ack, t.window, t.flags);
+        let seglen = m.payload_len;
+        let syn = flags & F::SYN != 0;
+        let fin = flags & F::FIN != 0;
+        let sfr = flags & (F::SYN | F::FIN | F::RST) != 0;
+        let ooo_thres = self.irtt_ns.filter(|&v| v > 0).unwrap_or(DEFAULT_OOO_NS);
+        let (fwd, rev) = split_pair(&mut self.dirs, d);
+        let st = &mut stats[d];
+
+        let mut zwp = false;
+        let mut keepalive = false;
+        let same_as_last = seglen == 0
+            && fwd.nextseq_valid
+            && seq == fwd.nextseq
+            && fwd.acked
+            && ack == fwd.lastack
+            && fwd.window_valid
+            && window == fwd.window
+            && !sfr;
+        if seglen == 1
+            && fwd.nextseq_valid
+            && seq == fwd.nextseq
+            && rev.window_valid
+            && rev.window == 0
+        {
+            zwp = true;
+        } else {
+            keepalive =
+                seglen <= 1 && fwd.nextseq_valid && seq == fwd.nextseq.wrapping_sub(1) && !sfr;
+            let keepalive_ack = same_as_last && window != 0 && rev.last_keepalive;
+            let zwp_ack = same_as_last && window == 0 && rev.last_zwp;
+            if !keepalive_ack && !zwp_ack && same_as_last && window != 0 {
+                fwd.dupacks = if fwd.dupacks < 0 { 1 } else { fwd.dupacks + 1 };
+                bump(&mut st.dup_acks);
+            }
+        }
+        if !fwd.acked || ack != fwd.lastack {
+            fwd.dupacks = 0;
+        }
+
+        // Wireshark's retransmission type.
+        let mut class = WsClass::None;
+        if (seglen > 0 || syn || fin) && !keepalive {
+            let mut not_advanced = fwd.nextseq_valid && seq::lt(seq, fwd.nextseq);
+            if seglen > 1 && fwd.nextseq_valid && fwd.nextseq.wrapping_sub(1) == seq {
+                not_advanced = false;
+            }
+            let end_with_flags = seq.wrapping_add(seglen).wrapping_add(u32::from(syn || fin));
+            if seglen > 0
+                && rev.acked
+                && rev.lastack != 0
+                && seq::le(seq.wrapping_add(seglen), rev.lastack)
+            {
+                class = WsClass::Spurious;
+            } else if not_advanced
+                && rev.dupacks >= 2
+                && rev.lastack == seq
+                && now.saturating_sub(rev.lastack_ns) < FAST_RETRANS_WINDOW_NS
+            {
+                class = WsClass::Fast;
+            } else if not_advanced
+                && now.saturating_sub(fwd.nextseq_ns) < ooo_thres
+                && fwd.nextseq != end_with_flags
+            {
+                class = WsClass::OutOfOrder;
+            } else if not_advanced {
+                class = WsClass::Retransmission;
+            }
+        }
+
+        // Exact coverage of data (and FIN) bytes; SYN only sets the start.
+        if syn {
+            if !fwd.cov_valid {
+                fwd.cov_valid = true;
+                fwd.cov_end = seq.wrapping_add(1);
+            }
+        } else if (seglen > 0 || fin) && !keepalive && !zwp {
+            let s = seq;
+            let e = seq.wrapping_add(seglen).wrapping_add(u32::from(fin));
+            let cov = fwd.cover(s, e, &mut st.gaps);
+            match cov {
+                Coverage::New => {
+                    if seglen > 0 && t.opts.ts.is_none() {
+                        fwd.rtt_seq.arm(seq.wrapping_add(seglen), now);
+                    }
+                }
+                Coverage::Seen | Coverage::HoleFill => {
+                    if cov == Coverage::Seen {
+                        bump(&mut st.retrans_seen);
+                    } else {
+                        bump(&mut st.hole_fill);
+                    }
+                    // Karn: no RTT from data that was sent more than once.
+                    fwd.rtt_seq.clear();
+                    match class {
+                        WsClass::OutOfOrder if cov == Coverage::HoleFill => {
+                            bump(&mut st.out_of_order)
+                        }
+                        WsClass::Fast => bump(&mut st.fast_retransmits),
+                        WsClass::Spurious => bump(&mut st.spurious_retransmits),
+                        _ => bump(&mut st.rto_retransmits),
+                    }
+                }
+            }
+        }
+
+        // Remember (Wireshark's finished_checking_retransmission_type).
+        let next = seq.wrapping_add(seglen).wrapping_add(u32::from(syn || fin));
+        if (!fwd.nextseq_valid || seq::gt(next, fwd.nextseq)) && !zwp {
+            fwd.nextseq = next;
+            fwd.nextseq_ns = now;
+            fwd.nextseq_valid = true;
+        }
+        fwd.window = window;
+        fwd.window_valid = true;
+        fwd.lastack = ack;
+        fwd.lastack_ns = now;
+        fwd.acked |= flags & F::ACK != 0;
+        fwd.last_keepalive = keepalive;
+        fwd.last_zwp = zwp;
+    }
+
+    /// Time still at zero window, for each direction, up to the last packet.
+    pub fn open_stall_ns(&self, d: usize) -> u64 {
+        self.dirs[d]
+            .stall_since
+            .map_or(0, |s| self.last_ns.saturating_sub(s))
+    }
+
+    /// The record's `tcp` object. `expired`: the flow left the table by idle timeout.
+    pub fn info(&self, expired: bool) -> TcpInfo {
+        let c = &self.dirs[0];
+        let s = &self.dirs[1];
+        let state = if self.refused {
+            TcpState::Refused
+        } else if self.rst_from.is_some() {
+            TcpState::Reset
+        } else if self.fin_seen[0] && self.fin_seen[1] {
+            TcpState::Closed
+        } else if self.established || (self.syn_count == 0 && self.synack_count == 0) {
+            TcpState::Established
+        } else if expired {
+            TcpState::TimedOut
+        } else {
+            TcpState::SynSent
+        };
+        let handshake = (self.syn_count > 0 || self.synack_count > 0).then(|| Handshake {
+            syn_to_synack_ns: self.syn_to_synack_ns,
+            synack_to_ack_ns: self.synack_to_ack_ns,
+            connect_ns: self.connect_ns,
+            syn_count: self.syn_count.into(),
+            synack_count: self.synack_count.into(),
+        });
+        let both_syn = c.isn_valid && s.isn_valid;
+        TcpInfo {
+            handshake,
+            state,
+            rst_from: self.rst_from,
+            mss: PerSide {
+                client: c.mss,
+                server: s.mss,
+            },
+            wscale: PerSide {
+                client: c.wscale,
+                server: s.wscale,
+            },
+            sack_ok: both_syn && c.sack_ok && s.sack_ok,
+            ts_ok: both_syn && c.ts_ok && s.ts_ok,
+            ecn_ok: both_syn && c.ecn_setup && s.ecn_setup,
+        }
+    }
+}
+
+fn split_pair<T>(pair: &mut [T; 2], d: usize) -> (&mut T, &mut T) {
+    let (a, b) = pair.split_at_mut(1);
+    if d == 0 {
+        (&mut a[0], &mut b[0])
+    } else {
+        (&mut b[0], &mut a[0])
+    }
+}

@@ -1,0 +1,458 @@
+//! Scenario tests of the flow engine on a virtual clock: packet sequences with
+//! known loss before / after the tap, reordering, SYN retries, resets, zero
+//! window, timestamps present and absent, sequence wrap-around and port reuse.
+//! No sockets, no files: each test builds `PacketMeta`s and feeds the engine.
+
+use wirelens_dataplane::engine::{Engine, EngineConfig};
+use wirelens_dataplane::flow::TableConfig;
+use wirelens_dataplane::meta::{proto, tcp_flags as F, Addr, PacketMeta, TcpMeta, TcpOpts};
+use wirelens_dataplane::report::{FlowRecord, Proto, Side, TcpState};
+
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_700_000_000 * 1_000_000_000;
+const MSS: u32 = 1000;
+
+/// A client and a server talking through the tap, with a virtual clock.
+struct Sim {
+    engine: Engine,
+    now: u64,
+    c: Addr,
+    s: Addr,
+    cport: u16,
+    sport: u16,
+    ts: bool,
+    tsval: u32,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        Sim::with_config(EngineConfig::default())
+    }
+
+    fn with_config(cfg: EngineConfig) -> Sim {
+        Sim {
+            engine: Engine::new(cfg),
+            now: T0,
+            c: Addr::from_v4([198, 18, 0, 1]),
+            s: Addr::from_v4([198, 19, 0, 1]),
+            cport: 40000,
+            sport: 443,
+            ts: false,
+            tsval: 1000,
+        }
+    }
+
+    fn at(&mut self, ms_from_start: f64) -> &mut Self {
+        self.now = T0 + (ms_from_start * MS as f64) as u64;
+        self
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pkt(&mut self, from_client: bool, flags: u8, seq: u32, ack: u32, len: u32, win: u16) {
+        let (src, dst, sp, dp) = if from_client {
+            (self.c, self.s, self.cport, self.sport)
+        } else {
+            (self.s, self.c, self.sport, self.cport)
+        };
+        let mut opts = TcpOpts::default();
+        if flags & F::SYN != 0 {
+            opts.mss = Some(1460);
+            opts.wscale = Some(7);
+            opts.sack_ok = true;
+        }
+        if self.ts {
+            // TSval: the virtual clock in ms; TSecr: what the peer last sent,
+            // approximated by the same clock minus nothing (tests set echo).
+            opts.ts = Some((self.tsval, 0));
+        }
+        let m = PacketMeta {
+            ts_ns: self.now,
+            src,
+            dst,
+            sport: sp,
+            dport: dp,
+            proto: proto::TCP,
+            ip_len: 52 + len,
+            payload_len: len,
+            tcp: TcpMeta {
+                seq,
+                ack,
+                flags,
+                window: win,
+                opts,
+            },
+            ..PacketMeta::default()
+        };
+        self.engine.handle_meta(&m);
+    }
+
+    fn c(&mut self, flags: u8, seq: u32, ack: u32, len: u32) {
+        self.pkt(true, flags, seq, ack, len, 1000);
+    }
+
+    fn s(&mut self, flags: u8, seq: u32, ack: u32, len: u32) {
+        self.pkt(false, flags, seq, ack, len, 1000);
+    }
+
+    fn records(&mut self) -> Vec<FlowRecord> {
+        self.engine.finish();
+        let mut v = Vec::new();
+        while let Some(r) = self.engine.poll_record() {
+            v.push(r);
+        }
+        v
+    }
+
+    fn one(&mut self) -> FlowRecord {
+        let mut v = self.records();
+        assert_eq!(v.len(), 1, "{v:#?}");
+        v.pop().unwrap()
+    }
+
+    /// SYN at 0 ms, SYN/ACK at 10 ms, ACK at 11 ms. Client ISN `ci`, server ISN `si`.
+    fn handshake(&mut self, ci: u32, si: u32) {
+        self.at(0.0).c(F::SYN, ci, 0, 0);
+        self.at(10.0).s(F::SYN | F::ACK, si, ci.wrapping_add(1), 0);
+        self.at(11.0)
+            .c(F::ACK, ci.wrapping_add(1), si.wrapping_add(1), 0);
+    }
+}
+
+const A: u8 = F::ACK;
+const PA: u8 = F::ACK | F::PSH;
+
+#[test]
+fn clean_connection_handshake_rtt_and_close() {
+    let mut sim = Sim::new();
+    sim.handshake(100, 5000);
+    // three segments, each acked 10 ms later
+    for i in 0..3u32 {
+        let t = 20.0 + 20.0 * f64::from(i);
+        sim.at(t).c(PA, 101 + i * MSS, 5001, MSS);
+        sim.at(t + 10.0).s(A, 5001, 101 + (i + 1) * MSS, 0);
+    }
+    sim.at(100.0).c(F::FIN | A, 3101, 5001, 0);
+    sim.at(110.0).s(F::FIN | A, 5001, 3102, 0);
+    sim.at(111.0).c(A, 3102, 5002, 0);
+    let r = sim.one();
+    assert_eq!(r.proto, Proto::Tcp);
+    assert_eq!(r.client.port, 40000);
+    assert_eq!(r.server.port, 443);
+    assert_eq!(r.c2s.packets, 7);
+    assert_eq!(r.s2c.packets, 5);
+    assert_eq!(r.c2s.payload_bytes, 3000);
+    assert_eq!(r.c2s.bytes, 7 * 52 + 3000);
+    assert_eq!(
+        (r.c2s.syn, r.s2c.synack, r.c2s.fin, r.s2c.fin),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(
+        r.c2s.retransmits + r.c2s.retrans_seen + r.c2s.hole_fill + r.c2s.gaps,
+        0
+    );
+    let tcp = r.tcp.unwrap();
+    assert_eq!(tcp.state, TcpState::Closed);
+    let hs = tcp.handshake.unwrap();
+    assert_eq!(hs.syn_to_synack_ns, Some(10 * MS));
+    assert_eq!(hs.synack_to_ack_ns, Some(MS));
+    assert_eq!(hs.connect_ns, Some(11 * MS));
+    assert_eq!((hs.syn_count, hs.synack_count), (1, 1));
+    assert_eq!(tcp.mss.client, Some(1460));
+    assert!(tcp.sack_ok && !tcp.ts_ok);
+    // seq -> ACK RTT without timestamps: three samples of 10 ms (+ the FIN)
+    assert!(r.c2s.rtt.n >= 3, "{:?}", r.c2s.rtt);
+    let p50 = r.c2s.rtt.p50_ns.unwrap();
+    assert!((p50 as f64 - 10e6).abs() / 10e6 <= 0.02, "p50 {p50}");
+    assert_eq!(r.c2s.rtt.min_ns, Some(10 * MS));
+    assert_eq!(r.c2s.rtt.max_ns, Some(10 * MS));
+}
+
+#[test]
+fn loss_after_the_tap_is_retrans_seen_and_fast_retransmission() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    // 4 segments pass the tap; the 2nd is lost after it
+    for i in 0..4u32 {
+        sim.at(20.0 + f64::from(i) * 0.1).c(PA, 1 + i * MSS, 1, MSS);
+    }
+    sim.at(30.0).s(A, 1, 1 + MSS, 0); // acks seg 1
+    sim.at(30.1).s(A, 1, 1 + MSS, 0); // dup ack (seg 3 arrived)
+    sim.at(30.2).s(A, 1, 1 + MSS, 0); // dup ack (seg 4 arrived)
+    sim.at(30.3).c(PA, 1 + MSS, 1, MSS); // fast retransmission of seg 2
+    sim.at(40.3).s(A, 1, 1 + 4 * MSS, 0);
+    let r = sim.one();
+    assert_eq!(r.c2s.retrans_seen, 1);
+    assert_eq!(r.c2s.hole_fill, 0);
+    assert_eq!(r.c2s.gaps, 0);
+    assert_eq!(r.c2s.retransmits, 1);
+    assert_eq!(r.c2s.fast_retransmits, 1);
+    assert_eq!(r.s2c.dup_acks, 2);
+}
+
+#[test]
+fn loss_before_the_tap_is_gap_then_hole_fill() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    // seg 2 lost before the tap
+    sim.at(20.1).c(PA, 1 + 2 * MSS, 1, MSS);
+    sim.at(20.2).c(PA, 1 + 3 * MSS, 1, MSS);
+    sim.at(30.0).s(A, 1, 1 + MSS, 0);
+    sim.at(30.1).s(A, 1, 1 + MSS, 0);
+    sim.at(30.2).s(A, 1, 1 + MSS, 0);
+    // retransmission arrives 250 ms after the highest segment: RTO, not reordering
+    sim.at(270.0).c(PA, 1 + MSS, 1, MSS);
+    sim.at(280.0).s(A, 1, 1 + 4 * MSS, 0);
+    let r = sim.one();
+    assert_eq!(r.c2s.gaps, 1);
+    assert_eq!(r.c2s.hole_fill, 1);
+    assert_eq!(r.c2s.retrans_seen, 0);
+    assert_eq!(r.c2s.out_of_order, 0);
+    assert_eq!(r.c2s.retransmits, 1);
+    assert_eq!(r.c2s.rto_retransmits, 1);
+}
+
+#[test]
+fn reordering_within_the_initial_rtt_is_out_of_order_not_loss() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0); // iRTT 11 ms
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    sim.at(20.1).c(PA, 1 + 2 * MSS, 1, MSS);
+    sim.at(20.5).c(PA, 1 + MSS, 1, MSS); // late by 0.4 ms
+    let r = sim.one();
+    assert_eq!(r.c2s.gaps, 1);
+    assert_eq!(r.c2s.hole_fill, 1);
+    assert_eq!(r.c2s.out_of_order, 1);
+    assert_eq!(r.c2s.retransmits, 0);
+}
+
+#[test]
+fn spurious_retransmission_of_acked_data() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    sim.at(30.0).s(A, 1, 1 + MSS, 0);
+    sim.at(300.0).c(PA, 1, 1, MSS); // already acked
+    let r = sim.one();
+    assert_eq!(r.c2s.retrans_seen, 1);
+    assert_eq!(r.c2s.spurious_retransmits, 1);
+    assert_eq!(r.c2s.retransmits, 1);
+}
+
+#[test]
+fn syn_retries_time_the_last_syn_and_the_wait() {
+    let mut sim = Sim::new();
+    sim.at(0.0).c(F::SYN, 7, 0, 0);
+    sim.at(1000.0).c(F::SYN, 7, 0, 0);
+    sim.at(3000.0).c(F::SYN, 7, 0, 0);
+    sim.at(3010.0).s(F::SYN | A, 99, 8, 0);
+    sim.at(3012.0).c(A, 8, 100, 0);
+    let r = sim.one();
+    let hs = r.tcp.as_ref().unwrap().handshake.clone().unwrap();
+    assert_eq!(hs.syn_count, 3);
+    assert_eq!(hs.syn_to_synack_ns, Some(10 * MS));
+    assert_eq!(hs.synack_to_ack_ns, Some(2 * MS));
+    assert_eq!(hs.connect_ns, Some(3012 * MS));
+    assert_eq!(r.c2s.syn, 3);
+    // SYN retries are handshake retries, not data retransmissions
+    assert_eq!(r.c2s.retransmits, 0);
+    assert_eq!(r.tcp.unwrap().state, TcpState::Established);
+}
+
+#[test]
+fn refused_and_reset_connections() {
+    let mut sim = Sim::new();
+    sim.at(0.0).c(F::SYN, 7, 0, 0);
+    sim.at(1.0).s(F::RST | A, 0, 8, 0);
+    let r = sim.one();
+    assert_eq!(r.tcp.as_ref().unwrap().state, TcpState::Refused);
+    assert_eq!(r.s2c.rst, 1);
+
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    sim.at(25.0).c(F::RST | A, 1 + MSS, 1, 0);
+    let r = sim.one();
+    let tcp = r.tcp.unwrap();
+    assert_eq!(tcp.state, TcpState::Reset);
+    assert_eq!(tcp.rst_from, Some(Side::Client));
+}
+
+#[test]
+fn unanswered_syn_expires_as_timed_out() {
+    let mut sim = Sim::new();
+    sim.at(0.0).c(F::SYN, 7, 0, 0);
+    sim.engine.poll_expired(T0 + 60_000 * MS, 1024);
+    let r = sim.engine.poll_record().expect("expired record");
+    assert_eq!(r.tcp.unwrap().state, TcpState::TimedOut);
+}
+
+#[test]
+fn zero_window_adverts_and_stall_time() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    sim.at(30.0).pkt(false, A, 1, 1 + MSS, 0, 0); // server: window 0
+    sim.at(530.0).pkt(false, A, 1, 1 + MSS, 0, 0); // still 0
+    sim.at(2030.0).pkt(false, A, 1, 1 + MSS, 0, 512); // opens
+    sim.at(2031.0).c(PA, 1 + MSS, 1, MSS);
+    let r = sim.one();
+    assert_eq!(r.s2c.zero_window, 2);
+    assert_eq!(r.s2c.zero_window_events, 1);
+    assert_eq!(r.s2c.zero_window_ns, 2000 * MS);
+    assert_eq!(r.c2s.zero_window, 0);
+}
+
+#[test]
+fn timestamps_give_rtt_samples_per_direction() {
+    let mut sim = Sim::new();
+    sim.ts = true;
+    sim.handshake(0, 0);
+    // client data with TSval k, server echoes it 40 ms later
+    for i in 0..10u32 {
+        sim.tsval = 2000 + i;
+        let t = 20.0 + f64::from(i) * 50.0;
+        sim.at(t).c(PA, 1 + i * MSS, 1, MSS);
+        // server ACK echoing TSval
+        let m = PacketMeta {
+            ts_ns: T0 + ((t + 40.0) * MS as f64) as u64,
+            src: sim.s,
+            dst: sim.c,
+            sport: sim.sport,
+            dport: sim.cport,
+            proto: proto::TCP,
+            ip_len: 52,
+            tcp: TcpMeta {
+                seq: 1,
+                ack: 1 + (i + 1) * MSS - 500, // acks only part: no seq match
+                flags: A,
+                window: 1000,
+                opts: TcpOpts {
+                    ts: Some((9000 + i, 2000 + i)),
+                    ..TcpOpts::default()
+                },
+            },
+            ..PacketMeta::default()
+        };
+        sim.engine.handle_meta(&m);
+    }
+    let r = sim.one();
+    assert_eq!(r.c2s.rtt.n, 10, "{:?}", r.c2s.rtt);
+    assert_eq!(r.c2s.rtt.min_ns, Some(40 * MS));
+    assert_eq!(r.c2s.rtt.last_ns, Some(40 * MS));
+}
+
+#[test]
+fn karn_rule_discards_samples_of_retransmitted_data() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    sim.at(220.0).c(PA, 1, 1, MSS); // retransmitted (timer)
+    sim.at(230.0).s(A, 1, 1 + MSS, 0);
+    let r = sim.one();
+    assert_eq!(r.c2s.rtt.n, 0, "{:?}", r.c2s.rtt);
+    assert_eq!(r.c2s.rto_retransmits, 1);
+}
+
+#[test]
+fn sequence_wraparound() {
+    let mut sim = Sim::new();
+    let isn = u32::MAX - 1500;
+    sim.handshake(isn, 10);
+    let base = isn.wrapping_add(1);
+    sim.at(20.0).c(PA, base, 11, MSS);
+    // seg 2 (crosses the wrap) lost before the tap, seg 3 after the wrap
+    sim.at(20.1).c(PA, base.wrapping_add(2 * MSS), 11, MSS);
+    sim.at(30.0).s(A, 11, base.wrapping_add(MSS), 0);
+    sim.at(300.0).c(PA, base.wrapping_add(MSS), 11, MSS);
+    sim.at(310.0).s(A, 11, base.wrapping_add(3 * MSS), 0);
+    sim.at(311.0).c(PA, base.wrapping_add(3 * MSS), 11, MSS);
+    sim.at(400.0).c(PA, base.wrapping_add(3 * MSS), 11, MSS); // seen again
+    let r = sim.one();
+    assert_eq!(r.c2s.gaps, 1);
+    assert_eq!(r.c2s.hole_fill, 1);
+    assert_eq!(r.c2s.retrans_seen, 1);
+    assert_eq!(r.c2s.retransmits, 2);
+}
+
+#[test]
+fn new_syn_on_a_closed_tuple_starts_a_new_record() {
+    let mut sim = Sim::new();
+    sim.handshake(100, 200);
+    sim.at(20.0).c(F::FIN | A, 101, 201, 0);
+    sim.at(21.0).s(F::FIN | A, 201, 102, 0);
+    sim.at(22.0).c(A, 102, 202, 0);
+    sim.at(500.0).c(F::SYN, 90_000, 0, 0);
+    sim.at(510.0).s(F::SYN | A, 7, 90_001, 0);
+    let v = sim.records();
+    assert_eq!(v.len(), 2, "{v:#?}");
+    let closed = v
+        .iter()
+        .find(|r| r.tcp.as_ref().unwrap().state == TcpState::Closed);
+    assert!(closed.is_some());
+    assert_eq!(v.iter().map(|r| r.c2s.syn).sum::<u64>(), 2);
+    // a repeated SYN (same ISN) is a retry, not a new connection
+    let mut sim = Sim::new();
+    sim.at(0.0).c(F::SYN, 5, 0, 0);
+    sim.at(1000.0).c(F::SYN, 5, 0, 0);
+    assert_eq!(sim.records().len(), 1);
+}
+
+#[test]
+fn full_table_evicts_unanswered_syns_first_and_counts() {
+    let cfg = EngineConfig {
+        table: TableConfig {
+            capacity: 2,
+            ..TableConfig::default()
+        },
+    };
+    let mut sim = Sim::with_config(cfg);
+    sim.handshake(0, 0); // healthy flow
+    sim.cport = 40001;
+    sim.at(12.0).c(F::SYN, 0, 0, 0); // never answered
+    sim.cport = 40002;
+    sim.at(13.0).c(F::SYN, 0, 0, 0); // table full: evicts the SYN-only flow
+    let evicted = sim.engine.poll_record().expect("an evicted record");
+    assert_eq!(evicted.client.port, 40001);
+    assert_eq!(sim.engine.summary().evicted_flows, 1);
+    let rest = sim.records();
+    assert_eq!(rest.len(), 2);
+    assert!(rest.iter().any(|r| r.client.port == 40000));
+}
+
+#[test]
+fn udp_flow_counts_and_bursts() {
+    let mut e = Engine::new(EngineConfig::default());
+    let c = Addr::from_v4([198, 18, 0, 1]);
+    let s = Addr::from_v4([198, 18, 0, 2]);
+    // 10 packets in one 1 ms bin, then 3 in another
+    for i in 0..13u64 {
+        let t = if i < 10 {
+            T0 + 5 * MS + i * 10_000
+        } else {
+            T0 + 9 * MS + i
+        };
+        e.handle_meta(&PacketMeta {
+            ts_ns: t,
+            src: c,
+            dst: s,
+            sport: 5000,
+            dport: 53,
+            proto: proto::UDP,
+            ip_len: 128,
+            payload_len: 100,
+            ..PacketMeta::default()
+        });
+    }
+    e.finish();
+    let r = e.poll_record().unwrap();
+    assert_eq!(r.proto, Proto::Udp);
+    assert_eq!(r.c2s.packets, 13);
+    assert_eq!(r.c2s.bytes, 13 * 128);
+    assert_eq!(r.c2s.burst.max_packets_1ms, 10);
+    assert_eq!(r.c2s.burst.max_bytes_1ms, 1280);
+    assert!(r.tcp.is_none());
+    let s = e.summary();
+    assert_eq!(s.flows.udp, 1);
+    assert_eq!(s.max_packets_1ms, 10);
+}

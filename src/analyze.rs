@@ -1,0 +1,232 @@
+//! `wirelens analyze FILE`: offline analysis of a pcap or pcapng capture.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use wirelens_dataplane::engine::{Engine, EngineConfig};
+use wirelens_dataplane::flow::TableConfig;
+use wirelens_dataplane::report::{FlowRecord, Summary};
+use wirelens_dataplane::source::{CaptureError, CaptureReader};
+use wirelens_dataplane::wire::LinkType;
+
+use crate::table::{self, Worst};
+use crate::{exit, Format};
+
+/// Analyse a capture: per-flow loss, RTT, bursts and stalls, worst flows first.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The capture: pcap or pcapng (Ethernet, raw IP, Linux SLL/SLL2, loopback),
+    /// micro- or nanosecond timestamps. `-` reads standard input.
+    pub file: PathBuf,
+    /// Output format: `ndjson` streams one flow.v1 record per line.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Rows shown by `--format table` (the worst flows).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Most flows held at once; beyond it the stalest are exported early and
+    /// counted in `evicted_flows`.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_flows: usize,
+    /// Idle time after which a TCP connection is exported (seconds).
+    #[arg(long, default_value_t = 3600)]
+    pub tcp_idle: u64,
+    /// Idle time after which a UDP, ICMP or other flow is exported (seconds).
+    #[arg(long, default_value_t = 300)]
+    pub udp_idle: u64,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+const SEC: u64 = 1_000_000_000;
+/// Files at least this large get a progress bar (when stderr is a terminal).
+const PROGRESS_MIN_BYTES: u64 = 64 << 20;
+
+/// Where flow records go as they leave the engine.
+enum Sink {
+    /// Written as they come: memory stays flat whatever the capture size.
+    Ndjson(BufWriter<io::Stdout>),
+    /// Held for one JSON document.
+    Json(Vec<FlowRecord>),
+    /// Only the worst `limit` are held.
+    Table(Worst),
+}
+
+impl Sink {
+    fn push(&mut self, rec: FlowRecord) -> io::Result<()> {
+        match self {
+            Sink::Ndjson(w) => {
+                serde_json::to_writer(&mut *w, &rec)?;
+                w.write_all(b"\n")
+            }
+            Sink::Json(v) => {
+                v.push(rec);
+                Ok(())
+            }
+            Sink::Table(t) => {
+                t.push(rec);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self, summary: &Summary, source: &str) -> io::Result<()> {
+        match self {
+            Sink::Ndjson(mut w) => {
+                serde_json::to_writer(&mut w, summary)?;
+                w.write_all(b"\n")?;
+                w.flush()
+            }
+            Sink::Json(flows) => {
+                let mut w = BufWriter::new(io::stdout());
+                let doc = serde_json::json!({ "flows": flows, "summary": summary });
+                serde_json::to_writer_pretty(&mut w, &doc)?;
+                w.write_all(b"\n")?;
+                w.flush()
+            }
+            Sink::Table(worst) => {
+                let mut w = BufWriter::new(io::stdout());
+                table::print(&mut w, source, summary, worst.into_sorted())?;
+                w.flush()
+            }
+        }
+    }
+}
+
+pub fn run(args: &AnalyzeArgs) -> u8 {
+    let name = args.file.display().to_string();
+    let (input, size): (Box<dyn Read>, u64) = if name == "-" {
+        (Box::new(io::stdin().lock()), 0)
+    } else {
+        match File::open(&args.file) {
+            Ok(f) => {
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                (Box::new(f), size)
+            }
+            Err(e) => {
+                eprintln!("wirelens: {name}: cannot open: {e}");
+                return exit::INPUT;
+            }
+        }
+    };
+    let mut reader = match CaptureReader::new(io::BufReader::with_capacity(1 << 20, input)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wirelens: {name}: {e}");
+            return exit::INPUT;
+        }
+    };
+
+    let cfg = EngineConfig {
+        table: TableConfig {
+            capacity: args.max_flows.max(1),
+            tcp_idle_ns: args.tcp_idle.saturating_mul(SEC),
+            udp_idle_ns: args.udp_idle.saturating_mul(SEC),
+            other_idle_ns: args.udp_idle.saturating_mul(SEC),
+            ..TableConfig::default()
+        },
+    };
+    let mut engine = Engine::new(cfg);
+    let mut sink = match args.format {
+        Format::Ndjson => Sink::Ndjson(BufWriter::with_capacity(1 << 16, io::stdout())),
+        Format::Json => Sink::Json(Vec::new()),
+        Format::Table => Sink::Table(Worst::new(args.limit)),
+    };
+    let progress = (!args.no_progress && size >= PROGRESS_MIN_BYTES && io::stderr().is_terminal())
+        .then(|| {
+            let pb = indicatif::ProgressBar::new(size);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {bytes}/{total_bytes} [{bar:40}] {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            pb
+        });
+
+    let mut broke: Option<String> = None;
+    let mut link_cache: Option<(u32, LinkType)> = None;
+    let mut n: u64 = 0;
+    loop {
+        let frame = match reader.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                broke = Some(describe(&e));
+                break;
+            }
+        };
+        let link = match link_cache {
+            Some((raw, lt)) if raw == frame.linktype => lt,
+            _ => match LinkType::from_linktype(frame.linktype) {
+                Some(lt) => {
+                    link_cache = Some((frame.linktype, lt));
+                    lt
+                }
+                None => {
+                    broke = Some(format!(
+                        "link type {} (packet {}) is not supported; wirelens reads Ethernet (1), raw IP (12, 101, 228, 229), Linux SLL (113), SLL2 (276) and loopback (0, 108)",
+                        frame.linktype,
+                        n + 1
+                    ));
+                    break;
+                }
+            },
+        };
+        engine.handle_frame(frame.ts_ns, link, frame.data);
+        n += 1;
+        while let Some(rec) = engine.poll_record() {
+            if let Err(e) = sink.push(rec) {
+                return output_error(e);
+            }
+        }
+        if n % 65536 == 0 {
+            if let Some(pb) = &progress {
+                pb.set_position(reader.offset());
+            }
+        }
+    }
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    engine.finish();
+    while let Some(rec) = engine.poll_record() {
+        if let Err(e) = sink.push(rec) {
+            return output_error(e);
+        }
+    }
+    let summary = engine.summary();
+    if let Err(e) = sink.finish(&summary, &name) {
+        return output_error(e);
+    }
+    match broke {
+        None => exit::OK,
+        Some(msg) => {
+            eprintln!(
+                "wirelens: {name}: {msg} (the {n} packets before it were analysed and printed)"
+            );
+            if n == 0 {
+                exit::INPUT
+            } else {
+                exit::PARTIAL
+            }
+        }
+    }
+}
+
+fn describe(e: &CaptureError) -> String {
+    e.to_string()
+}
+
+fn output_error(e: io::Error) -> u8 {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        // `wirelens analyze x.pcap --format ndjson | head`: not an error.
+        return exit::OK;
+    }
+    eprintln!("wirelens: writing output: {e}");
+    exit::INPUT
+}
