@@ -50,9 +50,11 @@ impl DirStats {
         self.burst.update(now, u64::from(ip_len));
     }
 
+    /// Records an RTT sample that stands for `weight` ACKs, so that quantiles
+    /// are per ACK (as Wireshark's `ack_rtt`) however often samples are taken.
     #[inline]
-    pub fn record_rtt(&mut self, sample_ns: u64) {
-        self.rtt.record(sample_ns);
+    pub fn record_rtt(&mut self, sample_ns: u64, weight: u64) {
+        self.rtt.record_n(sample_ns, weight);
         self.rtt_last = sample_ns;
     }
 

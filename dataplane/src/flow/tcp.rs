@@ -22,11 +22,21 @@
 //! them retransmissions); a segment whose bytes were all seen is never out of
 //! order (Wireshark may label one so when it comes within the initial RTT).
 //!
+//! `fast_retransmits` and `spurious_retransmits` follow Wireshark's rules;
+//! `rto_retransmits` are the other retransmissions that came after the sender
+//! had been silent for at least one initial RTT (3 ms if unknown): timer-driven
+//! (RTO or tail-loss probe), as opposed to SACK-driven recovery, which sends
+//! while ACKs arrive and is in neither sub-count.
+//!
 //! RTT: from TCP timestamps when the segment carries them (the first
 //! occurrence of a TSval on a segment that elicits an ACK, matched to the
 //! other side's TSecr echo), else from sequence -> ACK matching (a data segment
 //! to the ACK that acknowledges exactly its end) with Karn's rule: a
 //! retransmission in a direction discards that direction's pending samples.
+//! A few probes are pending at once per direction (bounded memory); each
+//! sample is weighted by the advancing ACKs since the previous one, so the
+//! quantiles are per ACK like Wireshark's `ack_rtt`, not per unit of time, and
+//! `rtt.n` counts those ACKs.
 #![forbid(unsafe_code)]
 
 use crate::flow::dir::{bump, DirStats};
@@ -130,6 +140,12 @@ struct TcpDir {
     tsval_valid: bool,
     rtt_ts: RttProbes,
     rtt_seq: RttProbes,
+    /// ACKs from the other side that advanced over this direction's data since
+    /// the last RTT sample: the sample's weight.
+    acks_pending: u32,
+    /// When the previous packet went this way.
+    last_tx_ns: u64,
+    last_tx_valid: bool,
 }
 
 /// What happened to a segment's bytes, by exact coverage.
@@ -141,6 +157,13 @@ enum Coverage {
 }
 
 impl TcpDir {
+    /// The weight of an RTT sample: the advancing ACKs it stands for.
+    fn take_weight(&mut self) -> u64 {
+        let w = self.acks_pending.max(1);
+        self.acks_pending = 0;
+        w.into()
+    }
+
     /// Classifies `[s, e)` against the bytes seen so far and records it.
     fn cover(&mut self, s: u32, e: u32, gaps: &mut u32) -> Coverage {
         if !self.cov_valid {
@@ -300,6 +323,13 @@ impl TcpConn {
         let seglen = m.payload_len;
         let r = 1 - d;
         self.last_ns = now;
+        if ack_flag {
+            let fwd = &self.dirs[d];
+            if !fwd.acked || seq::gt(t.ack, fwd.lastack) {
+                let rev = &mut self.dirs[r];
+                rev.acks_pending = rev.acks_pending.saturating_add(1);
+            }
+        }
 
         // Flags and handshake.
         {
@@ -376,13 +406,13 @@ impl TcpConn {
             }
             if ack_flag {
                 if let Some(s) = self.dirs[r].rtt_ts.resolve(tsecr, now) {
-                    stats[r].record_rtt(s);
+                    stats[r].record_rtt(s, self.dirs[r].take_weight());
                 }
             }
         }
         if ack_flag {
             if let Some(s) = self.dirs[r].rtt_seq.resolve(t.ack, now) {
-                stats[r].record_rtt(s);
+                stats[r].record_rtt(s, self.dirs[r].take_weight());
             }
             self.dirs[r].prune_holes(t.ack);
         }
@@ -523,7 +553,15 @@ impl TcpConn {
                         }
                         WsClass::Fast => bump(&mut st.fast_retransmits),
                         WsClass::Spurious => bump(&mut st.spurious_retransmits),
-                        _ => bump(&mut st.rto_retransmits),
+                        _ => {
+                            // Timer-driven (RTO or tail-loss probe): the sender
+                            // had been silent for at least one initial RTT.
+                            // SACK-driven recovery sends while ACKs arrive.
+                            let silence = now.saturating_sub(fwd.last_tx_ns);
+                            if fwd.last_tx_valid && silence >= ooo_thres {
+                                bump(&mut st.rto_retransmits)
+                            }
+                        }
                     }
                 }
             }
@@ -543,6 +581,8 @@ impl TcpConn {
         fwd.acked |= flags & F::ACK != 0;
         fwd.last_keepalive = keepalive;
         fwd.last_zwp = zwp;
+        fwd.last_tx_ns = now;
+        fwd.last_tx_valid = true;
     }
 
     /// Time still at zero window, for each direction, up to the last packet.
