@@ -35,7 +35,9 @@ impl Addr {
 
     pub fn to_ip(&self) -> IpAddr {
         if self.is_v4() {
-            IpAddr::V4(Ipv4Addr::new(self.0[12], self.0[13], self.0[14], self.0[15]))
+            IpAddr::V4(Ipv4Addr::new(
+                self.0[12], self.0[13], self.0[14], self.0[15],
+            ))
         } else {
             IpAddr::V6(Ipv6Addr::from(self.0))
         }
