@@ -215,7 +215,8 @@ impl Engine {
             }
         }
         if let Some(q) = m.icmp.quoted {
-            let (key, _) = FlowKey::from_parts(q.src, q.sport, q.dst, q.dport, q.proto, m.vlan);
+            let (mut key, _) = FlowKey::from_parts(q.src, q.sport, q.dst, q.dport, q.proto, m.vlan);
+            key.v6 = m.is_v6;
             if let Some(f) = self.table.get_mut(&key) {
                 f.pmtu_errors = f.pmtu_errors.saturating_add(1);
                 if let Some(mtu) = m.icmp.mtu {

@@ -458,3 +458,95 @@ fn udp_flow_counts_and_bursts() {
     assert_eq!(s.flows.udp, 1);
     assert_eq!(s.max_packets_1ms, 10);
 }
+
+#[test]
+fn icmp_frag_needed_is_attributed_to_the_quoted_flow() {
+    use wirelens_dataplane::meta::{IcmpMeta, Quoted};
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, 1448);
+    // the router on the path (not an endpoint of the flow) says: MTU 1400
+    let router = Addr::from_v4([198, 18, 0, 254]);
+    let err = PacketMeta {
+        ts_ns: sim.now + MS,
+        src: router,
+        dst: sim.c,
+        proto: proto::ICMP,
+        ip_len: 56 + 28,
+        icmp: IcmpMeta {
+            icmp_type: 3,
+            code: 4,
+            mtu: Some(1400),
+            quoted: Some(Quoted {
+                src: sim.c,
+                dst: sim.s,
+                sport: sim.cport,
+                dport: sim.sport,
+                proto: proto::TCP,
+            }),
+        },
+        ..PacketMeta::default()
+    };
+    sim.engine.handle_meta(&err);
+    sim.engine.handle_meta(&PacketMeta {
+        icmp: IcmpMeta {
+            mtu: Some(1300),
+            ..err.icmp
+        },
+        ..err
+    });
+    let s = sim.engine.summary();
+    assert_eq!(s.icmp.frag_needed, 2);
+    assert_eq!(s.icmp.mtus, vec![1300, 1400]);
+    let v = sim.records();
+    let tcp = v.iter().find(|r| r.proto == Proto::Tcp).unwrap();
+    let pmtu = tcp.pmtu.clone().expect("pmtu on the quoted flow");
+    assert_eq!(pmtu.icmp_errors, 2);
+    assert_eq!(pmtu.mtu, Some(1300));
+    // the ICMP messages are a flow of their own (router -> client)
+    assert!(v
+        .iter()
+        .any(|r| r.proto == Proto::Icmp && r.c2s.packets == 2));
+}
+
+#[test]
+fn later_fragments_join_the_flow_of_their_first_fragment() {
+    use wirelens_dataplane::meta::Frag;
+    let mut e = Engine::new(EngineConfig::default());
+    let c = Addr::from_v4([198, 18, 0, 1]);
+    let s = Addr::from_v4([198, 18, 0, 2]);
+    let base = PacketMeta {
+        ts_ns: T0,
+        src: c,
+        dst: s,
+        proto: proto::UDP,
+        frag_id: 77,
+        ..PacketMeta::default()
+    };
+    // a 3000-byte datagram in three fragments: only the first has ports
+    e.handle_meta(&PacketMeta {
+        sport: 4000,
+        dport: 9000,
+        ip_len: 1500,
+        payload_len: 1472,
+        frag: Frag::First,
+        ..base
+    });
+    for i in 1..3u64 {
+        e.handle_meta(&PacketMeta {
+            ts_ns: T0 + i,
+            ip_len: 1500,
+            payload_len: 1480,
+            frag: Frag::Later,
+            ..base
+        });
+    }
+    assert_eq!(e.summary().fragments.ipv4, 3);
+    e.finish();
+    let r = e.poll_record().unwrap();
+    assert!(e.poll_record().is_none(), "all fragments in one flow");
+    assert_eq!((r.client.port, r.server.port), (4000, 9000));
+    assert_eq!(r.c2s.packets, 3);
+    assert_eq!(r.c2s.frags, 3);
+    assert_eq!(r.c2s.bytes, 4500);
+}

@@ -11,6 +11,8 @@ pub struct FlowKey {
     pub port_a: u16,
     pub port_b: u16,
     pub proto: u8,
+    /// IPv6 packet: an IPv4-mapped IPv6 address must not meet IPv4 traffic.
+    pub v6: bool,
     /// 0xffff when untagged (VLAN ids are 12 bits).
     pub vlan: u16,
 }
@@ -30,9 +32,12 @@ impl FlowKey {
     /// The key of a packet, and which way it goes.
     #[inline]
     pub fn of(m: &PacketMeta) -> (FlowKey, KeyDir) {
-        Self::from_parts(m.src, m.sport, m.dst, m.dport, m.proto, m.vlan)
+        let (mut k, d) = Self::from_parts(m.src, m.sport, m.dst, m.dport, m.proto, m.vlan);
+        k.v6 = m.is_v6;
+        (k, d)
     }
 
+    /// The key of a packet given by parts (`v6` false: set it for IPv6).
     #[inline]
     pub fn from_parts(
         src: Addr,
@@ -50,6 +55,7 @@ impl FlowKey {
                 port_a: sport,
                 port_b: dport,
                 proto,
+                v6: false,
                 vlan,
             };
             (k, KeyDir::AtoB)
@@ -60,6 +66,7 @@ impl FlowKey {
                 port_a: dport,
                 port_b: sport,
                 proto,
+                v6: false,
                 vlan,
             };
             (k, KeyDir::BtoA)

@@ -108,6 +108,7 @@ impl Flow {
             port_a: 0,
             port_b: 0,
             proto: 0,
+            v6: false,
             vlan: NO_VLAN,
         });
         let (c, cp, s, sp) = if self.client_is_a {
