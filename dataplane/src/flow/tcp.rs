@@ -62,11 +62,19 @@ struct RttProbes {
     keys: [u32; RTT_SLOTS],
     times: [u64; RTT_SLOTS],
     used: u8,
+    /// Keys are TSvals (else sequence numbers of segment ends).
+    ts: bool,
 }
 
 impl RttProbes {
+    /// Arms a probe keyed by a TSval (`ts`) or a segment end. Switching kind
+    /// drops the probes of the other kind: their keys are not comparable.
     #[inline]
-    fn arm(&mut self, key: u32, now: u64) {
+    fn arm(&mut self, ts: bool, key: u32, now: u64) {
+        if self.ts != ts {
+            self.ts = ts;
+            self.used = 0;
+        }
         if self.used == (1 << RTT_SLOTS) - 1 {
             return;
         }
@@ -88,8 +96,8 @@ impl RttProbes {
     /// Frees every probe whose key is at or before `key`; returns the sample of
     /// the probe whose key equals it.
     #[inline]
-    fn resolve(&mut self, key: u32, now: u64) -> Option<u64> {
-        if self.used == 0 {
+    fn resolve(&mut self, ts: bool, key: u32, now: u64) -> Option<u64> {
+        if self.used == 0 || self.ts != ts {
             return None;
         }
         let mut sample = None;
@@ -138,8 +146,7 @@ struct TcpDir {
     ecn_setup: bool,
     last_tsval: u32,
     tsval_valid: bool,
-    rtt_ts: RttProbes,
-    rtt_seq: RttProbes,
+    rtt: RttProbes,
     /// ACKs from the other side that advanced over this direction's data since
     /// the last RTT sample: the sample's weight.
     acks_pending: u32,
@@ -401,17 +408,17 @@ impl TcpConn {
                 fwd.last_tsval = tsval;
                 fwd.tsval_valid = true;
                 if elicits_ack {
-                    fwd.rtt_ts.arm(tsval, now);
+                    fwd.rtt.arm(true, tsval, now);
                 }
             }
             if ack_flag {
-                if let Some(s) = self.dirs[r].rtt_ts.resolve(tsecr, now) {
+                if let Some(s) = self.dirs[r].rtt.resolve(true, tsecr, now) {
                     stats[r].record_rtt(s, self.dirs[r].take_weight());
                 }
             }
         }
         if ack_flag {
-            if let Some(s) = self.dirs[r].rtt_seq.resolve(t.ack, now) {
+            if let Some(s) = self.dirs[r].rtt.resolve(false, t.ack, now) {
                 stats[r].record_rtt(s, self.dirs[r].take_weight());
             }
             self.dirs[r].prune_holes(t.ack);
@@ -536,7 +543,7 @@ impl TcpConn {
             match cov {
                 Coverage::New => {
                     if seglen > 0 && t.opts.ts.is_none() {
-                        fwd.rtt_seq.arm(seq.wrapping_add(seglen), now);
+                        fwd.rtt.arm(false, seq.wrapping_add(seglen), now);
                     }
                 }
                 Coverage::Seen | Coverage::HoleFill => {
@@ -546,7 +553,9 @@ impl TcpConn {
                         bump(&mut st.hole_fill);
                     }
                     // Karn: no RTT from data that was sent more than once.
-                    fwd.rtt_seq.clear();
+                    if !fwd.rtt.ts {
+                        fwd.rtt.clear();
+                    }
                     match class {
                         WsClass::OutOfOrder if cov == Coverage::HoleFill => {
                             bump(&mut st.out_of_order)
