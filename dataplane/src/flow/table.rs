@@ -9,7 +9,7 @@
 //! [`FlowTable::for_each_active`] reads live flows without removing them.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::flow::dir::{bump, DirStats};
 use crate::flow::key::{FlowKey, KeyDir, NO_VLAN};
@@ -168,14 +168,21 @@ pub struct FlowTable {
     cfg: TableConfig,
     map: Map,
     slots: Vec<Flow>,
+    /// Generation of each slot, bumped whenever a new flow takes it.
+    gens: Vec<u32>,
     free: Vec<u32>,
+    /// Flows that began with a bare SYN, oldest first, as (slot, generation):
+    /// the first still unanswered one is the eviction victim. Entries whose
+    /// flow was answered or left are skipped lazily.
+    embryonic: VecDeque<(u32, u32)>,
     cursor: usize,
     evicted: u64,
     created: u64,
 }
 
-/// Slots examined to choose a victim when the table is full.
-const EVICT_SAMPLE: usize = 8;
+/// Live slots examined for the longest idle flow when the table is full and
+/// no never-answered connection attempt is left to evict.
+const EVICT_SCAN: usize = 64;
 
 impl FlowTable {
     pub fn new(cfg: TableConfig) -> FlowTable {
@@ -187,7 +194,9 @@ impl FlowTable {
             },
             map: Map::with_capacity_and_hasher(cap.min(1 << 16), ahash::RandomState::new()),
             slots: Vec::new(),
+            gens: Vec::new(),
             free: Vec::new(),
+            embryonic: VecDeque::new(),
             cursor: 0,
             evicted: 0,
             created: 0,
@@ -228,6 +237,8 @@ impl FlowTable {
                 if self.is_new_connection(i, m) {
                     out(self.slots[i].to_record(false), Exit::Replaced);
                     self.slots[i] = Flow::start(key, kdir, m);
+                    self.gens[i] = self.gens[i].wrapping_add(1);
+                    self.note_embryonic(i, m);
                     self.created += 1;
                 }
                 i
@@ -284,43 +295,64 @@ impl FlowTable {
         let flow = Flow::start(key, kdir, m);
         let idx = match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = flow;
-                i as usize
+                let i = i as usize;
+                self.slots[i] = flow;
+                self.gens[i] = self.gens[i].wrapping_add(1);
+                i
             }
             None => {
                 self.slots.push(flow);
+                self.gens.push(0);
                 self.slots.len() - 1
             }
         };
         self.map.insert(key, idx as u32);
+        self.note_embryonic(idx, m);
         self.created += 1;
         idx
     }
 
-    /// Chooses a flow to evict from a sample of live slots: never-answered
-    /// connection attempts first (a SYN flood must not push out healthy
-    /// flows), then the longest idle.
+    fn note_embryonic(&mut self, idx: usize, m: &PacketMeta) {
+        if m.is_tcp() && m.tcp.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
+            if self.embryonic.len() >= 2 * self.cfg.capacity {
+                // drop the stale entries so the queue stays bounded
+                let (slots, gens) = (&self.slots, &self.gens);
+                self.embryonic
+                    .retain(|&(i, g)| gens[i as usize] == g && slots[i as usize].is_syn_only());
+            }
+            self.embryonic.push_back((idx as u32, self.gens[idx]));
+        }
+    }
+
+    /// Chooses the flow to evict: the oldest never-answered connection
+    /// attempt (a SYN flood must not push out healthy flows); when there is
+    /// none, the longest idle among a window of live slots.
     fn pick_victim(&mut self) -> usize {
+        while let Some((i, g)) = self.embryonic.pop_front() {
+            let i = i as usize;
+            if self.gens[i] == g && self.slots[i].key.is_some() && self.slots[i].is_syn_only() {
+                return i;
+            }
+        }
         let n = self.slots.len();
-        let mut best: Option<(bool, u64, usize)> = None;
+        let mut oldest: Option<(u64, usize)> = None;
         let mut seen = 0;
         let mut i = self.cursor % n;
         for _ in 0..n {
             let f = &self.slots[i];
             if f.key.is_some() {
-                let cand = (!f.is_syn_only(), f.last_ns, i);
-                if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
-                    best = Some(cand);
+                if oldest.is_none_or(|(t, _)| f.last_ns < t) {
+                    oldest = Some((f.last_ns, i));
                 }
                 seen += 1;
-                if seen == EVICT_SAMPLE {
+                if seen == EVICT_SCAN {
                     break;
                 }
             }
             i = (i + 1) % n;
         }
         self.cursor = (i + 1) % n;
-        best.map_or(0, |b| b.2)
+        oldest.map_or(0, |(_, i)| i)
     }
 
     fn remove(&mut self, idx: usize) {
@@ -367,7 +399,9 @@ impl FlowTable {
             }
         }
         self.slots.clear();
+        self.gens.clear();
         self.free.clear();
+        self.embryonic.clear();
         self.cursor = 0;
     }
 
