@@ -47,7 +47,6 @@ impl Sim {
         self
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn pkt(&mut self, from_client: bool, flags: u8, seq: u32, ack: u32, len: u32, win: u16) {
         let (src, dst, sp, dp) = if from_client {
             (self.c, self.s, self.cport, self.sport)
