@@ -2,12 +2,13 @@
 # Installs every system package wirelens needs on a fresh Debian machine:
 # build (clang, libelf, zlib, m4, pkg-config for the XDP side), and the tools the
 # tests and the lab use (tshark as the reference analyzer, tcpdump, iproute2,
-# iptables, ethtool, iperf3, python3). Idempotent; needs root (or sudo).
+# iptables, ethtool, iperf3, python3; tmux for the `wirelens top` test).
+# Idempotent; needs root (or sudo).
 set -euo pipefail
 
 pkgs=(
   build-essential clang llvm libelf-dev zlib1g-dev m4 pkg-config
-  tshark tcpdump iproute2 iptables ethtool iperf3 python3 procps
+  tshark tcpdump iproute2 iptables ethtool iperf3 python3 procps tmux
 )
 
 sudo_cmd=()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use wirelens_dataplane::engine::{Engine, EngineConfig};
-use wirelens_dataplane::flow::TableConfig;
+use wirelens_dataplane::flow::{FlowExport, TableConfig};
 use wirelens_dataplane::report::{FlowRecord, Summary};
 use wirelens_dataplane::source::{CaptureError, CaptureReader};
 use wirelens_dataplane::wire::LinkType;
@@ -39,6 +39,16 @@ pub struct AnalyzeArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also send the flows to the control plane at URL as node `--node`'s report
+    /// (a retried or repeated push of the same capture is counted once).
+    #[arg(long, value_name = "URL", requires_all = ["node", "token_file"])]
+    pub push: Option<String>,
+    /// Node name to report as (with --push).
+    #[arg(long, requires = "push")]
+    pub node: Option<String>,
+    /// File with the token for --push: `TOKEN` or `NODE:TOKEN` lines.
+    #[arg(long, requires = "push")]
+    pub token_file: Option<PathBuf>,
 }
 
 const SEC: u64 = 1_000_000_000;
@@ -149,6 +159,7 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         });
 
     let mut broke: Option<String> = None;
+    let mut pushed: Option<Vec<FlowExport>> = args.push.as_ref().map(|_| Vec::new());
     let mut link_cache: Option<(u32, LinkType)> = None;
     let mut n: u64 = 0;
     loop {
@@ -179,7 +190,8 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         };
         engine.handle_frame(frame.ts_ns, link, frame.data);
         n += 1;
-        while let Some(rec) = engine.poll_record() {
+        while let Some(exp) = engine.poll_export() {
+            let rec = keep_for_push(&mut pushed, exp);
             if let Err(e) = sink.push(rec) {
                 return output_error(e);
             }
@@ -194,7 +206,8 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         pb.finish_and_clear();
     }
     engine.finish();
-    while let Some(rec) = engine.poll_record() {
+    while let Some(exp) = engine.poll_export() {
+        let rec = keep_for_push(&mut pushed, exp);
         if let Err(e) = sink.push(rec) {
             return output_error(e);
         }
@@ -202,6 +215,14 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
     let summary = engine.summary();
     if let Err(e) = sink.finish(&summary, &name) {
         return output_error(e);
+    }
+    if let (Some(url), Some(node), Some(tf), Some(recs)) =
+        (&args.push, &args.node, &args.token_file, pushed)
+    {
+        let code = crate::ctrl_cli::push_analysis(url, node, tf, &name, recs, &summary);
+        if code != exit::OK && broke.is_none() {
+            return code;
+        }
     }
     match broke {
         None => exit::OK,
@@ -215,6 +236,19 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
                 exit::PARTIAL
             }
         }
+    }
+}
+
+/// With `--push`, keeps a copy of the flow (and its RTT histograms) for the
+/// control plane; returns the record for the output.
+fn keep_for_push(pushed: &mut Option<Vec<FlowExport>>, exp: FlowExport) -> FlowRecord {
+    match pushed {
+        Some(p) => {
+            let rec = exp.record.clone();
+            p.push(exp);
+            rec
+        }
+        None => exp.record,
     }
 }
 

@@ -2,6 +2,8 @@
 //! done by the `wirelens-dataplane` engine.
 
 mod analyze;
+mod ctrl_cli;
+mod ctrl_top;
 mod table;
 
 use std::process::ExitCode;
@@ -21,6 +23,17 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Analyze(analyze::AnalyzeArgs),
+    /// The control plane (`wirelens ctrl serve`).
+    Ctrl(ctrl_cli::CtrlArgs),
+    /// Nodes reporting to a control plane.
+    Nodes(ctrl_cli::QueryArgs),
+    /// Services (server ip:port) across all nodes, worst first, with their client subnets.
+    Services(ctrl_cli::QueryArgs),
+    /// Flows stored by a control plane, worst first.
+    Flows(ctrl_cli::QueryArgs),
+    /// Alerts of a control plane: which service, which nodes, since when, the evidence.
+    Alerts(ctrl_cli::QueryArgs),
+    Top(ctrl_top::TopArgs),
 }
 
 /// How data is printed on stdout.
@@ -52,6 +65,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Ctrl(args) => match args.command {
+            ctrl_cli::CtrlCommand::Serve(a) => ctrl_cli::serve(&a),
+        },
+        Command::Nodes(args) => ctrl_cli::nodes(&args),
+        Command::Services(args) => ctrl_cli::services(&args),
+        Command::Flows(args) => ctrl_cli::flows(&args),
+        Command::Alerts(args) => ctrl_cli::alerts(&args),
+        Command::Top(args) => ctrl_top::run(&args),
     };
     ExitCode::from(code)
 }

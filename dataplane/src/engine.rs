@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::flow::key::FlowKey;
-use crate::flow::table::{Exit, Flow, FlowTable, TableConfig};
+use crate::flow::table::{Exit, Flow, FlowExport, FlowTable, TableConfig};
 use crate::meta::{Addr, Frag, PacketMeta};
 use crate::report::{FlowCounts, FlowRecord, Fragments, IcmpSummary, Proto, Summary, TcpTotals};
 use crate::stats::BurstMeter;
@@ -55,7 +55,7 @@ struct FragEntry {
 pub struct Engine {
     table: FlowTable,
     meta: PacketMeta,
-    done: VecDeque<FlowRecord>,
+    done: VecDeque<FlowExport>,
     frames: u64,
     bytes: u64,
     first_ns: Option<u64>,
@@ -154,7 +154,7 @@ impl Engine {
         let totals = &mut self.exited_tcp;
         let counts = &mut self.exited_flows;
         self.table.handle(&m, &mut |rec, _exit| {
-            account(totals, counts, &rec);
+            account(totals, counts, &rec.record);
             done.push_back(rec);
         });
         self.since_expiry += 1;
@@ -233,13 +233,19 @@ impl Engine {
         let totals = &mut self.exited_tcp;
         let counts = &mut self.exited_flows;
         self.table.poll_expired(now, budget, &mut |rec, _| {
-            account(totals, counts, &rec);
+            account(totals, counts, &rec.record);
             done.push_back(rec);
         })
     }
 
     /// The next record of a flow that left the table.
     pub fn poll_record(&mut self) -> Option<FlowRecord> {
+        self.done.pop_front().map(|e| e.record)
+    }
+
+    /// The next flow that left the table, with its RTT histograms (what a
+    /// node sends to the control plane, where histograms merge exactly).
+    pub fn poll_export(&mut self) -> Option<FlowExport> {
         self.done.pop_front()
     }
 
@@ -250,7 +256,7 @@ impl Engine {
         let counts = &mut self.exited_flows;
         self.table.drain(&mut |rec, exit| {
             debug_assert_eq!(exit, Exit::Drained);
-            account(totals, counts, &rec);
+            account(totals, counts, &rec.record);
             done.push_back(rec);
         });
     }

@@ -11,4 +11,4 @@ pub mod table;
 pub mod tcp;
 
 pub use key::FlowKey;
-pub use table::{Exit, Flow, FlowTable, TableConfig};
+pub use table::{Exit, Flow, FlowExport, FlowTable, TableConfig};

@@ -5,7 +5,7 @@
 //! [`FlowTable::poll_expired`] (idle timeouts); at the end of input
 //! [`FlowTable::drain`]. Flows that leave the table — expired, evicted,
 //! replaced by a new connection on the same 4-tuple, drained — come out as
-//! [`FlowRecord`]s through the `out` callback; nothing is lost silently.
+//! [`FlowExport`]s through the `out` callback; nothing is lost silently.
 //! [`FlowTable::for_each_active`] reads live flows without removing them.
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,7 @@ use crate::flow::key::{FlowKey, KeyDir, NO_VLAN};
 use crate::flow::tcp::TcpConn;
 use crate::meta::{proto, tcp_flags, Frag, PacketMeta};
 use crate::report::{Endpoint, FlowRecord, Pmtu, Proto, FLOW_SCHEMA};
+use crate::stats::Histogram;
 
 /// Limits and timeouts of a table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +101,17 @@ impl Flow {
         }
     }
 
+    /// The record of a flow that leaves the table, with its RTT histograms
+    /// moved out (they merge exactly at the control plane).
+    fn take_export(&mut self, expired: bool) -> FlowExport {
+        let record = self.to_record(expired);
+        let rtt = [
+            std::mem::take(&mut self.dirs[0].rtt),
+            std::mem::take(&mut self.dirs[1].rtt),
+        ];
+        FlowExport { record, rtt }
+    }
+
     /// The flow.v1 record. `expired`: it left the table by idle timeout.
     pub fn to_record(&self, expired: bool) -> FlowRecord {
         let key = self.key.unwrap_or(FlowKey {
@@ -147,6 +159,14 @@ impl Flow {
             }),
         }
     }
+}
+
+/// A flow that left the table: its record and its RTT histograms
+/// ([client -> server data, server -> client data]).
+#[derive(Clone, Debug)]
+pub struct FlowExport {
+    pub record: FlowRecord,
+    pub rtt: [Histogram; 2],
 }
 
 /// Why a flow left the table.
@@ -228,14 +248,14 @@ impl FlowTable {
 
     /// Feeds one packet (`m.ts_ns` is `now`). Flows that leave the table as a
     /// consequence (eviction, 4-tuple reuse) are passed to `out`.
-    pub fn handle(&mut self, m: &PacketMeta, out: &mut dyn FnMut(FlowRecord, Exit)) -> usize {
+    pub fn handle(&mut self, m: &PacketMeta, out: &mut dyn FnMut(FlowExport, Exit)) -> usize {
         let now = m.ts_ns;
         let (key, kdir) = FlowKey::of(m);
         let idx = match self.map.get(&key) {
             Some(&i) => {
                 let i = i as usize;
                 if self.is_new_connection(i, m) {
-                    out(self.slots[i].to_record(false), Exit::Replaced);
+                    out(self.slots[i].take_export(false), Exit::Replaced);
                     self.slots[i] = Flow::start(key, kdir, m);
                     self.gens[i] = self.gens[i].wrapping_add(1);
                     self.note_embryonic(i, m);
@@ -284,11 +304,11 @@ impl FlowTable {
         key: FlowKey,
         kdir: KeyDir,
         m: &PacketMeta,
-        out: &mut dyn FnMut(FlowRecord, Exit),
+        out: &mut dyn FnMut(FlowExport, Exit),
     ) -> usize {
         if self.map.len() >= self.cfg.capacity {
             let victim = self.pick_victim();
-            out(self.slots[victim].to_record(false), Exit::Evicted);
+            out(self.slots[victim].take_export(false), Exit::Evicted);
             self.evicted += 1;
             self.remove(victim);
         }
@@ -369,7 +389,7 @@ impl FlowTable {
         &mut self,
         now: u64,
         budget: usize,
-        out: &mut dyn FnMut(FlowRecord, Exit),
+        out: &mut dyn FnMut(FlowExport, Exit),
     ) -> usize {
         let n = self.slots.len();
         if n == 0 {
@@ -378,9 +398,9 @@ impl FlowTable {
         let mut expired = 0;
         let mut i = self.cursor % n;
         for _ in 0..budget.min(n) {
-            let f = &self.slots[i];
+            let f = &mut self.slots[i];
             if f.key.is_some() && now.saturating_sub(f.last_ns) > f.idle_timeout(&self.cfg) {
-                out(f.to_record(true), Exit::Expired);
+                out(f.take_export(true), Exit::Expired);
                 self.remove(i);
                 expired += 1;
             }
@@ -391,10 +411,10 @@ impl FlowTable {
     }
 
     /// Exports and removes every flow (end of input).
-    pub fn drain(&mut self, out: &mut dyn FnMut(FlowRecord, Exit)) {
+    pub fn drain(&mut self, out: &mut dyn FnMut(FlowExport, Exit)) {
         for i in 0..self.slots.len() {
             if self.slots[i].key.is_some() {
-                out(self.slots[i].to_record(false), Exit::Drained);
+                out(self.slots[i].take_export(false), Exit::Drained);
                 self.remove(i);
             }
         }

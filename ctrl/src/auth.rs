@@ -1,0 +1,176 @@
+//! Tokens: the token file and constant-time checks.
+//!
+//! A token file holds one entry per line: `TOKEN` (any node may report with
+//! it) or `NODE:TOKEN` (only node NODE may). Blank lines and lines starting
+//! with `#` are ignored. Tokens are compared in constant time against every
+//! entry (no early exit), and never logged.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::path::Path;
+
+use subtle::ConstantTimeEq;
+
+use crate::report::valid_node_name;
+
+/// One entry of a token file.
+#[derive(Clone, PartialEq, Eq)]
+struct Entry {
+    node: Option<String>,
+    token: Vec<u8>,
+}
+
+/// The tokens the control plane accepts.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    entries: Vec<Entry>,
+}
+
+impl fmt::Debug for Tokens {
+    /// Never prints a token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+/// Who a valid token lets in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// Any node name.
+    AnyNode,
+    /// Only this node.
+    Node(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("token file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("token file {path}, line {line}: {what}")]
+    Syntax {
+        path: String,
+        line: usize,
+        what: &'static str,
+    },
+    #[error("token file {path} holds no token; write one per line, `TOKEN` or `NODE:TOKEN`")]
+    Empty { path: String },
+    #[error("token file {path} has no token for node {node:?} (nor one without a node)")]
+    NoTokenFor { path: String, node: String },
+}
+
+impl Tokens {
+    /// Parses the text of a token file (`path` only names it in errors).
+    pub fn parse(text: &str, path: &str) -> Result<Tokens, TokenFileError> {
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let syntax = |what| TokenFileError::Syntax {
+                path: path.into(),
+                line: n + 1,
+                what,
+            };
+            let (node, token) = match line.split_once(':') {
+                Some((node, token)) if valid_node_name(node) => (Some(node.to_string()), token),
+                _ => (None, line),
+            };
+            if token.is_empty() {
+                return Err(syntax("empty token"));
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(syntax(
+                    "a token may not contain spaces or control characters",
+                ));
+            }
+            if token.len() < 8 {
+                return Err(syntax("token shorter than 8 characters"));
+            }
+            entries.push(Entry {
+                node,
+                token: token.as_bytes().to_vec(),
+            });
+        }
+        if entries.is_empty() {
+            return Err(TokenFileError::Empty { path: path.into() });
+        }
+        Ok(Tokens { entries })
+    }
+
+    /// Reads and parses a token file.
+    pub fn load(path: &Path) -> Result<Tokens, TokenFileError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Tokens::parse(&text, &p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// What `presented` grants, comparing against every entry in constant
+    /// time (per entry length) without stopping at a match.
+    pub fn check(&self, presented: &[u8]) -> Option<Grant> {
+        let mut found: Option<&Entry> = None;
+        for e in &self.entries {
+            let eq: bool = e.token.as_slice().ct_eq(presented).into();
+            if eq && found.is_none() {
+                found = Some(e);
+            }
+        }
+        found.map(|e| match &e.node {
+            Some(n) => Grant::Node(n.clone()),
+            None => Grant::AnyNode,
+        })
+    }
+
+    /// The token a node sends: its `NODE:TOKEN` entry, else the first bare one.
+    pub fn token_for(&self, node: &str, path: &str) -> Result<String, TokenFileError> {
+        let e = self
+            .entries
+            .iter()
+            .find(|e| e.node.as_deref() == Some(node))
+            .or_else(|| self.entries.iter().find(|e| e.node.is_none()))
+            .ok_or_else(|| TokenFileError::NoTokenFor {
+                path: path.into(),
+                node: node.into(),
+            })?;
+        Ok(String::from_utf8_lossy(&e.token).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_check() {
+        let t = Tokens::parse("# comment\n\nshared-token-1\ngw-a:secret-a-123\n", "f").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.check(b"shared-token-1"), Some(Grant::AnyNode));
+        assert_eq!(t.check(b"secret-a-123"), Some(Grant::Node("gw-a".into())));
+        assert_eq!(t.check(b"secret-a-12"), None);
+        assert_eq!(t.check(b""), None);
+        assert_eq!(t.token_for("gw-a", "f").unwrap(), "secret-a-123");
+        assert_eq!(t.token_for("gw-b", "f").unwrap(), "shared-token-1");
+        assert!(!format!("{t:?}").contains("secret"));
+        assert!(Tokens::parse("\n# x\n", "f").is_err());
+        assert!(Tokens::parse("short", "f").is_err());
+        assert!(Tokens::parse("has space inside", "f").is_err());
+        let only = Tokens::parse("gw-a:secret-a-123", "f").unwrap();
+        assert!(only.token_for("gw-b", "f").is_err());
+    }
+}

@@ -1,0 +1,744 @@
+//! The HTTP API (axum on tokio).
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /api/v1/report` | a [`NodeReport`]; `Authorization: Bearer TOKEN`; 200 `{"status":"accepted"\|"duplicate",...}` only after the store committed |
+//! | `GET /api/v1/nodes` | nodes: `sort=name\|last_seen\|flows`, `limit` |
+//! | `GET /api/v1/services` | services merged over nodes: `since`, `sort=worst\|bytes\|packets\|flows\|rtt\|retrans\|name`, `limit`, `service`, `paths` (client subnets per service, default 3) |
+//! | `GET /api/v1/flows` | flows: `since`, `sort=worst\|rtt\|bytes\|stall\|last`, `limit`, `service`, `node` |
+//! | `GET /api/v1/alerts` | firing alerts: `since`, `service`, `limit` |
+//! | `GET /metrics` | OpenMetrics text: per-service totals and recent RTT quantiles (no per-flow labels), report counters |
+//! | `GET /healthz` | `{"status":"ok"}` when the store answers |
+//!
+//! Errors are JSON `{"error": REASON}` with a 4xx (the request is wrong: 400
+//! malformed, 401 no or bad token, 403 token not valid for the node, 413 too
+//! large, 422 invalid report) or 503 (the store failed; retry). `since` is an
+//! age (`15m`, `2h`) or ns since the epoch. Handlers do not panic on any input;
+//! tokens are never logged.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::agg::{self, merge_by_key, PathSummary, Res, ServiceSummary};
+use crate::alerts::{self, Alert, AlertConfig, Series};
+use crate::auth::{Grant, Tokens};
+use crate::report::NodeReport;
+use crate::store::{FlowQuery, FlowSort, Retention, SqliteStore, Store, StoreError};
+use crate::{now_ns, parse_since, utc};
+
+/// Default request body limit.
+pub const DEFAULT_BODY_LIMIT: usize = 8 << 20;
+
+/// What `wirelens ctrl serve` configures.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub db: PathBuf,
+    pub tokens: Tokens,
+    pub body_limit: usize,
+    pub retention: Retention,
+    pub alerts: AlertConfig,
+}
+
+/// Counters of the control plane itself.
+#[derive(Debug, Default)]
+struct SelfStats {
+    accepted: AtomicU64,
+    duplicate: AtomicU64,
+    flow_deltas: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Shared by the handlers.
+pub struct AppState {
+    store: Mutex<Box<dyn Store>>,
+    tokens: Tokens,
+    body_limit: usize,
+    retention: Retention,
+    alerts: AlertConfig,
+    stats: SelfStats,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("tokens", &self.tokens)
+            .field("body_limit", &self.body_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(store: Box<dyn Store>, cfg: &ServerConfig) -> Arc<AppState> {
+        Arc::new(AppState {
+            store: Mutex::new(store),
+            tokens: cfg.tokens.clone(),
+            body_limit: cfg.body_limit,
+            retention: cfg.retention,
+            alerts: cfg.alerts.clone(),
+            stats: SelfStats::default(),
+        })
+    }
+
+    fn reject(&self, why: &'static str) {
+        *self
+            .stats
+            .rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(why)
+            .or_default() += 1;
+    }
+}
+
+/// Logs one line to stderr.
+fn log(msg: impl std::fmt::Display) {
+    eprintln!("{} wirelens ctrl: {msg}", utc(now_ns()));
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An error answer: `{"error": reason}`.
+fn error(status: StatusCode, reason: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": reason.into() }))).into_response()
+}
+
+/// Runs a store operation off the async threads.
+async fn with_store<T: Send + 'static>(
+    st: &Arc<AppState>,
+    f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let st = Arc::clone(st);
+    let r = tokio::task::spawn_blocking(move || {
+        let mut g = st.store.lock().unwrap_or_else(PoisonError::into_inner);
+        f(g.as_mut())
+    })
+    .await;
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            log(format_args!("store error: {e}"));
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store: {e}"),
+            ))
+        }
+        Err(e) => {
+            log(format_args!("store task failed: {e}"));
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store task failed",
+            ))
+        }
+    }
+}
+
+/// The router with every route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/report", post(post_report))
+        .route("/api/v1/nodes", get(get_nodes))
+        .route("/api/v1/services", get(get_services))
+        .route("/api/v1/flows", get(get_flows))
+        .route("/api/v1/alerts", get(get_alerts))
+        .route("/metrics", get(get_metrics))
+        .route("/healthz", get(get_healthz))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /api/v1/{report,nodes,services,flows,alerts}, /metrics, /healthz") })
+        .with_state(state)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
+}
+
+async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let t0 = Instant::now();
+    let headers = req.headers();
+    let Some(token) = bearer(headers) else {
+        st.reject("unauthenticated");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer TOKEN` header",
+        );
+    };
+    let Some(grant) = st.tokens.check(token) else {
+        st.reject("unauthenticated");
+        log("report refused: unknown token");
+        return error(StatusCode::UNAUTHORIZED, "unknown token");
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.body_limit as u64) {
+        st.reject("too_large");
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "report larger than {} bytes; send smaller batches",
+                st.body_limit
+            ),
+        );
+    }
+    let body = match axum::body::to_bytes(req.into_body(), st.body_limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            // The only error besides the limit is a broken connection.
+            st.reject("too_large");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "report body unreadable or larger than {} bytes: {e}",
+                    st.body_limit
+                ),
+            );
+        }
+    };
+    let report: NodeReport = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            st.reject("malformed");
+            return error(StatusCode::BAD_REQUEST, format!("malformed report: {e}"));
+        }
+    };
+    if let Err(e) = report.validate() {
+        st.reject("invalid");
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid report: {e}"),
+        );
+    }
+    if let Grant::Node(n) = &grant {
+        if *n != report.node {
+            st.reject("forbidden");
+            log(format_args!(
+                "report refused: node {:?} used a token bound to another node",
+                report.node
+            ));
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("this token may not report as node {:?}", report.node),
+            );
+        }
+    }
+    let (node, instance, seq, n) = (
+        report.node.clone(),
+        report.instance,
+        report.seq,
+        report.flows.len(),
+    );
+    let res = with_store(&st, move |s| {
+        let rows = agg::rows_of(&report);
+        s.ingest(&report, &rows, now_ns())
+    })
+    .await;
+    match res {
+        Ok(outcome) => {
+            match outcome {
+                crate::store::Ingest::Accepted => {
+                    st.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    st.stats.flow_deltas.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                crate::store::Ingest::Duplicate => {
+                    st.stats.duplicate.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            log(format_args!(
+                "report node={node} instance={instance} seq={seq} flows={n} {} in {} ms",
+                serde_json::to_value(outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                t0.elapsed().as_millis()
+            ));
+            Json(json!({
+                "status": outcome,
+                "node": node,
+                "instance": instance,
+                "seq": seq,
+                "flows": n,
+            }))
+            .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+type Params = Query<HashMap<String, String>>;
+
+fn limit_of(p: &HashMap<String, String>, default: usize) -> Result<usize, String> {
+    match p.get("limit") {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| format!("limit {v:?} is not a number")),
+    }
+}
+
+fn since_of(p: &HashMap<String, String>) -> Result<u64, String> {
+    match p.get("since") {
+        None => Ok(0),
+        Some(v) => parse_since(v, now_ns()),
+    }
+}
+
+/// `limit` and `since`.
+fn window_of(p: &HashMap<String, String>, default_limit: usize) -> Result<(usize, u64), String> {
+    limit_of(p, default_limit).and_then(|l| since_of(p).map(|s| (l, s)))
+}
+
+fn bad_sort(v: &str, allowed: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("sort {v:?}: use one of {allowed}"),
+    )
+}
+
+async fn get_nodes(State(st): State<Arc<AppState>>, Query(p): Params) -> Response {
+    let limit = match limit_of(&p, usize::MAX) {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let sort = p.get("sort").map_or("name", String::as_str).to_string();
+    if !matches!(sort.as_str(), "name" | "last_seen" | "flows") {
+        return bad_sort(&sort, "name, last_seen, flows");
+    }
+    match with_store(&st, |s| s.nodes()).await {
+        Ok(mut nodes) => {
+            match sort.as_str() {
+                "last_seen" => nodes.sort_by_key(|n| std::cmp::Reverse(n.last_seen_ns)),
+                "flows" => nodes.sort_by_key(|n| std::cmp::Reverse(n.flow_deltas)),
+                _ => {}
+            }
+            nodes.truncate(limit);
+            Json(nodes).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// Services over the window, merged across nodes (1 min buckets).
+pub fn services_of(
+    rows: Vec<crate::store::BucketRow>,
+    path_rows: Vec<crate::store::BucketRow>,
+    paths: usize,
+) -> Vec<ServiceSummary> {
+    let width = Res::M1.width_ns();
+    let merged = merge_by_key(
+        rows.into_iter()
+            .map(|r| (r.service, r.node, r.bucket, r.counters)),
+        width,
+    );
+    let mut by_service: BTreeMap<String, Vec<PathSummary>> = BTreeMap::new();
+    if paths > 0 {
+        let pm = merge_by_key(
+            path_rows.into_iter().map(|r| {
+                (
+                    (r.service, r.subnet.unwrap_or_default()),
+                    r.node,
+                    r.bucket,
+                    r.counters,
+                )
+            }),
+            width,
+        );
+        for ((service, subnet), (c, nodes, _, _)) in pm {
+            by_service
+                .entry(service)
+                .or_default()
+                .push(PathSummary::new(subnet, &c, &nodes));
+        }
+        for v in by_service.values_mut() {
+            v.sort_by(|a, b| {
+                let k = |p: &PathSummary| {
+                    (
+                        p.retransmits,
+                        p.zero_window_events,
+                        p.rtt_server.p90_ns.max(p.rtt_client.p90_ns),
+                    )
+                };
+                k(b).cmp(&k(a)).then_with(|| a.subnet.cmp(&b.subnet))
+            });
+            v.truncate(paths);
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(service, (c, nodes, first, last))| {
+            let mut s = ServiceSummary::new(service, &c, &nodes, first, last);
+            s.paths = by_service.remove(&s.service).unwrap_or_default();
+            s
+        })
+        .collect()
+}
+
+async fn get_services(State(st): State<Arc<AppState>>, Query(p): Params) -> Response {
+    let (limit, since) = match window_of(&p, usize::MAX) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let paths = match p.get("paths").map(|v| v.parse::<usize>()) {
+        None => 3,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "paths is not a number"),
+    };
+    let sort = p.get("sort").map_or("worst", String::as_str).to_string();
+    const SORTS: &str = "worst, bytes, packets, flows, rtt, retrans, name";
+    if !SORTS.split(", ").any(|s| s == sort) {
+        return bad_sort(&sort, SORTS);
+    }
+    let service = p.get("service").cloned();
+    let res = with_store(&st, move |s| {
+        let rows = s.service_rows(Res::M1, since, service.as_deref())?;
+        let path_rows = if paths > 0 {
+            s.path_rows(Res::M1, since, service.as_deref())?
+        } else {
+            Vec::new()
+        };
+        Ok((rows, path_rows))
+    })
+    .await;
+    let (rows, path_rows) = match res {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let mut out = services_of(rows, path_rows, paths);
+    let rtt = |s: &ServiceSummary| s.rtt_server.p90_ns.max(s.rtt_client.p90_ns).unwrap_or(0);
+    match sort.as_str() {
+        "worst" => out.sort_by_key(|s| std::cmp::Reverse(s.worst_key())),
+        "bytes" => out.sort_by_key(|s| std::cmp::Reverse(s.bytes)),
+        "packets" => out.sort_by_key(|s| std::cmp::Reverse(s.packets)),
+        "flows" => out.sort_by_key(|s| std::cmp::Reverse(s.flows)),
+        "rtt" => out.sort_by_key(|s| std::cmp::Reverse(rtt(s))),
+        "retrans" => out.sort_by(|a, b| {
+            b.retrans_rate
+                .unwrap_or(0.0)
+                .total_cmp(&a.retrans_rate.unwrap_or(0.0))
+        }),
+        _ => {}
+    }
+    out.truncate(limit);
+    Json(out).into_response()
+}
+
+async fn get_flows(State(st): State<Arc<AppState>>, Query(p): Params) -> Response {
+    let (limit, since) = match window_of(&p, 50) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let sort = match p.get("sort").map_or("worst", String::as_str) {
+        "worst" => FlowSort::Worst,
+        "rtt" => FlowSort::Rtt,
+        "bytes" => FlowSort::Bytes,
+        "stall" => FlowSort::Stall,
+        "last" => FlowSort::Last,
+        v => return bad_sort(v, "worst, rtt, bytes, stall, last"),
+    };
+    let q = FlowQuery {
+        since_ns: since,
+        service: p.get("service").cloned(),
+        node: p.get("node").cloned(),
+        sort,
+        limit,
+    };
+    match with_store(&st, move |s| s.flows(&q)).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The alerts of every service from its 10 s rows.
+pub fn alerts_of(rows: Vec<crate::store::BucketRow>, cfg: &AlertConfig) -> Vec<Alert> {
+    let mut per: BTreeMap<String, Series> = BTreeMap::new();
+    for r in rows {
+        per.entry(r.service)
+            .or_default()
+            .entry(r.bucket)
+            .or_default()
+            .insert(r.node, r.counters);
+    }
+    let mut out: Vec<Alert> = per
+        .iter()
+        .flat_map(|(svc, s)| alerts::evaluate(svc, s, Res::S10.width_ns(), cfg))
+        .collect();
+    out.sort_by(|a, b| {
+        b.since_ns
+            .cmp(&a.since_ns)
+            .then_with(|| a.service.cmp(&b.service))
+    });
+    out
+}
+
+async fn get_alerts(State(st): State<Arc<AppState>>, Query(p): Params) -> Response {
+    let (limit, since) = match window_of(&p, usize::MAX) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let service = p.get("service").cloned();
+    let rows = match with_store(&st, move |s| {
+        s.service_rows(Res::S10, since, service.as_deref())
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let mut out = alerts_of(rows, &st.alerts);
+    out.truncate(limit);
+    Json(out).into_response()
+}
+
+async fn get_healthz(State(st): State<Arc<AppState>>) -> Response {
+    match with_store(&st, |s| s.check()).await {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+
+    type Labels = Vec<(String, String)>;
+    let recent_since = now_ns().saturating_sub(5 * 60 * 1_000_000_000);
+    let res = with_store(&st, move |s| {
+        Ok((
+            s.totals()?,
+            s.nodes()?,
+            s.service_rows(Res::S10, recent_since, None)?,
+        ))
+    })
+    .await;
+    let (totals, nodes, recent) = match res {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let mut reg = Registry::default();
+    let counter =
+        |reg: &mut Registry, name: &str, help: &str, f: &dyn Fn(&agg::Counters) -> u64| {
+            let fam = Family::<Labels, Counter>::default();
+            for (svc, c) in &totals {
+                fam.get_or_create(&vec![("service".to_string(), svc.clone())])
+                    .inc_by(f(c));
+            }
+            reg.register(name, help, fam);
+        };
+    counter(
+        &mut reg,
+        "wirelens_service_flows",
+        "Flows seen for the service, all nodes",
+        &|c| c.flows,
+    );
+    counter(
+        &mut reg,
+        "wirelens_service_packets",
+        "Packets of the service's flows, all nodes",
+        &|c| c.packets,
+    );
+    counter(
+        &mut reg,
+        "wirelens_service_bytes",
+        "IP bytes of the service's flows, all nodes",
+        &|c| c.bytes,
+    );
+    counter(
+        &mut reg,
+        "wirelens_service_retransmits",
+        "TCP retransmissions in the service's flows",
+        &|c| c.retransmits,
+    );
+    counter(
+        &mut reg,
+        "wirelens_service_zero_window_stalls",
+        "Zero-window stalls in the service's flows",
+        &|c| c.zero_window_events,
+    );
+    counter(
+        &mut reg,
+        "wirelens_service_syn_retries",
+        "SYNs beyond the first in the service's handshakes",
+        &|c| c.syn_retries,
+    );
+    counter(
+        &mut reg,
+        "wirelens_service_pmtu_errors",
+        "ICMP frag-needed/packet-too-big quoting the service's flows",
+        &|c| c.pmtu_errors,
+    );
+    // RTT quantiles over the last 5 minutes of 10 s buckets.
+    let mut rtt: BTreeMap<String, agg::Counters> = BTreeMap::new();
+    for r in recent {
+        rtt.entry(r.service).or_default().merge(&r.counters);
+    }
+    let g = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for (svc, c) in &rtt {
+        for (side, h) in [("server", &c.rtt_server), ("client", &c.rtt_client)] {
+            for (q, name) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99")] {
+                if let Some(v) = h.quantile(q) {
+                    g.get_or_create(&vec![
+                        ("service".to_string(), svc.clone()),
+                        ("side".to_string(), side.to_string()),
+                        ("quantile".to_string(), name.to_string()),
+                    ])
+                    .set(v as f64 / 1e9);
+                }
+            }
+        }
+    }
+    reg.register(
+        "wirelens_service_rtt_seconds",
+        "RTT quantiles over the last 5 minutes (side=server: tap->server->tap, client: tap->client->tap)",
+        g,
+    );
+    let reports = Family::<Labels, Counter>::default();
+    let lbl = |v: &str| vec![("result".to_string(), v.to_string())];
+    reports
+        .get_or_create(&lbl("accepted"))
+        .inc_by(st.stats.accepted.load(Ordering::Relaxed));
+    reports
+        .get_or_create(&lbl("duplicate"))
+        .inc_by(st.stats.duplicate.load(Ordering::Relaxed));
+    for (why, n) in st
+        .stats
+        .rejected
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
+        reports.get_or_create(&lbl(why)).inc_by(*n);
+    }
+    reg.register(
+        "wirelens_ctrl_reports",
+        "Reports received by this process, by result",
+        reports,
+    );
+    let deltas = Counter::<u64>::default();
+    deltas.inc_by(st.stats.flow_deltas.load(Ordering::Relaxed));
+    reg.register(
+        "wirelens_ctrl_flow_deltas",
+        "Flow deltas accepted by this process",
+        deltas,
+    );
+    let n = Gauge::<i64>::default();
+    n.set(nodes.len() as i64);
+    reg.register("wirelens_ctrl_nodes", "Nodes known to the control plane", n);
+    let mut text = String::new();
+    if encode(&mut text, &reg).is_err() {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed");
+    }
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(Body::from(text))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            () = term => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Serves on `listener` until SIGINT/SIGTERM; prunes old rows every minute.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+) -> Result<(), ServeError> {
+    let pruner = {
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let keep = st.retention;
+                if let Ok(n) = with_store(&st, move |s| s.prune(now_ns(), &keep)).await {
+                    if n > 0 {
+                        log(format_args!("pruned {n} rows past retention"));
+                    }
+                }
+            }
+        })
+    };
+    let r = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    pruner.abort();
+    log("stopped");
+    Ok(r?)
+}
+
+/// `wirelens ctrl serve`: opens the store, binds `listen`, serves until a
+/// signal. Logs to stderr, starting with `listening on http://ADDR`.
+pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
+    let store = SqliteStore::open(&cfg.db)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: listen.to_string(),
+                source,
+            })?;
+        let addr: SocketAddr = listener.local_addr()?;
+        log(format_args!(
+            "listening on http://{addr} (db {}, {} token entries, body limit {} bytes)",
+            cfg.db.display(),
+            cfg.tokens.len(),
+            cfg.body_limit
+        ));
+        let state = AppState::new(Box::new(store), &cfg);
+        serve(listener, state).await
+    })
+}

@@ -1,0 +1,591 @@
+//! The control plane commands: `wirelens ctrl serve`, the queries
+//! `wirelens nodes|services|flows|alerts`, and `analyze --push`.
+
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use wirelens_ctrl::alerts::{Alert, AlertConfig};
+use wirelens_ctrl::auth::Tokens;
+use wirelens_ctrl::client::{Client, Pusher, PusherConfig};
+use wirelens_ctrl::report::{FlowDelta, NodeMeta};
+use wirelens_ctrl::server::{self, ServerConfig};
+use wirelens_ctrl::store::{FlowRow, NodeInfo, Retention};
+use wirelens_ctrl::{agg::ServiceSummary, now_ns, utc};
+use wirelens_dataplane::flow::FlowExport;
+use wirelens_dataplane::report::Summary;
+
+use crate::{exit, Format};
+
+/// Exit code: the control plane could not be reached or refused the request.
+pub const EXIT_CTRL: u8 = 4;
+
+/// The control plane.
+#[derive(Debug, Args)]
+pub struct CtrlArgs {
+    #[command(subcommand)]
+    pub command: CtrlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtrlCommand {
+    /// Run the control plane: receives node reports over HTTP, stores them in
+    /// SQLite, serves the API, /metrics and alerts. Logs to stderr.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the log says which).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: String,
+    /// The SQLite database (created if missing; WAL files beside it).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Tokens nodes report with: one per line, `TOKEN` or `NODE:TOKEN`.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// Largest report body accepted (bytes).
+    #[arg(long, default_value_t = server::DEFAULT_BODY_LIMIT)]
+    pub max_body: usize,
+    /// Keep 10 s buckets this many hours.
+    #[arg(long, default_value_t = 24)]
+    pub retain_10s_hours: u64,
+    /// Keep 1 min buckets this many days.
+    #[arg(long, default_value_t = 30)]
+    pub retain_1m_days: u64,
+    /// Keep per-flow rows this many days (after the flow's last packet).
+    #[arg(long, default_value_t = 7)]
+    pub retain_flows_days: u64,
+    /// RTT spike alert: p90 at least this many times the service's baseline.
+    #[arg(long, default_value_t = 3.0)]
+    pub rtt_factor: f64,
+    /// Retransmission alert: retransmissions per data packet.
+    #[arg(long, default_value_t = 0.02)]
+    pub retrans_rate: f64,
+}
+
+/// Where the CLI finds the control plane.
+#[derive(Debug, Args, Clone)]
+pub struct CtrlUrl {
+    /// Control plane URL [default: $WIRELENS_CTRL, else http://127.0.0.1:7878].
+    #[arg(long, value_name = "URL")]
+    pub ctrl: Option<String>,
+}
+
+impl CtrlUrl {
+    pub fn resolve(&self) -> String {
+        self.ctrl
+            .clone()
+            .or_else(|| {
+                std::env::var("WIRELENS_CTRL")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| wirelens_ctrl::DEFAULT_URL.to_string())
+    }
+}
+
+/// Options of `nodes`, `services`, `flows`, `alerts`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub url: CtrlUrl,
+    /// Order: nodes: name|last_seen|flows; services: worst|bytes|packets|flows|rtt|retrans|name;
+    /// flows: worst|rtt|bytes|stall|last.
+    #[arg(long)]
+    pub sort: Option<String>,
+    /// Most rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Only data since: an age (15m, 2h, 7d) or ns since the Unix epoch.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this service (`ip:port/proto`, as listed by `services`).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only this node (flows).
+    #[arg(long)]
+    pub node: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Percent-encodes a query value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl QueryArgs {
+    fn path(&self, route: &str) -> String {
+        let mut q = Vec::new();
+        for (k, v) in [
+            ("sort", self.sort.clone()),
+            ("limit", self.limit.map(|l| l.to_string())),
+            ("since", self.since.clone()),
+            ("service", self.service.clone()),
+            ("node", self.node.clone()),
+        ] {
+            if let Some(v) = v {
+                q.push(format!("{k}={}", enc(&v)));
+            }
+        }
+        if q.is_empty() {
+            route.to_string()
+        } else {
+            format!("{route}?{}", q.join("&"))
+        }
+    }
+}
+
+pub fn serve(a: &ServeArgs) -> u8 {
+    let tokens = match Tokens::load(&a.token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wirelens: {e}");
+            return exit::INPUT;
+        }
+    };
+    const H: u64 = 3600 * 1_000_000_000;
+    let cfg = ServerConfig {
+        db: a.db.clone(),
+        tokens,
+        body_limit: a.max_body,
+        retention: Retention {
+            s10_ns: a.retain_10s_hours.saturating_mul(H),
+            m1_ns: a.retain_1m_days.saturating_mul(24 * H),
+            flows_ns: a.retain_flows_days.saturating_mul(24 * H),
+            reports_ns: a.retain_1m_days.saturating_mul(24 * H),
+        },
+        alerts: AlertConfig {
+            rtt_factor: a.rtt_factor,
+            retrans_rate: a.retrans_rate,
+            ..AlertConfig::default()
+        },
+    };
+    match server::run(&a.listen, cfg) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("wirelens: ctrl serve: {e}");
+            exit::INPUT
+        }
+    }
+}
+
+fn client(url: &CtrlUrl) -> Client {
+    Client::new(&url.resolve(), Duration::from_secs(10))
+}
+
+/// Prints `rows` as JSON / NDJSON, or via `table`.
+fn output<T: Serialize>(
+    rows: &[T],
+    format: Format,
+    table: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> u8 {
+    let mut w = BufWriter::new(io::stdout().lock());
+    let r = match format {
+        Format::Json => serde_json::to_writer_pretty(&mut w, rows)
+            .map_err(io::Error::from)
+            .and_then(|()| w.write_all(b"\n")),
+        Format::Ndjson => rows.iter().try_for_each(|r| {
+            serde_json::to_writer(&mut w, r)?;
+            w.write_all(b"\n")
+        }),
+        Format::Table => table(&mut w),
+    }
+    .and_then(|()| w.flush());
+    match r {
+        Ok(()) => exit::OK,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            eprintln!("wirelens: writing output: {e}");
+            exit::INPUT
+        }
+    }
+}
+
+fn fetch<T: serde::de::DeserializeOwned>(a: &QueryArgs, route: &str) -> Result<T, u8> {
+    client(&a.url).get(&a.path(route)).map_err(|e| {
+        eprintln!("wirelens: {e}");
+        EXIT_CTRL
+    })
+}
+
+/// Aligned columns; the last column is left unpadded.
+pub fn print_table(w: &mut dyn Write, head: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < width.len() {
+                width[i] = width[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |w: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let mut s = String::new();
+        for (i, c) in cells.enumerate() {
+            if i + 1 == width.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        writeln!(w, "{}", s.trim_end())
+    };
+    line(w, &mut head.iter().copied())?;
+    for r in rows {
+        line(w, &mut r.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+pub fn human_bytes(b: u64) -> String {
+    match b {
+        0..1_000 => format!("{b} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        _ => format!("{:.1} GB", b as f64 / 1e9),
+    }
+}
+
+pub fn human_ns(ns: Option<u64>) -> String {
+    match ns {
+        None => "-".into(),
+        Some(v) if v < 1_000_000 => format!("{}us", v / 1000),
+        Some(v) if v < 10_000_000_000 => format!("{:.1}ms", v as f64 / 1e6),
+        Some(v) => format!("{:.1}s", v as f64 / 1e9),
+    }
+}
+
+pub fn age(ns: u64) -> String {
+    let now = now_ns();
+    if ns == 0 {
+        return "-".into();
+    }
+    let s = now.saturating_sub(ns) / 1_000_000_000;
+    match s {
+        0..120 => format!("{s}s ago"),
+        120..7200 => format!("{}m ago", s / 60),
+        7200..172_800 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{:.2}%", r * 100.0))
+}
+
+pub fn nodes(a: &QueryArgs) -> u8 {
+    let rows: Vec<NodeInfo> = match fetch(a, "/api/v1/nodes") {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    output(&rows, a.format, |w| {
+        let t: Vec<Vec<String>> = rows
+            .iter()
+            .map(|n| {
+                vec![
+                    n.node.clone(),
+                    n.meta.mode.clone(),
+                    n.reports.to_string(),
+                    n.duplicates.to_string(),
+                    n.flow_deltas.to_string(),
+                    format!("{}/{}", n.dropped_reports, n.dropped_flows),
+                    age(n.last_seen_ns),
+                    n.meta.source.clone(),
+                ]
+            })
+            .collect();
+        print_table(
+            w,
+            &[
+                "node",
+                "mode",
+                "reports",
+                "dup",
+                "flows",
+                "dropped r/f",
+                "last seen",
+                "source",
+            ],
+            &t,
+        )
+    })
+}
+
+pub fn services(a: &QueryArgs) -> u8 {
+    let rows: Vec<ServiceSummary> = match fetch(a, "/api/v1/services") {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    output(&rows, a.format, |w| {
+        let mut t = Vec::new();
+        for s in &rows {
+            t.push(service_row(s));
+            for p in &s.paths {
+                t.push(vec![
+                    format!("  from {}", p.subnet),
+                    p.nodes.join(","),
+                    p.flows.to_string(),
+                    p.packets.to_string(),
+                    String::new(),
+                    format!("{} ({})", p.retransmits, pct(p.retrans_rate)),
+                    format!(
+                        "{}/{}",
+                        human_ns(p.rtt_server.p50_ns),
+                        human_ns(p.rtt_server.p90_ns)
+                    ),
+                    format!(
+                        "{}/{}",
+                        human_ns(p.rtt_client.p50_ns),
+                        human_ns(p.rtt_client.p90_ns)
+                    ),
+                    p.zero_window_events.to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
+        }
+        print_table(w, &SERVICE_HEAD, &t)
+    })
+}
+
+pub const SERVICE_HEAD: [&str; 12] = [
+    "service",
+    "nodes",
+    "flows",
+    "pkts",
+    "bytes",
+    "retx (rate)",
+    "rtt srv p50/p90",
+    "rtt cli p50/p90",
+    "zwin",
+    "syn retry",
+    "pmtu",
+    "last",
+];
+
+pub fn service_row(s: &ServiceSummary) -> Vec<String> {
+    vec![
+        s.service.clone(),
+        s.nodes.join(","),
+        s.flows.to_string(),
+        s.packets.to_string(),
+        human_bytes(s.bytes),
+        format!("{} ({})", s.retransmits, pct(s.retrans_rate)),
+        format!(
+            "{}/{}",
+            human_ns(s.rtt_server.p50_ns),
+            human_ns(s.rtt_server.p90_ns)
+        ),
+        format!(
+            "{}/{}",
+            human_ns(s.rtt_client.p50_ns),
+            human_ns(s.rtt_client.p90_ns)
+        ),
+        s.zero_window_events.to_string(),
+        s.syn_retry_flows.to_string(),
+        s.pmtu_errors.to_string(),
+        age(s.last_ns),
+    ]
+}
+
+pub const FLOW_HEAD: [&str; 11] = [
+    "node",
+    "proto",
+    "client",
+    "server",
+    "state",
+    "pkts",
+    "bytes",
+    "retx c2s/s2c",
+    "rtt c2s p50/p99",
+    "rtt s2c p50/p99",
+    "zwin",
+];
+
+pub fn flow_row(f: &FlowRow) -> Vec<String> {
+    let r = &f.flow;
+    let ep = |e: &wirelens_dataplane::report::Endpoint| match e.ip {
+        std::net::IpAddr::V4(a) => format!("{a}:{}", e.port),
+        std::net::IpAddr::V6(a) => format!("[{a}]:{}", e.port),
+    };
+    let state = r.tcp.as_ref().map_or("-".to_string(), |t| {
+        serde_json::to_value(t.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    });
+    vec![
+        f.node.clone(),
+        serde_json::to_value(r.proto)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        ep(&r.client),
+        ep(&r.server),
+        state,
+        r.c2s.packets.saturating_add(r.s2c.packets).to_string(),
+        human_bytes(r.c2s.bytes.saturating_add(r.s2c.bytes)),
+        format!("{}/{}", r.c2s.retransmits, r.s2c.retransmits),
+        format!(
+            "{}/{}",
+            human_ns(r.c2s.rtt.p50_ns),
+            human_ns(r.c2s.rtt.p99_ns)
+        ),
+        format!(
+            "{}/{}",
+            human_ns(r.s2c.rtt.p50_ns),
+            human_ns(r.s2c.rtt.p99_ns)
+        ),
+        r.c2s
+            .zero_window_events
+            .saturating_add(r.s2c.zero_window_events)
+            .to_string(),
+    ]
+}
+
+pub fn flows(a: &QueryArgs) -> u8 {
+    let rows: Vec<FlowRow> = match fetch(a, "/api/v1/flows") {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    output(&rows, a.format, |w| {
+        let t: Vec<Vec<String>> = rows.iter().map(flow_row).collect();
+        print_table(w, &FLOW_HEAD, &t)
+    })
+}
+
+pub fn alerts(a: &QueryArgs) -> u8 {
+    let rows: Vec<Alert> = match fetch(a, "/api/v1/alerts") {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    output(&rows, a.format, |w| {
+        if rows.is_empty() {
+            return writeln!(w, "no alerts");
+        }
+        let t: Vec<Vec<String>> = rows
+            .iter()
+            .map(|x| {
+                vec![
+                    x.rule.clone(),
+                    x.service.clone(),
+                    utc(x.since_ns),
+                    x.nodes.join(","),
+                    x.summary.clone(),
+                ]
+            })
+            .collect();
+        print_table(w, &["rule", "service", "since", "nodes", "evidence"], &t)
+    })
+}
+
+/// Flows per report of `analyze --push` (about 2 kB of JSON each: ~4 MB a report).
+const PUSH_BATCH: usize = 2000;
+
+/// `analyze --push`: sends the capture's flow records as node `node`'s reports.
+/// The report instance is a hash of the node and the capture, so pushing the
+/// same capture again is acknowledged as a duplicate and not counted twice.
+pub fn push_analysis(
+    url: &str,
+    node: &str,
+    token_file: &Path,
+    source: &str,
+    records: Vec<FlowExport>,
+    summary: &Summary,
+) -> u8 {
+    let tf = token_file.display().to_string();
+    let token = match Tokens::load(token_file).and_then(|t| t.token_for(node, &tf)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wirelens: {e}");
+            return exit::INPUT;
+        }
+    };
+    if !wirelens_ctrl::report::valid_node_name(node) {
+        eprintln!("wirelens: --node {node:?}: use 1 to 64 characters of A-Z a-z 0-9 . _ -");
+        return exit::USAGE;
+    }
+    // FNV-1a over what identifies this capture for this node.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let id = format!(
+        "{node}\0{:?}\0{:?}\0{}\0{}\0{}",
+        summary.first_ns,
+        summary.last_ns,
+        summary.packets,
+        summary.bytes,
+        records.len()
+    );
+    for b in id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let n_flows = records.len();
+    let batches: Vec<Vec<FlowDelta>> = if records.is_empty() {
+        vec![Vec::new()]
+    } else {
+        let deltas: Vec<FlowDelta> = records
+            .into_iter()
+            .map(|e| {
+                let [c2s, s2c] = e.rtt;
+                let mut d = FlowDelta::from_record(e.record);
+                d.rtt_c2s = (!c2s.is_empty()).then_some(c2s);
+                d.rtt_s2c = (!s2c.is_empty()).then_some(s2c);
+                d
+            })
+            .collect();
+        deltas
+            .chunks(PUSH_BATCH)
+            .map(<[FlowDelta]>::to_vec)
+            .collect()
+    };
+    let n_reports = batches.len();
+    let mut p = Pusher::new(PusherConfig {
+        url: url.to_string(),
+        node: node.to_string(),
+        token,
+        instance: h,
+        meta: NodeMeta {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: "analyze".into(),
+            source: source.to_string(),
+            hostname: None,
+        },
+        backlog: n_reports,
+        timeout: Duration::from_secs(30),
+    });
+    for b in batches {
+        p.enqueue(b, now_ns());
+    }
+    let mut tries = 0;
+    loop {
+        match p.flush() {
+            Ok(_) => break,
+            Err(e) if e.is_retryable() && tries < 2 => {
+                tries += 1;
+                eprintln!("wirelens: push: {e} (retrying)");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => {
+                eprintln!("wirelens: push: {e}");
+                return EXIT_CTRL;
+            }
+        }
+    }
+    let s = p.stats();
+    eprintln!(
+        "wirelens: pushed {n_flows} flows in {n_reports} report(s) to {url} as node {node}: {} accepted, {} already there",
+        s.accepted, s.duplicates
+    );
+    exit::OK
+}

@@ -1,0 +1,749 @@
+//! End-to-end tests of the control plane with real processes on loopback
+//! (127.0.0.1, ephemeral ports): `wirelens ctrl serve`, nodes pushing with
+//! `wirelens analyze --push` of captures this test writes, the CLI queries,
+//! bad requests, a SIGKILL of the server, and `wirelens top` in tmux.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wirelens_ctrl::client::Client;
+use wirelens_ctrl::report::{FlowDelta, NodeMeta, NodeReport};
+use wirelens_dataplane::report::{Direction, Endpoint, FlowRecord, Proto, FLOW_SCHEMA};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
+const SEC: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+
+const TOKENS: &str =
+    "# test tokens\nnode-a:token-aaaa-1111\nnode-b:token-bbbb-2222\nshared-token-3333\n";
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wl-ctrl-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("tokens"), TOKENS).unwrap();
+    std::fs::write(d.join("token-a"), "node-a:token-aaaa-1111\n").unwrap();
+    std::fs::write(d.join("token-b"), "token-bbbb-2222\n").unwrap();
+    d
+}
+
+/// A `wirelens ctrl serve` child; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(dir: &Path, db: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["ctrl", "serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .arg("--token-file")
+            .arg(dir.join("tokens"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wirelens ctrl serve");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let l2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
+        Server {
+            child,
+            url: format!("http://{addr}"),
+            addr,
+            log,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wirelens(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("WIRELENS_CTRL")
+        .output()
+        .expect("run wirelens")
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let o = wirelens(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+// ---- a tiny pcap writer ----------------------------------------------------
+
+struct Pcap(Vec<u8>);
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
+const PSH: u8 = 0x08;
+
+impl Pcap {
+    fn new() -> Pcap {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes()); // ns timestamps
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&4u16.to_le_bytes());
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&65535u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
+        Pcap(b)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one TCP segment's header fields")]
+    fn tcp(
+        &mut self,
+        ts: u64,
+        src: ([u8; 4], u16),
+        dst: ([u8; 4], u16),
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        len: usize,
+    ) {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = 20 + 20 + len;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        ip.extend_from_slice(&src.0);
+        ip.extend_from_slice(&dst.0);
+        let mut sum: u32 = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&src.1.to_be_bytes());
+        f.extend_from_slice(&dst.1.to_be_bytes());
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(&ack.to_be_bytes());
+        f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f.resize(f.len() + len, 0x61);
+        self.0.extend_from_slice(&((ts / SEC) as u32).to_le_bytes());
+        self.0.extend_from_slice(&((ts % SEC) as u32).to_le_bytes());
+        self.0.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(&f);
+    }
+
+    /// A whole connection: handshake, `segments` request segments of 100
+    /// bytes each acknowledged after `rtt`, every `retx_every`-th sent twice,
+    /// then a FIN exchange.
+    fn conversation(
+        &mut self,
+        t0: u64,
+        c: ([u8; 4], u16),
+        s: ([u8; 4], u16),
+        rtt: u64,
+        segments: u32,
+        retx_every: Option<u32>,
+    ) {
+        let (ci, si) = (1000u32, 50_000u32);
+        self.tcp(t0, c, s, ci, 0, SYN, 0);
+        self.tcp(t0 + rtt, s, c, si, ci + 1, SYN | ACK, 0);
+        self.tcp(t0 + rtt + 50_000, c, s, ci + 1, si + 1, ACK, 0);
+        let mut t = t0 + rtt + 100_000;
+        for i in 0..segments {
+            let seq = ci + 1 + i * 100;
+            self.tcp(t, c, s, seq, si + 1, ACK | PSH, 100);
+            if retx_every.is_some_and(|k| i % k == 0) {
+                self.tcp(t + MS / 2, c, s, seq, si + 1, ACK | PSH, 100);
+            }
+            self.tcp(t + rtt, s, c, si + 1, seq + 100, ACK, 0);
+            t += rtt + MS;
+        }
+        let end = ci + 1 + segments * 100;
+        self.tcp(t, c, s, end, si + 1, FIN | ACK, 0);
+        self.tcp(t + rtt, s, c, si + 1, end + 1, FIN | ACK, 0);
+        self.tcp(t + rtt + 50_000, c, s, end + 1, si + 2, ACK, 0);
+    }
+
+    fn write(&self, p: &Path) {
+        std::fs::write(p, &self.0).unwrap();
+    }
+}
+
+const SVC: [u8; 4] = [198, 18, 2, 2];
+const SVC2: [u8; 4] = [198, 18, 2, 3];
+
+fn captures(dir: &Path) -> (PathBuf, PathBuf) {
+    let t0 = wirelens_ctrl::now_ns() - 300 * SEC;
+    let mut a = Pcap::new();
+    for k in 0..3u8 {
+        a.conversation(
+            t0 + u64::from(k) * SEC,
+            ([198, 18, 1, 10 + k], 40_000 + u16::from(k)),
+            (SVC, 8080),
+            40 * MS,
+            5,
+            None,
+        );
+    }
+    let mut b = Pcap::new();
+    for k in 0..2u8 {
+        b.conversation(
+            t0 + u64::from(k) * SEC,
+            ([198, 18, 3, 20 + k], 41_000 + u16::from(k)),
+            (SVC, 8080),
+            40 * MS,
+            5,
+            None,
+        );
+    }
+    b.conversation(
+        t0 + 3 * SEC,
+        ([198, 18, 3, 30], 42_000),
+        (SVC2, 443),
+        MS,
+        120,
+        Some(4),
+    );
+    let (pa, pb) = (dir.join("a.pcap"), dir.join("b.pcap"));
+    a.write(&pa);
+    b.write(&pb);
+    (pa, pb)
+}
+
+/// Per service: [flows, packets, bytes, retransmits] summed over flow records.
+fn expected(records: &[&Value]) -> BTreeMap<String, [u64; 4]> {
+    let mut m: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    for f in records {
+        let svc = format!(
+            "{}:{}/tcp",
+            f["server"]["ip"].as_str().unwrap(),
+            f["server"]["port"]
+        );
+        let e = m.entry(svc).or_default();
+        e[0] += 1;
+        for d in ["c2s", "s2c"] {
+            e[1] += f[d]["packets"].as_u64().unwrap();
+            e[2] += f[d]["bytes"].as_u64().unwrap();
+            e[3] += f[d]["retransmits"].as_u64().unwrap();
+        }
+    }
+    m
+}
+
+fn service_totals(url: &str) -> BTreeMap<String, [u64; 4]> {
+    let v = ok_json(&["services", "--ctrl", url, "--format", "json"]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let g = |k: &str| s[k].as_u64().unwrap();
+            (
+                s["service"].as_str().unwrap().to_string(),
+                [g("flows"), g("packets"), g("bytes"), g("retransmits")],
+            )
+        })
+        .collect()
+}
+
+/// One raw HTTP/1.1 exchange; returns (status, body).
+fn raw_http(addr: &str, head: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn post(addr: &str, auth: Option<&str>, body: &[u8], content_length: usize) -> (u16, String) {
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /api/v1/report HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
+    );
+    raw_http(addr, &head, body)
+}
+
+fn flow(client: [u8; 4], server: ([u8; 4], u16), first_ns: u64, packets: u64) -> FlowRecord {
+    FlowRecord {
+        kind: "flow".into(),
+        schema: FLOW_SCHEMA.into(),
+        proto: Proto::Tcp,
+        client: Endpoint {
+            ip: client.into(),
+            port: 33_000,
+        },
+        server: Endpoint {
+            ip: server.0.into(),
+            port: server.1,
+        },
+        vlan: None,
+        first_ns,
+        last_ns: first_ns + SEC,
+        c2s: Direction {
+            packets,
+            bytes: packets * 100,
+            ..Direction::default()
+        },
+        s2c: Direction::default(),
+        tcp: None,
+        pmtu: None,
+    }
+}
+
+fn report(node: &str, seq: u64, packets: u64) -> NodeReport {
+    let now = wirelens_ctrl::now_ns();
+    let mut r = NodeReport::new(node, 77, seq, now, NodeMeta::default());
+    r.flows.push(FlowDelta::from_record(flow(
+        [198, 18, 1, 9],
+        (SVC, 8080),
+        now - 2 * SEC,
+        packets,
+    )));
+    r
+}
+
+#[test]
+fn two_nodes_push_and_totals_are_the_sum() {
+    let dir = tmpdir("sum");
+    let (pa, pb) = captures(&dir);
+    let srv = Server::start(&dir, &dir.join("ctrl.db"));
+    let url = srv.url.as_str();
+    let ta = dir.join("token-a");
+    let tb = dir.join("token-b");
+    for (pcap, node, tf) in [(&pa, "node-a", &ta), (&pb, "node-b", &tb)] {
+        let o = wirelens(&[
+            "analyze",
+            pcap.to_str().unwrap(),
+            "--format",
+            "json",
+            "--push",
+            url,
+            "--node",
+            node,
+            "--token-file",
+            tf.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{node}: {err}");
+        assert!(err.contains("1 accepted"), "{err}");
+    }
+    // What each node saw, by its own analysis.
+    let da = ok_json(&["analyze", pa.to_str().unwrap(), "--format", "json"]);
+    let db = ok_json(&["analyze", pb.to_str().unwrap(), "--format", "json"]);
+    let recs: Vec<&Value> = da["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(db["flows"].as_array().unwrap())
+        .collect();
+    assert_eq!(recs.len(), 6);
+    let want = expected(&recs);
+    assert_eq!(want.len(), 2);
+    assert!(
+        want["198.18.2.3:443/tcp"][3] > 0,
+        "the 443 flow has retransmissions"
+    );
+    assert_eq!(service_totals(url), want);
+
+    // The service seen by both nodes names both, with its client subnets.
+    let svcs = ok_json(&[
+        "services",
+        "--ctrl",
+        url,
+        "--format",
+        "json",
+        "--service",
+        "198.18.2.2:8080/tcp",
+    ]);
+    let s = &svcs[0];
+    assert_eq!(s["nodes"], serde_json::json!(["node-a", "node-b"]));
+    let subnets: Vec<&str> = s["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["subnet"].as_str().unwrap())
+        .collect();
+    assert_eq!(subnets.len(), 2, "{subnets:?}");
+    assert!(subnets.contains(&"198.18.1.0/24") && subnets.contains(&"198.18.3.0/24"));
+    let p50 = s["rtt_server"]["p50_ns"].as_u64().unwrap();
+    assert!(p50.abs_diff(40 * MS) * 64 <= 40 * MS, "p50 {p50}");
+
+    // Pushing the same capture again changes nothing (idempotent report names).
+    let o = wirelens(&[
+        "analyze",
+        pa.to_str().unwrap(),
+        "--format",
+        "ndjson",
+        "--push",
+        url,
+        "--node",
+        "node-a",
+        "--token-file",
+        ta.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("0 accepted, 1 already there"),
+        "{err}"
+    );
+    assert_eq!(service_totals(url), want);
+
+    // Flows, nodes, alerts through the CLI.
+    let o = wirelens(&[
+        "flows", "--ctrl", url, "--format", "ndjson", "--limit", "100",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 6);
+    let nodes = ok_json(&["nodes", "--ctrl", url, "--format", "json"]);
+    assert_eq!(nodes[0]["node"], "node-a");
+    assert_eq!(nodes[0]["duplicates"], 1);
+    assert_eq!(nodes[1]["flow_deltas"], 3);
+    let alerts = ok_json(&["alerts", "--ctrl", url, "--format", "json"]);
+    let retx: Vec<&Value> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["rule"] == "retransmissions")
+        .collect();
+    assert_eq!(retx.len(), 1, "{alerts:#}");
+    assert_eq!(retx[0]["service"], "198.18.2.3:443/tcp");
+    assert_eq!(retx[0]["nodes"], serde_json::json!(["node-b"]));
+    let o = wirelens(&["services", "--ctrl", url]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("198.18.2.2:8080/tcp"));
+
+    // Bad requests: 4xx with a JSON reason, store untouched.
+    let good = serde_json::to_vec(&report("node-a", 0, 5)).unwrap();
+    // (what, token, body, Content-Length, expected status)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, usize, u16);
+    let cases: Vec<Case<'_>> = vec![
+        ("no token", None, good.clone(), good.len(), 401),
+        (
+            "wrong token",
+            Some("token-wrong-0000"),
+            good.clone(),
+            good.len(),
+            401,
+        ),
+        (
+            "token of another node",
+            Some("token-bbbb-2222"),
+            good.clone(),
+            good.len(),
+            403,
+        ),
+        (
+            "malformed",
+            Some("token-aaaa-1111"),
+            b"{\"schema\": [1,2".to_vec(),
+            15,
+            400,
+        ),
+        (
+            "not a report",
+            Some("token-aaaa-1111"),
+            b"{\"hello\":1}".to_vec(),
+            11,
+            400,
+        ),
+        (
+            "oversized",
+            Some("token-aaaa-1111"),
+            Vec::new(),
+            9 << 20,
+            413,
+        ),
+    ];
+    for (what, tok, body, len, want_status) in cases {
+        let (status, body) = post(&srv.addr, tok, &body, len);
+        assert_eq!(status, want_status, "{what}: {body}");
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}: {body}"));
+        assert!(
+            v["error"].as_str().is_some_and(|s| !s.is_empty()),
+            "{what}: {body}"
+        );
+    }
+    let mut bad = report("node-a", 0, 5);
+    bad.version = 99;
+    let b = serde_json::to_vec(&bad).unwrap();
+    assert_eq!(post(&srv.addr, Some("token-aaaa-1111"), &b, b.len()).0, 422);
+    // A chunked oversized body (no Content-Length) is cut off too.
+    let mut s = TcpStream::connect(&srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"POST /api/v1/report HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer token-aaaa-1111\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..9 {
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
+            || s.write_all(&chunk).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(
+        resp.is_empty() || resp.starts_with("HTTP/1.1 413"),
+        "{resp}"
+    );
+    assert_eq!(service_totals(url), want, "bad requests changed the store");
+
+    // Health, metrics.
+    let c = Client::new(url, Duration::from_secs(5));
+    let h: Value = c.get("/healthz").unwrap();
+    assert_eq!(h["status"], "ok");
+    let (status, metrics) = raw_http(
+        &srv.addr,
+        &format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            srv.addr
+        ),
+        b"",
+    );
+    assert_eq!(status, 200);
+    let line = format!(
+        "wirelens_service_packets_total{{service=\"198.18.2.2:8080/tcp\"}} {}",
+        want["198.18.2.2:8080/tcp"][1]
+    );
+    assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    assert!(
+        metrics.contains("wirelens_ctrl_reports_total{result=\"unauthenticated\"} 2"),
+        "{metrics}"
+    );
+
+    // Tokens never reach the log.
+    let log = srv.log.lock().unwrap().join("\n");
+    assert!(log.contains("report node=node-a"), "{log}");
+    for t in [
+        "token-aaaa-1111",
+        "token-bbbb-2222",
+        "shared-token-3333",
+        "token-wrong-0000",
+    ] {
+        assert!(!log.contains(t), "token {t} in the log:\n{log}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unreachable_control_plane_is_a_clear_error() {
+    // Port 1 on loopback: nothing listens there.
+    let o = wirelens(&["nodes", "--ctrl", "http://127.0.0.1:1"]);
+    assert_eq!(o.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot reach the control plane at http://127.0.0.1:1: connection refused; is `wirelens ctrl serve` running?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigkill_loses_no_acknowledged_report() {
+    let dir = tmpdir("kill");
+    let db = dir.join("ctrl.db");
+    let mut srv = Server::start(&dir, &db);
+    let c = Client::new(&srv.url, Duration::from_secs(5));
+    let acked = Arc::new(Mutex::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) && seq < 100_000 {
+                match c.post_report("token-aaaa-1111", &report("node-a", seq, 3)) {
+                    Ok(ack) => {
+                        assert_eq!(ack.status, "accepted");
+                        *acked.lock().unwrap() += 1;
+                        seq += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        })
+    };
+    let t = Instant::now();
+    while *acked.lock().unwrap() < 20 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    srv.kill(); // SIGKILL while reports are in flight
+    stop.store(true, Ordering::Relaxed);
+    pusher.join().unwrap();
+    let acked = *acked.lock().unwrap();
+    assert!(acked >= 20, "only {acked} reports acknowledged");
+
+    let srv = Server::start(&dir, &db);
+    let c = Client::new(&srv.url, Duration::from_secs(5));
+    let nodes: Vec<Value> = c.get("/api/v1/nodes").unwrap();
+    let stored = nodes[0]["reports"].as_u64().unwrap();
+    // Every acknowledged report is there; at most the one in flight beyond.
+    assert!(
+        acked <= stored && stored <= acked + 1,
+        "acked {acked}, stored {stored}"
+    );
+    let totals = service_totals(&srv.url);
+    assert_eq!(totals["198.18.2.2:8080/tcp"][1], stored * 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn top_shows_services_in_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!(
+            "SKIP top_shows_services_in_tmux: tmux not installed (scripts/setup.sh installs it)"
+        );
+        return;
+    }
+    let dir = tmpdir("top");
+    let srv = Server::start(&dir, &dir.join("ctrl.db"));
+    let c = Client::new(&srv.url, Duration::from_secs(5));
+    c.post_report("shared-token-3333", &report("node-t", 0, 7))
+        .unwrap();
+    let sock = format!("wl-top-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let cmd = format!("{BIN} top --ctrl {}", srv.url);
+    let o = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &cmd,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = Instant::now();
+    let mut screen = String::new();
+    while t.elapsed() < Duration::from_secs(20) {
+        screen =
+            String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "top"]).stdout).to_string();
+        if screen.contains("198.18.2.2:8080/tcp") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let shown = screen.contains("198.18.2.2:8080/tcp")
+        && screen.contains("wirelens top")
+        && screen.contains("node-t");
+    let _ = tmux(&["send-keys", "-t", "top", "q"]);
+    let t = Instant::now();
+    let mut quit = false;
+    while t.elapsed() < Duration::from_secs(5) {
+        if !tmux(&["has-session", "-t", "top"]).status.success() {
+            quit = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = tmux(&["kill-server"]);
+    assert!(shown, "service row not shown:\n{screen}");
+    assert!(quit, "top did not quit on q");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rtt_step_alert_through_analyze_push() {
+    // One connection every 10 s to 198.18.2.4:9000: twelve at 40 ms RTT,
+    // then three at 120 ms. Each whole-flow record lands in its own 10 s bucket.
+    let dir = tmpdir("rtt");
+    let t0 = wirelens_ctrl::now_ns() / (10 * SEC) * (10 * SEC) - 400 * SEC;
+    let mut p = Pcap::new();
+    for k in 0..15u8 {
+        let rtt = if k < 12 { 40 * MS } else { 120 * MS };
+        p.conversation(
+            t0 + u64::from(k) * 10 * SEC,
+            ([198, 18, 5, 10 + k], 43_000),
+            ([198, 18, 2, 4], 9000),
+            rtt,
+            6,
+            None,
+        );
+    }
+    let pcap = dir.join("rtt.pcap");
+    p.write(&pcap);
+    let srv = Server::start(&dir, &dir.join("ctrl.db"));
+    let o = wirelens(&[
+        "analyze",
+        pcap.to_str().unwrap(),
+        "--push",
+        &srv.url,
+        "--node",
+        "node-a",
+        "--token-file",
+        dir.join("token-a").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let alerts = ok_json(&["alerts", "--ctrl", &srv.url, "--format", "json"]);
+    let a = alerts.as_array().unwrap();
+    assert_eq!(a.len(), 1, "{alerts:#}");
+    assert_eq!(a[0]["rule"], "rtt_spike");
+    assert_eq!(a[0]["service"], "198.18.2.4:9000/tcp");
+    assert_eq!(a[0]["nodes"], serde_json::json!(["node-a"]));
+    assert_eq!(a[0]["evidence"]["side"], "server");
+    // Since the bucket of the first slow connection (it ends ~0.9 s after it starts).
+    let since = a[0]["since_ns"].as_u64().unwrap();
+    assert_eq!(since, t0 + 120 * SEC, "since {since}");
+    let ratio = a[0]["evidence"]["ratio"].as_f64().unwrap();
+    assert!((2.9..3.1).contains(&ratio), "{ratio}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
