@@ -4,6 +4,7 @@
 mod analyze;
 mod ctrl_cli;
 mod ctrl_top;
+mod probe_cli;
 mod table;
 
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ enum Command {
     /// Alerts of a control plane: which service, which nodes, since when, the evidence.
     Alerts(ctrl_cli::QueryArgs),
     Top(ctrl_top::TopArgs),
+    Probe(probe_cli::ProbeArgs),
 }
 
 /// How data is printed on stdout.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Flows(args) => ctrl_cli::flows(&args),
         Command::Alerts(args) => ctrl_cli::alerts(&args),
         Command::Top(args) => ctrl_top::run(&args),
+        Command::Probe(args) => probe_cli::run(&args),
     };
     ExitCode::from(code)
 }
