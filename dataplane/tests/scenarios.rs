@@ -265,6 +265,7 @@ fn refused_and_reset_connections() {
     sim.at(1.0).s(F::RST | A, 0, 8, 0);
     let r = sim.one();
     assert_eq!(r.tcp.as_ref().unwrap().state, TcpState::Refused);
+    assert_eq!(r.tcp.as_ref().unwrap().rst_from, Some(Side::Server));
     assert_eq!(r.s2c.rst, 1);
 
     let mut sim = Sim::new();
@@ -548,4 +549,29 @@ fn later_fragments_join_the_flow_of_their_first_fragment() {
     assert_eq!(r.c2s.packets, 3);
     assert_eq!(r.c2s.frags, 3);
     assert_eq!(r.c2s.bytes, 4500);
+}
+
+#[test]
+fn tsvals_tell_reordering_from_retransmission() {
+    // with timestamps, a hole fill sent before the highest segment (older
+    // TSval) is reordering, however late it arrives; one sent after it
+    // (newer TSval) is a retransmission, however soon it arrives.
+    let mut sim = Sim::new();
+    sim.ts = true;
+    sim.handshake(0, 0); // iRTT 11 ms
+    sim.tsval = 100;
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    sim.tsval = 101;
+    sim.at(21.0).c(PA, 1 + 2 * MSS, 1, MSS); // seg 2 missing
+    sim.tsval = 100;
+    sim.at(60.0).c(PA, 1 + MSS, 1, MSS); // seg 2, sent before seg 3, 39 ms late
+    sim.tsval = 102;
+    sim.at(61.0).c(PA, 1 + 4 * MSS, 1, MSS); // seg 4 missing
+    sim.tsval = 103;
+    sim.at(61.5).c(PA, 1 + 3 * MSS, 1, MSS); // seg 4 retransmitted 0.5 ms later
+    let r = sim.one();
+    assert_eq!(r.c2s.gaps, 2);
+    assert_eq!(r.c2s.hole_fill, 2);
+    assert_eq!(r.c2s.out_of_order, 1);
+    assert_eq!(r.c2s.retransmits, 1);
 }

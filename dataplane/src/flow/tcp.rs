@@ -11,16 +11,24 @@
 //! * Wireshark's heuristics (`epan/dissectors/packet-tcp.c`,
 //!   `tcp_analyze_sequence_number`), reproduced rule for rule so that the flags
 //!   agree with what an engineer sees in Wireshark: zero-window probes,
-//!   keep-alives, duplicate ACKs, fast / spurious retransmissions and
-//!   out-of-order (a segment below the highest sequence within one initial RTT,
-//!   3 ms if none, of the highest segment).
+//!   keep-alives, duplicate ACKs, fast / spurious retransmissions.
 //!
-//! `retransmits` = `retrans_seen + hole_fill - out_of_order`, where
-//! `out_of_order` counts the hole fills Wireshark labels out-of-order.
-//! Differences from Wireshark, on purpose: SYN retransmissions are counted in
-//! `handshake.syn_count` / `synack_count`, not in `retransmits` (Wireshark labels
-//! them retransmissions); a segment whose bytes were all seen is never out of
-//! order (Wireshark may label one so when it comes within the initial RTT).
+//! `out_of_order` counts the hole fills that are late originals, not
+//! retransmissions: when the segment and the highest one both carry TCP
+//! timestamps, a TSval older than the highest segment's means it was sent
+//! before it (reordering) and a newer one means it was sent after it (a
+//! retransmission of a loss before the tap); without timestamps (or with
+//! equal TSvals) Wireshark's rule decides: within one initial RTT (3 ms if
+//! none) of the highest segment. On real captures Wireshark's timing rule
+//! calls reordered originals "fast retransmissions" (the receiver's duplicate
+//! ACKs reach the tap first) and quick SACK-driven retransmissions
+//! "out-of-order"; the TSval is exact where it exists.
+//!
+//! `retransmits` = `retrans_seen + hole_fill - out_of_order`. Differences
+//! from Wireshark, on purpose: SYN retransmissions are counted in
+//! `handshake.syn_count` / `synack_count`, not in `retransmits` (Wireshark
+//! labels them retransmissions); a segment whose bytes were all seen is never
+//! out of order; the out-of-order rule above.
 //!
 //! `fast_retransmits` and `spurious_retransmits` follow Wireshark's rules;
 //! `rto_retransmits` are the other retransmissions that came after the sender
@@ -28,15 +36,16 @@
 //! (RTO or tail-loss probe), as opposed to SACK-driven recovery, which sends
 //! while ACKs arrive and is in neither sub-count.
 //!
-//! RTT: from TCP timestamps when the segment carries them (the first
-//! occurrence of a TSval on a segment that elicits an ACK, matched to the
-//! other side's TSecr echo), else from sequence -> ACK matching (a data segment
-//! to the ACK that acknowledges exactly its end) with Karn's rule: a
-//! retransmission in a direction discards that direction's pending samples.
-//! A few probes are pending at once per direction (bounded memory); each
-//! sample is weighted by the advancing ACKs since the previous one, so the
-//! quantiles are per ACK like Wireshark's `ack_rtt`, not per unit of time, and
-//! `rtt.n` counts those ACKs.
+//! RTT, one sample per ACK at most: sequence -> ACK matching first (a data
+//! segment to the ACK that acknowledges exactly its end, as Wireshark's
+//! `ack_rtt`), with Karn's rule (a retransmission in a direction discards its
+//! pending segment probes); else TCP timestamps (the first segment carrying a
+//! new TSval, to the other side's TSecr echo of it), from ACKs that
+//! acknowledge new data only (a duplicate ACK echoes an old TSval). A few
+//! probes are pending at once per direction (bounded memory); each sample is
+//! weighted by the advancing ACKs since the previous one, so the quantiles
+//! are per ACK like Wireshark's, not per unit of time, and `rtt.n` counts
+//! those ACKs.
 #![forbid(unsafe_code)]
 
 use crate::flow::dir::{bump, DirStats};
@@ -62,19 +71,11 @@ struct RttProbes {
     keys: [u32; RTT_SLOTS],
     times: [u64; RTT_SLOTS],
     used: u8,
-    /// Keys are TSvals (else sequence numbers of segment ends).
-    ts: bool,
 }
 
 impl RttProbes {
-    /// Arms a probe keyed by a TSval (`ts`) or a segment end. Switching kind
-    /// drops the probes of the other kind: their keys are not comparable.
     #[inline]
-    fn arm(&mut self, ts: bool, key: u32, now: u64) {
-        if self.ts != ts {
-            self.ts = ts;
-            self.used = 0;
-        }
+    fn arm(&mut self, key: u32, now: u64) {
         if self.used == (1 << RTT_SLOTS) - 1 {
             return;
         }
@@ -96,8 +97,8 @@ impl RttProbes {
     /// Frees every probe whose key is at or before `key`; returns the sample of
     /// the probe whose key equals it.
     #[inline]
-    fn resolve(&mut self, ts: bool, key: u32, now: u64) -> Option<u64> {
-        if self.used == 0 || self.ts != ts {
+    fn resolve(&mut self, key: u32, now: u64) -> Option<u64> {
+        if self.used == 0 {
             return None;
         }
         let mut sample = None;
@@ -144,9 +145,15 @@ struct TcpDir {
     sack_ok: bool,
     ts_ok: bool,
     ecn_setup: bool,
+    /// Newest TSval armed for an RTT sample.
     last_tsval: u32,
     tsval_valid: bool,
-    rtt: RttProbes,
+    /// TSval of the segment that carried the highest sequence (`cov_end`).
+    high_tsval: Option<u32>,
+    /// Segment ends waiting for the ACK that covers exactly them.
+    rtt_seq: RttProbes,
+    /// TSvals waiting for their echo.
+    rtt_ts: RttProbes,
     /// ACKs from the other side that advanced over this direction's data since
     /// the last RTT sample: the sample's weight.
     acks_pending: u32,
@@ -330,12 +337,13 @@ impl TcpConn {
         let seglen = m.payload_len;
         let r = 1 - d;
         self.last_ns = now;
-        if ack_flag {
+        let ack_advanced = ack_flag && {
             let fwd = &self.dirs[d];
-            if !fwd.acked || seq::gt(t.ack, fwd.lastack) {
-                let rev = &mut self.dirs[r];
-                rev.acks_pending = rev.acks_pending.saturating_add(1);
-            }
+            !fwd.acked || seq::gt(t.ack, fwd.lastack)
+        };
+        if ack_advanced {
+            let rev = &mut self.dirs[r];
+            rev.acks_pending = rev.acks_pending.saturating_add(1);
         }
 
         // Flags and handshake.
@@ -375,11 +383,10 @@ impl TcpConn {
             self.established = true;
         }
         if rst && self.rst_from.is_none() {
-            if d == 1 && !self.established && self.synack_count == 0 && self.syn_count > 0 {
-                self.refused = true;
-            } else {
-                self.rst_from = Some(if d == 0 { Side::Client } else { Side::Server });
-            }
+            self.rst_from = Some(if d == 0 { Side::Client } else { Side::Server });
+            // the server answered the SYN with a reset
+            self.refused =
+                d == 1 && !self.established && self.synack_count == 0 && self.syn_count > 0;
         }
 
         // Zero window adverts and stalls (the advertiser is this packet's sender).
@@ -399,29 +406,31 @@ impl TcpConn {
 
         self.analyze_sequence(now, m, d, stats);
 
-        // RTT: timestamps echo, else sequence -> ACK.
+        // RTT. Per ACK, one sample: sequence -> exact ACK first (what
+        // Wireshark's ack_rtt measures), else the TSecr echo of a TSval, taken
+        // only from an ACK that acknowledges new data: a duplicate ACK echoes
+        // the TSval of the last in-order segment, however old (RFC 7323).
         let elicits_ack = seglen > 0 || syn || fin;
-        if let Some((tsval, tsecr)) = t.opts.ts {
+        if let Some((tsval, _)) = t.opts.ts {
             let fwd = &mut self.dirs[d];
-            let first = !fwd.tsval_valid || seq::gt(tsval, fwd.last_tsval);
-            if first {
+            if elicits_ack && (!fwd.tsval_valid || seq::gt(tsval, fwd.last_tsval)) {
                 fwd.last_tsval = tsval;
                 fwd.tsval_valid = true;
-                if elicits_ack {
-                    fwd.rtt.arm(true, tsval, now);
-                }
-            }
-            if ack_flag {
-                if let Some(s) = self.dirs[r].rtt.resolve(true, tsecr, now) {
-                    stats[r].record_rtt(s, self.dirs[r].take_weight());
-                }
+                fwd.rtt_ts.arm(tsval, now);
             }
         }
         if ack_flag {
-            if let Some(s) = self.dirs[r].rtt.resolve(false, t.ack, now) {
-                stats[r].record_rtt(s, self.dirs[r].take_weight());
+            let rev = &mut self.dirs[r];
+            let by_seq = rev.rtt_seq.resolve(t.ack, now);
+            let by_ts = match t.opts.ts {
+                Some((_, tsecr)) if ack_advanced => rev.rtt_ts.resolve(tsecr, now),
+                _ => None,
+            };
+            if let Some(s) = by_seq.or(by_ts) {
+                let w = rev.take_weight();
+                stats[r].record_rtt(s, w);
             }
-            self.dirs[r].prune_holes(t.ack);
+            rev.prune_holes(t.ack);
         }
     }
 
@@ -539,12 +548,29 @@ impl TcpConn {
         } else if (seglen > 0 || fin) && !keepalive && !zwp {
             let s = seq;
             let e = seq.wrapping_add(seglen).wrapping_add(u32::from(fin));
+            let before = fwd.cov_end;
             let cov = fwd.cover(s, e, &mut st.gaps);
+            let tsval = t.opts.ts.map(|(v, _)| v);
+            // Was this segment sent before the highest one (a late original:
+            // reordering) or after it (a retransmission)? TSvals answer it
+            // when both carry one; otherwise Wireshark's timing rule does.
+            let late_original = match (tsval, fwd.high_tsval) {
+                (Some(v), Some(h)) if seq::lt(v, h) => Some(true),
+                (Some(v), Some(h)) if seq::gt(v, h) => Some(false),
+                _ => None,
+            };
+            if !fwd.cov_valid || fwd.cov_end != before || cov == Coverage::New {
+                fwd.high_tsval = tsval;
+            }
             match cov {
                 Coverage::New => {
-                    if seglen > 0 && t.opts.ts.is_none() {
-                        fwd.rtt.arm(false, seq.wrapping_add(seglen), now);
+                    if seglen > 0 {
+                        fwd.rtt_seq.arm(seq.wrapping_add(seglen), now);
                     }
+                }
+                Coverage::HoleFill if late_original.unwrap_or(class == WsClass::OutOfOrder) => {
+                    bump(&mut st.hole_fill);
+                    bump(&mut st.out_of_order);
                 }
                 Coverage::Seen | Coverage::HoleFill => {
                     if cov == Coverage::Seen {
@@ -553,13 +579,8 @@ impl TcpConn {
                         bump(&mut st.hole_fill);
                     }
                     // Karn: no RTT from data that was sent more than once.
-                    if !fwd.rtt.ts {
-                        fwd.rtt.clear();
-                    }
+                    fwd.rtt_seq.clear();
                     match class {
-                        WsClass::OutOfOrder if cov == Coverage::HoleFill => {
-                            bump(&mut st.out_of_order)
-                        }
                         WsClass::Fast => bump(&mut st.fast_retransmits),
                         WsClass::Spurious => bump(&mut st.spurious_retransmits),
                         _ => {
