@@ -279,10 +279,8 @@ impl Engine {
     pub fn summary(&self) -> Summary {
         let mut tcp = self.exited_tcp;
         let mut flows = self.exited_flows;
-        self.table.for_each_active(|f| {
-            let rec = f.to_record(false);
-            account(&mut tcp, &mut flows, &rec);
-        });
+        self.table
+            .for_each_active(|f| f.add_to_totals(&mut tcp, &mut flows));
         let parse_errors: BTreeMap<String, u64> = ParseError::ALL
             .iter()
             .filter(|e| **e != ParseError::NonIp && self.parse_errors[e.index()] > 0)

@@ -248,6 +248,14 @@ fn arbitrary_frames_are_each_accounted_for_once() {
     assert_eq!(flow_bytes, s.bytes);
     let counted = s.flows.tcp + s.flows.udp + s.flows.icmp + s.flows.other;
     assert_eq!(counted, out.len() as u64);
+    // the live summary's TCP totals (taken before finish) are what the
+    // records add up to
+    let mut totals = wirelens_dataplane::report::TcpTotals::default();
+    for r in out.iter().filter(|r| r.proto == wirelens_dataplane::report::Proto::Tcp) {
+        totals.add(&r.c2s);
+        totals.add(&r.s2c);
+    }
+    assert_eq!(totals, s.tcp);
     assert!(
         errors > 0 && flow_packets > n_frames / 2,
         "the mutations must exercise both paths"

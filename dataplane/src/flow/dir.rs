@@ -2,7 +2,7 @@
 //! saturating) and turned into the report's `Direction` at export.
 #![forbid(unsafe_code)]
 
-use crate::report::{self, Burst, Rtt};
+use crate::report::{self, Burst, Rtt, TcpTotals};
 use crate::stats::{BurstMeter, Histogram};
 
 /// What the tap saw going one way in one flow.
@@ -63,6 +63,28 @@ impl DirStats {
     pub fn retransmits(&self) -> u64 {
         (u64::from(self.retrans_seen) + u64::from(self.hole_fill))
             .saturating_sub(u64::from(self.out_of_order))
+    }
+
+    /// Adds this direction's TCP counters to capture-wide totals without
+    /// building a record (summaries of live tables run every second).
+    pub fn add_to_totals(&self, t: &mut TcpTotals, open_stall_ns: u64) {
+        t.syn += u64::from(self.syn);
+        t.synack += u64::from(self.synack);
+        t.fin += u64::from(self.fin);
+        t.rst += u64::from(self.rst);
+        t.retrans_seen += u64::from(self.retrans_seen);
+        t.hole_fill += u64::from(self.hole_fill);
+        t.gaps += u64::from(self.gaps);
+        t.out_of_order += u64::from(self.out_of_order);
+        t.retransmits += self.retransmits();
+        t.fast_retransmits += u64::from(self.fast_retransmits);
+        t.spurious_retransmits += u64::from(self.spurious_retransmits);
+        t.rto_retransmits += u64::from(self.rto_retransmits);
+        t.dup_acks += u64::from(self.dup_acks);
+        t.zero_window += u64::from(self.zero_window);
+        t.zero_window_events += u64::from(self.zero_window_events);
+        t.zero_window_ns += self.zero_window_ns + open_stall_ns;
+        t.ecn_ce += u64::from(self.ecn_ce);
     }
 
     pub fn rtt_report(&self) -> Rtt {

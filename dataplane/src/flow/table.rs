@@ -15,7 +15,7 @@ use crate::flow::dir::{bump, DirStats};
 use crate::flow::key::{FlowKey, KeyDir, NO_VLAN};
 use crate::flow::tcp::TcpConn;
 use crate::meta::{proto, tcp_flags, Frag, PacketMeta};
-use crate::report::{Endpoint, FlowRecord, Pmtu, Proto, FLOW_SCHEMA};
+use crate::report::{Endpoint, FlowCounts, FlowRecord, Pmtu, Proto, TcpTotals, FLOW_SCHEMA};
 use crate::stats::Histogram;
 
 /// Limits and timeouts of a table.
@@ -112,6 +112,32 @@ impl Flow {
         FlowExport { record, rtt }
     }
 
+    /// The record's `proto`.
+    pub fn proto(&self) -> Proto {
+        match self.key.map_or(0, |k| k.proto) {
+            proto::TCP => Proto::Tcp,
+            proto::UDP => Proto::Udp,
+            proto::ICMP | proto::ICMPV6 => Proto::Icmp,
+            _ => Proto::Other,
+        }
+    }
+
+    /// Adds this flow to capture-wide totals (what its record would add).
+    pub fn add_to_totals(&self, t: &mut TcpTotals, counts: &mut FlowCounts) {
+        match self.proto() {
+            Proto::Tcp => {
+                counts.tcp += 1;
+                for d in 0..2 {
+                    let stall = self.tcp.as_ref().map_or(0, |c| c.open_stall_ns(d));
+                    self.dirs[d].add_to_totals(t, stall);
+                }
+            }
+            Proto::Udp => counts.udp += 1,
+            Proto::Icmp => counts.icmp += 1,
+            Proto::Other => counts.other += 1,
+        }
+    }
+
     /// The flow.v1 record. `expired`: it left the table by idle timeout.
     pub fn to_record(&self, expired: bool) -> FlowRecord {
         let key = self.key.unwrap_or(FlowKey {
@@ -128,12 +154,7 @@ impl Flow {
         } else {
             (key.b, key.port_b, key.a, key.port_a)
         };
-        let proto = match key.proto {
-            proto::TCP => Proto::Tcp,
-            proto::UDP => Proto::Udp,
-            proto::ICMP | proto::ICMPV6 => Proto::Icmp,
-            _ => Proto::Other,
-        };
+        let proto = self.proto();
         let stall = |d: usize| self.tcp.as_ref().map_or(0, |t| t.open_stall_ns(d));
         FlowRecord {
             kind: "flow".into(),
