@@ -9,6 +9,8 @@ set -euo pipefail
 pkgs=(
   build-essential clang llvm libelf-dev zlib1g-dev m4 pkg-config
   tshark tcpdump iproute2 iptables ethtool iperf3 python3 procps tmux
+  # scripts/compare-tools.sh: the other analyzers and GNU time
+  tcptrace time
 )
 
 sudo_cmd=()

@@ -2,9 +2,12 @@
 //! done by the `wirelens-dataplane` engine.
 
 mod analyze;
+mod bench;
 mod ctrl_cli;
 mod ctrl_top;
 mod probe_cli;
+#[cfg(feature = "live")]
+mod run_cli;
 mod table;
 
 use std::process::ExitCode;
@@ -24,6 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Analyze(analyze::AnalyzeArgs),
+    Bench(bench::BenchArgs),
     /// The control plane (`wirelens ctrl serve`).
     Ctrl(ctrl_cli::CtrlArgs),
     /// Nodes reporting to a control plane.
@@ -36,6 +40,8 @@ enum Command {
     Alerts(ctrl_cli::QueryArgs),
     Top(ctrl_top::TopArgs),
     Probe(probe_cli::ProbeArgs),
+    #[cfg(feature = "live")]
+    Run(Box<run_cli::RunArgs>),
 }
 
 /// How data is printed on stdout.
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Ctrl(args) => match args.command {
             ctrl_cli::CtrlCommand::Serve(a) => ctrl_cli::serve(&a),
         },
@@ -76,6 +83,8 @@ fn main() -> ExitCode {
         Command::Alerts(args) => ctrl_cli::alerts(&args),
         Command::Top(args) => ctrl_top::run(&args),
         Command::Probe(args) => probe_cli::run(&args),
+        #[cfg(feature = "live")]
+        Command::Run(args) => run_cli::run(&args),
     };
     ExitCode::from(code)
 }

@@ -11,6 +11,7 @@
 pub mod engine;
 pub mod flow;
 pub mod meta;
+pub mod pipeline;
 pub mod report;
 pub mod source;
 pub mod stats;

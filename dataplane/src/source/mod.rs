@@ -9,7 +9,8 @@
 //!   borrows the reader's one reusable buffer.
 //! - AF_XDP (feature `xdp`, later): the frame borrows a UMEM chunk that goes back
 //!   to the fill ring after the batch.
-//! - the synthetic generator of `wirelens bench` (later).
+//! - [`synthetic::Synthetic`]: the deterministic traffic generator of
+//!   `wirelens bench`; the frame borrows the generator's one buffer.
 //!
 //! Sources are the only place in the dataplane that does I/O; everything
 //! downstream takes `now` as an argument (the sans-IO rule in DESIGN.md).
@@ -19,6 +20,7 @@
 //! wire views.
 
 pub mod pcap;
+pub mod synthetic;
 
 pub use pcap::{CaptureError, CaptureFormat, CaptureReader};
 

@@ -1,0 +1,251 @@
+//! The HTTP side: `/metrics`, `/flows`, `/healthz` on a single-threaded
+//! tokio runtime in its own thread, which also turns SIGINT/SIGTERM into the
+//! pipeline's stop flag (so the main thread can detach in order).
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use wirelens_dataplane::pipeline::merge_summary;
+use wirelens_dataplane::report::Summary;
+
+use crate::export::now_ns;
+use crate::NodeState;
+
+/// How long `/flows` waits for every worker to publish fresh records.
+const FLOWS_WAIT: Duration = Duration::from_secs(2);
+/// A worker that has not exported for this long is unhealthy.
+const STALE_AFTER_NS: u64 = 5_000_000_000;
+
+struct App {
+    node: Arc<NodeState>,
+    registry: Registry,
+}
+
+/// The running HTTP thread; [`HttpServer::shutdown`] ends it.
+#[derive(Debug)]
+pub(crate) struct HttpServer {
+    thread: Option<JoinHandle<()>>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl HttpServer {
+    /// Serves on `listener` and sets `stop` on SIGINT/SIGTERM. Returns once
+    /// the signal handlers are in place.
+    pub(crate) fn start(
+        listener: std::net::TcpListener,
+        node: Arc<NodeState>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<HttpServer> {
+        listener.set_nonblocking(true)?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("wirelens-http".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(serve(listener, node, stop, ready_tx, shutdown_rx));
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(HttpServer {
+                thread: Some(thread),
+                shutdown: Some(shutdown_tx),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(io::Error::other(
+                    "the HTTP thread ended before it was ready",
+                ))
+            }
+        }
+    }
+
+    /// Stops serving and waits for the thread.
+    pub(crate) fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    node: Arc<NodeState>,
+    stop: Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+    shutdown: oneshot::Receiver<()>,
+) {
+    let setup = (|| {
+        let int = signal(SignalKind::interrupt())?;
+        let term = signal(SignalKind::terminate())?;
+        let l = tokio::net::TcpListener::from_std(listener)?;
+        Ok::<_, io::Error>((int, term, l))
+    })();
+    let (mut int, mut term, listener) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("wirelens: {name} again: already stopping (detaching XDP)");
+            } else {
+                eprintln!("wirelens: {name}: stopping the workers, then detaching XDP");
+            }
+        }
+    });
+    let app = Arc::new(App {
+        registry: crate::metrics::registry(node.clone()),
+        node,
+    });
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/flows", get(flows))
+        .route("/healthz", get(healthz))
+        .with_state(app);
+    let r = axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = shutdown.await;
+        })
+        .await;
+    if let Err(e) = r {
+        eprintln!("wirelens: HTTP server: {e}");
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    match crate::metrics::render(&app.registry) {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
+    }
+}
+
+/// NDJSON: the flow.v1 records of every worker's live and recently closed
+/// flows, then one summary line (as `wirelens analyze --format ndjson`).
+async fn flows(State(app): State<Arc<App>>) -> Response {
+    let Some(workers) = app.node.workers.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    };
+    let wanted: Vec<u64> = workers.iter().map(|w| w.want_flows()).collect();
+    let deadline = Instant::now() + FLOWS_WAIT;
+    let mut stale = Vec::new();
+    loop {
+        stale.clear();
+        for (w, g) in workers.iter().zip(&wanted) {
+            if w.flows().generation < *g {
+                stale.push(w.queue.to_string());
+            }
+        }
+        if stale.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut body = Vec::new();
+    let mut summary: Option<Summary> = None;
+    for w in workers {
+        let f = w.flows();
+        for r in &f.records {
+            if serde_json::to_writer(&mut body, r).is_ok() {
+                body.push(b'\n');
+            }
+        }
+        let s = &w.snapshot().summary;
+        match summary.as_mut() {
+            None => summary = Some(s.clone()),
+            Some(t) => merge_summary(t, s),
+        }
+    }
+    if let Some(s) = summary {
+        if serde_json::to_writer(&mut body, &s).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    let mut resp = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
+    if !stale.is_empty() {
+        // Served what those workers published last.
+        if let Ok(v) = stale.join(",").parse() {
+            resp.headers_mut().insert("x-wirelens-stale-queues", v);
+        }
+    }
+    resp
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let Some(workers) = app.node.workers.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    };
+    if app.node.stopping.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    let now = now_ns();
+    let stale: Vec<String> = workers
+        .iter()
+        .filter(|w| now.saturating_sub(w.snapshot().at_ns) > STALE_AFTER_NS)
+        .map(|w| w.queue.to_string())
+        .collect();
+    if stale.is_empty() {
+        (
+            StatusCode::OK,
+            format!("ok: {} workers exporting\n", workers.len()),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no export for 5 s from the workers of queues {}\n",
+                stale.join(",")
+            ),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,475 @@
+//! wirelens-node: the appliance daemon behind `wirelens run` (tap/SPAN mode).
+//!
+//! ```text
+//! NIC queue q -> XDP program (filter, fail-open) -> XSKMAP[q] -> AF_XDP socket q
+//!   -> XskSource (FrameSource) -> pipeline worker q, pinned: parse, hand off by
+//!      symmetric flow hash, Engine (the same one `analyze` runs)
+//!   -> ExportHook on the worker thread, about once a second: idle timeouts on
+//!      wall-clock time, closed flows into a bounded ring, snapshot into the
+//!      worker's slot (one Mutex swap of an Arc)
+//!   -> HTTP thread (tokio, axum): /metrics, /flows, /healthz read the slots
+//! ```
+//!
+//! Threads: the caller's (setup; then it runs the pipeline and blocks; at
+//! the end it detaches XDP, in the network namespace it attached in), one
+//! pinned worker per queue (the pipeline's), the HTTP thread (which also
+//! turns SIGINT/SIGTERM into the stop flag) and, with `--ctrl`, a pusher.
+//!
+//! Start order: refuse a host interface (unless `--force`), raise
+//! RLIMIT_MEMLOCK, bind the HTTP port (fails before touching the interface),
+//! load -> set_filter -> attach (a stale program of ours is replaced) ->
+//! bind one socket per queue -> run. Stop: the flag ends the workers, their
+//! sockets close (the program passes that traffic to the stack again),
+//! the program is detached, the HTTP server ends; `run` returns `Ok`.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod export;
+mod http;
+pub mod metrics;
+pub mod push;
+pub mod services;
+mod source;
+#[expect(
+    unsafe_code,
+    reason = "sched_setaffinity for --cores; every block has its SAFETY note"
+)]
+pub mod sys;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use wirelens_dataplane::engine::EngineConfig;
+use wirelens_dataplane::pipeline::{Pipeline, PipelineConfig};
+use wirelens_dataplane::xdp::{
+    self, rx_queue_count, AttachMode, BindMode, ModePreference, RxMode, XdpError, XdpProgram,
+    XskConfig, XskSocket,
+};
+
+pub use config::{CtrlConfig, NodeConfig, Options, PollMode, DEFAULT_LISTEN};
+pub use export::{ExportHook, WorkerShared};
+
+use crate::push::PushState;
+use crate::source::XskSource;
+
+/// Why the daemon could not start (or stop cleanly).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "refusing to attach XDP to {iface}: {why}. Taking over an interface that carries the \
+         host's own traffic can cut this machine off its network. Point wirelens at a dedicated \
+         capture port (SPAN/tap), or pass --force to attach anyway (traffic outside --filter \
+         still reaches the stack, and the program passes everything should wirelens die)"
+    )]
+    HostInterface { iface: String, why: String },
+    #[error("{step}: {source}{caps}")]
+    Xdp {
+        step: &'static str,
+        source: Box<XdpError>,
+        /// Which capabilities are missing, when the error is a permission error.
+        caps: String,
+    },
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// Node-level facts the HTTP side shows.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub xdp_mode: String,
+    pub bind_mode: String,
+    pub huge_pages: bool,
+    pub poll: String,
+}
+
+/// What the main thread, the workers and the HTTP side share.
+#[derive(Debug)]
+pub struct NodeState {
+    pub iface: String,
+    pub started_ns: u64,
+    pub info: OnceLock<NodeInfo>,
+    pub workers: OnceLock<Vec<Arc<WorkerShared>>>,
+    /// The loaded program (for its counters); taken out and detached at stop.
+    pub prog: Mutex<Option<XdpProgram>>,
+    /// Set on SIGINT/SIGTERM: the pipeline's stop flag.
+    pub stopping: Arc<AtomicBool>,
+    pub push: Option<Arc<Mutex<PushState>>>,
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("wirelens: {}", msg.as_ref());
+}
+
+/// The capabilities a failed step may lack, when the error is a permission
+/// error (EPERM/EACCES), as " (missing: CAP_X, CAP_Y; ...)".
+fn caps_hint(err: &XdpError) -> String {
+    let msg = err.to_string();
+    let perm = [
+        "os error 1)",
+        "os error 13)",
+        "Operation not permitted",
+        "Permission denied",
+    ]
+    .iter()
+    .any(|p| msg.contains(p));
+    if !perm {
+        return String::new();
+    }
+    match sys::effective_caps() {
+        Some(eff) => {
+            let missing = sys::missing_caps(eff);
+            if missing.is_empty() {
+                " (every needed capability is present: a security module, a seccomp filter or \
+                 a read-only /sys/fs/bpf may be in the way)"
+                    .into()
+            } else {
+                format!(
+                    " (missing capabilities: {}; run as root or grant them, see \
+                     deploy/wirelens.service)",
+                    missing.join(", ")
+                )
+            }
+        }
+        None => String::new(),
+    }
+}
+
+fn xdp_err(step: &'static str) -> impl Fn(XdpError) -> NodeError {
+    move |source| NodeError::Xdp {
+        step,
+        caps: caps_hint(&source),
+        source: Box::new(source),
+    }
+}
+
+/// Runs the daemon until SIGINT/SIGTERM (or until `stop` is set by the
+/// caller); returns after an orderly stop with XDP detached.
+pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    run_until(cfg, stop)
+}
+
+/// [`run`] with the stop flag supplied by the caller (signals set it too).
+pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
+    // 1. Never take over the host's own interface by accident.
+    if let Some(why) = xdp::iface_carries_host_traffic(&cfg.iface) {
+        if cfg.force {
+            log(format!(
+                "--force: attaching to {} although {why}",
+                cfg.iface
+            ));
+        } else {
+            return Err(NodeError::HostInterface {
+                iface: cfg.iface.clone(),
+                why,
+            });
+        }
+    }
+    // 2. Capabilities and locked memory.
+    if let Some(eff) = sys::effective_caps() {
+        let missing = sys::missing_caps(eff);
+        if !missing.is_empty() {
+            log(format!(
+                "missing capabilities {}: the steps that need them will fail",
+                missing.join(", ")
+            ));
+        }
+    }
+    match xdp::raise_memlock_limit() {
+        Ok(_) => {}
+        Err(e) => log(format!(
+            "could not raise RLIMIT_MEMLOCK ({e}); the UMEM needs CAP_IPC_LOCK or \
+             LimitMEMLOCK=infinity"
+        )),
+    }
+    // 3. The HTTP port first: a conflict fails before the interface is touched.
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(|source| NodeError::Listen {
+        addr: cfg.listen,
+        hint: match source.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another wirelens (or something else) listens there: pick another --listen"
+            }
+            std::io::ErrorKind::PermissionDenied => "; ports below 1024 need CAP_NET_BIND_SERVICE",
+            _ => "",
+        },
+        source,
+    })?;
+    let push_state = cfg
+        .ctrl
+        .as_ref()
+        .map(|_| Arc::new(Mutex::new(PushState::default())));
+    let state = Arc::new(NodeState {
+        iface: cfg.iface.clone(),
+        started_ns: export::now_ns(),
+        info: OnceLock::new(),
+        workers: OnceLock::new(),
+        prog: Mutex::new(None),
+        stopping: stop.clone(),
+        push: push_state.clone(),
+    });
+    let mut http =
+        http::HttpServer::start(listener, state.clone(), stop.clone()).map_err(|source| {
+            NodeError::Io {
+                what: "starting the HTTP server".into(),
+                source,
+            }
+        })?;
+    log(format!(
+        "listening on http://{} (/metrics, /flows, /healthz)",
+        cfg.listen
+    ));
+
+    let result = attach_and_run(cfg, &state, &stop, push_state);
+
+    // Orderly stop: the sockets closed when the pipeline returned; now the
+    // program (this thread is in the namespace it attached in).
+    let taken = state.prog.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let detached = match taken {
+        Some(mut prog) => {
+            let r = prog.detach();
+            match &r {
+                Ok(()) => log(format!("XDP detached from {}", cfg.iface)),
+                Err(e) => log(format!("{e}")),
+            }
+            r.map_err(xdp_err("detaching XDP"))
+        }
+        None => Ok(()),
+    };
+    http.shutdown();
+    result.and(detached)
+}
+
+fn attach_and_run(
+    cfg: &NodeConfig,
+    state: &Arc<NodeState>,
+    stop: &Arc<AtomicBool>,
+    push_state: Option<Arc<Mutex<PushState>>>,
+) -> Result<(), NodeError> {
+    let mut prog = XdpProgram::load().map_err(xdp_err("loading the XDP program"))?;
+    prog.set_filter(&cfg.filter)
+        .map_err(xdp_err("setting the XDP filter"))?;
+    let mode = prog
+        .attach(&cfg.iface, cfg.mode)
+        .map_err(xdp_err("attaching XDP"))?;
+    let att = prog.attachment().map(|a| a.replaced_stale);
+    log(format!(
+        "XDP program {} attached to {} in {} mode{}{}",
+        prog.prog_id(),
+        cfg.iface,
+        mode,
+        match (mode, cfg.mode) {
+            (AttachMode::Generic, ModePreference::Auto) =>
+                " (driver mode refused; generic is slower, one skb per frame)",
+            _ => "",
+        },
+        match att.flatten() {
+            Some(id) => format!(", replacing stale wirelens program {id}"),
+            None => String::new(),
+        }
+    ));
+    log(format!(
+        "filter: {}",
+        if cfg.filter.is_empty() {
+            "every IP packet".to_string()
+        } else {
+            let mut v: Vec<String> = cfg.filter.cidrs.iter().map(|c| c.to_string()).collect();
+            v.extend(cfg.filter.ports.iter().map(|p| format!("port:{p}")));
+            v.join(",")
+        }
+    ));
+
+    let queues: Vec<u32> = match &cfg.queues {
+        Some(q) => q.clone(),
+        None => {
+            let n = rx_queue_count(&cfg.iface).map_err(|source| NodeError::Io {
+                what: format!("counting the rx queues of {}", cfg.iface),
+                source,
+            })?;
+            (0..n).collect()
+        }
+    };
+    let xsk_cfg = XskConfig {
+        frame_count: cfg.frames,
+        rx_mode: RxMode::BusyPoll,
+        ..XskConfig::default()
+    };
+    let mut socks = Vec::with_capacity(queues.len());
+    for &q in &queues {
+        let s = XskSocket::bind(&prog, q, &xsk_cfg).map_err(xdp_err("binding an AF_XDP socket"))?;
+        log(format!(
+            "queue {q}: AF_XDP {}{}, UMEM of {} frames on {}",
+            s.bind_mode(),
+            match (s.bind_mode(), s.zero_copy_error()) {
+                (BindMode::Copy, Some(e)) => format!(" (zero-copy refused: {e})"),
+                _ => String::new(),
+            },
+            cfg.frames,
+            if s.huge_pages() {
+                "huge pages"
+            } else {
+                "normal pages (no huge pages free)"
+            }
+        ));
+        socks.push(s);
+    }
+    let _ = state.info.set(NodeInfo {
+        xdp_mode: match mode {
+            AttachMode::Driver => "driver".into(),
+            AttachMode::Generic => "generic".into(),
+        },
+        bind_mode: socks[0].bind_mode().to_string(),
+        huge_pages: socks.iter().all(XskSocket::huge_pages),
+        poll: format!("{:?}", cfg.poll).to_lowercase(),
+    });
+    *state.prog.lock().unwrap_or_else(|e| e.into_inner()) = Some(prog);
+
+    let shared: Vec<Arc<WorkerShared>> = queues
+        .iter()
+        .map(|&q| Arc::new(WorkerShared::new(q, cfg.max_services)))
+        .collect();
+    let _ = state.workers.set(shared.clone());
+
+    // Pushing to a control plane.
+    let mut pusher = None;
+    let mut push_tx = None;
+    if let (Some(c), Some(ps)) = (&cfg.ctrl, &push_state) {
+        let tokens = wirelens_ctrl::auth::Tokens::load(&c.token_file)
+            .map_err(|e| NodeError::Config(format!("--token-file: {e}")))?;
+        let token = tokens
+            .token_for(&c.node, &c.token_file.display().to_string())
+            .map_err(|e| NodeError::Config(format!("--token-file: {e}")))?;
+        let pc = push::pusher_config(&c.url, &c.node, token, &cfg.iface, Duration::from_secs(10));
+        let (tx, rx) = push::channel();
+        let (every, thread_ps) = (c.every, ps.clone());
+        pusher = Some(
+            std::thread::Builder::new()
+                .name("wirelens-push".into())
+                .spawn(move || push::pusher_thread(pc, every, rx, thread_ps))
+                .map_err(|source| NodeError::Io {
+                    what: "starting the pusher thread".into(),
+                    source,
+                })?,
+        );
+        push_tx = Some((tx, c.every, ps.clone()));
+        log(format!(
+            "pushing flow deltas to {} as node {} every {} s",
+            c.url,
+            c.node,
+            c.every.as_secs()
+        ));
+    }
+
+    // Workers: pinned to --cores (or every core we may use), one per queue.
+    if let Some(cores) = &cfg.cores {
+        sys::restrict_to_cores(cores).map_err(|source| NodeError::Io {
+            what: format!("--cores {cores:?}"),
+            source,
+        })?;
+    }
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        workers: queues.len(),
+        pin: true,
+        engine: EngineConfig { table: cfg.table },
+        // The hook checks the clock and the /flows request flag: cheap.
+        hook_every: 4,
+        ..PipelineConfig::default()
+    });
+    let cores: Vec<usize> = core_ids();
+    log(format!(
+        "{} worker{} (poll {}), queue -> core: {}",
+        queues.len(),
+        if queues.len() == 1 { "" } else { "s" },
+        format!("{:?}", cfg.poll).to_lowercase(),
+        queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| match cores.len() {
+                0 => format!("{q}->?"),
+                n => format!("{q}->{}", cores[i % n]),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    let sources: Vec<XskSource> = socks
+        .into_iter()
+        .zip(&shared)
+        .map(|(s, sh)| XskSource::new(s, cfg.poll, sh.clone()))
+        .collect();
+    let hooks: Vec<ExportHook> = shared
+        .iter()
+        .map(|sh| {
+            let tracker = push_tx
+                .as_ref()
+                .map(|(tx, every, ps)| push::PushTracker::new(*every, tx.clone(), ps.clone()));
+            ExportHook::new(
+                sh.clone(),
+                cfg.export_every,
+                cfg.closed_flows,
+                cfg.max_services,
+                tracker,
+            )
+        })
+        .collect();
+    drop(push_tx);
+    if stop.load(Ordering::SeqCst) {
+        log("stopped before the workers started");
+    }
+    let run = pipeline.run_with_hooks(sources, hooks, stop);
+    let s = pipeline.summary();
+    log(format!(
+        "workers stopped: {} frames, {} packets analysed, {} flows (tcp {}, udp {}, icmp {}, \
+         other {}), {} hand-off drops",
+        run.frames(),
+        run.workers.iter().map(|w| w.analysed()).sum::<u64>(),
+        s.flows.tcp + s.flows.udp + s.flows.icmp + s.flows.other,
+        s.flows.tcp,
+        s.flows.udp,
+        s.flows.icmp,
+        s.flows.other,
+        run.workers.iter().map(|w| w.ring_full).sum::<u64>(),
+    ));
+    if let Some(p) = pusher {
+        // The trackers (and their senders) went with the hooks: the thread
+        // flushes once more and ends.
+        let _ = p.join();
+    }
+    Ok(())
+}
+
+/// The cores the pipeline pins to (what `core_affinity` reports for this thread).
+fn core_ids() -> Vec<usize> {
+    let Ok(s) = std::fs::read_to_string("/proc/thread-self/status") else {
+        return Vec::new();
+    };
+    let Some(list) = s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for part in list.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => {
+                if let Ok(a) = part.parse() {
+                    out.push(a);
+                }
+            }
+        }
+    }
+    out
+}

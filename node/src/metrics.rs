@@ -1,0 +1,570 @@
+//! `/metrics`: Prometheus (OpenMetrics text) from the workers' snapshots,
+//! the XDP program's counters, the AF_XDP sockets' drop counters and the
+//! interface's kernel and driver counters, read at scrape time.
+//!
+//! Families (all prefixed `wirelens_`): node info; `xdp_*` (program
+//! counters); `xsk_*{queue}` (socket drops); `queue_*{queue}` and
+//! `handoff_*{queue}` (worker and hand-off counters); `packets`, `bytes`,
+//! `flows{proto}`, `tcp_*`, `parse_errors{reason}` (the engines' summary);
+//! `interface_*{iface}` (/sys/class/net/IF/statistics) and
+//! `interface_driver_stat{iface,name}` (ethtool -S); `service_*{service,proto}`
+//! with `direction` (to_server / to_client) or `half` (server / client RTT)
+//! where it applies. No per-flow labels.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use wirelens_dataplane::pipeline::{merge_summary, WorkerCounters};
+use wirelens_dataplane::report::Summary;
+
+use crate::export::now_ns;
+use crate::services::{prometheus_buckets, ServiceStats, ServiceTable, DIRECTIONS, HALVES};
+use crate::NodeState;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The registry with the node's collector; encode it per scrape.
+pub fn registry(state: Arc<NodeState>) -> Registry {
+    let mut r = Registry::with_prefix("wirelens");
+    r.register_collector(Box::new(NodeCollector { state }));
+    r
+}
+
+/// Renders the registry as OpenMetrics text.
+pub fn render(r: &Registry) -> Result<String, fmt::Error> {
+    let mut s = String::new();
+    prometheus_client::encoding::text::encode(&mut s, r)?;
+    Ok(s)
+}
+
+#[derive(Debug)]
+struct NodeCollector {
+    state: Arc<NodeState>,
+}
+
+fn counter(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            m.encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+        } else {
+            m.encode_family(&labels)?
+                .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+        }
+    }
+    Ok(())
+}
+
+fn counter_f(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            m.encode_counter::<NoLabelSet, f64, f64>(&v, None)?;
+        } else {
+            m.encode_family(&labels)?
+                .encode_counter::<NoLabelSet, f64, f64>(&v, None)?;
+        }
+    }
+    Ok(())
+}
+
+fn gauge(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, i64)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            m.encode_gauge(&v)?;
+        } else {
+            m.encode_family(&labels)?.encode_gauge(&v)?;
+        }
+    }
+    Ok(())
+}
+
+fn l(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> fmt::Result {
+        let st = &self.state;
+        let iface = st.iface.as_str();
+        let info = st.info.get();
+        {
+            let mut labels = l(&[("version", env!("CARGO_PKG_VERSION")), ("iface", iface)]);
+            if let Some(i) = info {
+                labels.push(("xdp_mode", i.xdp_mode.clone()));
+                labels.push(("xsk_bind", i.bind_mode.clone()));
+                labels.push(("huge_pages", i.huge_pages.to_string()));
+                labels.push(("poll", i.poll.clone()));
+            }
+            let mut m = e.encode_descriptor(
+                "node",
+                "The node: version, interface, XDP attach mode, AF_XDP bind mode",
+                None,
+                MetricType::Info,
+            )?;
+            m.encode_info(&labels)?;
+        }
+        {
+            let g = ConstGauge::new(st.started_ns as f64 / 1e9);
+            let m = e.encode_descriptor(
+                "start_time_seconds",
+                "When the daemon started (Unix time)",
+                None,
+                g.metric_type(),
+            )?;
+            g.encode(m)?;
+        }
+
+        // The XDP program's counters.
+        let xdp = st
+            .prog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|p| p.counters().ok());
+        if let Some(c) = xdp {
+            counter(
+                &mut e,
+                "xdp_seen",
+                "Frames the XDP program ran on",
+                [(vec![], c.seen)],
+            )?;
+            counter(
+                &mut e,
+                "xdp_redirected",
+                "Frames the XDP program handed to an AF_XDP socket",
+                [(vec![], c.redirected)],
+            )?;
+            counter(
+                &mut e,
+                "xdp_passed",
+                "Frames the XDP program passed to the kernel stack, by reason",
+                [
+                    (l(&[("reason", "no_socket")]), c.pass_no_socket),
+                    (l(&[("reason", "filtered")]), c.pass_filtered),
+                    (l(&[("reason", "not_ip")]), c.pass_not_ip),
+                    (l(&[("reason", "malformed")]), c.pass_malformed),
+                ],
+            )?;
+        }
+
+        let workers = st.workers.get().map(Vec::as_slice).unwrap_or_default();
+        let q = |w: &crate::export::WorkerShared| l(&[("queue", &w.queue.to_string())]);
+
+        // AF_XDP socket drops.
+        let xsk: Vec<_> = workers.iter().map(|w| (q(w), w.xsk_stats())).collect();
+        type XskField = fn(&wirelens_dataplane::xdp::XskStats) -> u64;
+        let xsk_fields: [(&str, &str, XskField); 4] = [
+            (
+                "xsk_rx_dropped",
+                "AF_XDP: frames dropped (e.g. longer than a UMEM frame)",
+                |s| s.rx_dropped,
+            ),
+            (
+                "xsk_rx_ring_full",
+                "AF_XDP: frames dropped because the rx ring was full (worker too slow)",
+                |s| s.rx_ring_full,
+            ),
+            (
+                "xsk_rx_fill_ring_empty_descs",
+                "AF_XDP: times the fill ring was empty when a frame came",
+                |s| s.rx_fill_ring_empty_descs,
+            ),
+            (
+                "xsk_rx_invalid_descs",
+                "AF_XDP: frames dropped for an invalid descriptor",
+                |s| s.rx_invalid_descs,
+            ),
+        ];
+        for (name, help, f) in xsk_fields {
+            counter(
+                &mut e,
+                name,
+                help,
+                xsk.iter()
+                    .filter_map(|(lb, s)| s.as_ref().map(|s| (lb.clone(), f(s)))),
+            )?;
+        }
+
+        // Workers and the hand-off rings.
+        let snaps: Vec<_> = workers.iter().map(|w| (q(w), w.snapshot())).collect();
+        type WField = fn(&WorkerCounters) -> u64;
+        let wfields: [(&str, &str, WField); 7] = [
+            ("queue_frames", "Frames a worker read from its queue", |c| {
+                c.frames
+            }),
+            (
+                "queue_parse_errors",
+                "Frames that did not parse (non-IP included)",
+                |c| c.parse_errors,
+            ),
+            (
+                "queue_analysed_local",
+                "Packets a worker analysed for flows it owns, from its own queue",
+                |c| c.local,
+            ),
+            (
+                "handoff_sent",
+                "Packets handed to the owner worker's ring",
+                |c| c.handed_off,
+            ),
+            (
+                "handoff_received",
+                "Packets taken from other workers' rings and analysed",
+                |c| c.received,
+            ),
+            (
+                "handoff_ring_full",
+                "Packets dropped because the owner's hand-off ring was full",
+                |c| c.ring_full,
+            ),
+            (
+                "queue_source_errors",
+                "Errors reading the AF_XDP socket",
+                |c| c.source_errors,
+            ),
+        ];
+        for (name, help, f) in wfields {
+            counter(
+                &mut e,
+                name,
+                help,
+                snaps.iter().map(|(lb, s)| (lb.clone(), f(&s.counters))),
+            )?;
+        }
+        gauge(
+            &mut e,
+            "flows_active",
+            "Flows in a worker's table",
+            snaps
+                .iter()
+                .map(|(lb, s)| (lb.clone(), s.active_flows as i64)),
+        )?;
+        gauge(
+            &mut e,
+            "flows_closed_kept",
+            "Recently closed flows a worker keeps for /flows",
+            snaps
+                .iter()
+                .map(|(lb, s)| (lb.clone(), s.closed_kept as i64)),
+        )?;
+        counter(
+            &mut e,
+            "flows_closed_dropped",
+            "Closed flows pushed out of the /flows ring",
+            snaps.iter().map(|(lb, s)| (lb.clone(), s.closed_dropped)),
+        )?;
+        {
+            let now = now_ns();
+            let mut m = e.encode_descriptor(
+                "export_age_seconds",
+                "Time since a worker's last export",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (lb, s) in &snaps {
+                let age = if s.at_ns == 0 {
+                    f64::NAN
+                } else {
+                    now.saturating_sub(s.at_ns) as f64 / 1e9
+                };
+                m.encode_family(lb)?.encode_gauge(&age)?;
+            }
+        }
+
+        // The engines' summary, merged.
+        let mut sum: Option<Summary> = None;
+        for (_, s) in &snaps {
+            match sum.as_mut() {
+                None => sum = Some(s.summary.clone()),
+                Some(t) => merge_summary(t, &s.summary),
+            }
+        }
+        let sum = sum.unwrap_or_default();
+        counter(
+            &mut e,
+            "packets",
+            "Frames analysed (every frame read)",
+            [(vec![], sum.packets)],
+        )?;
+        counter(
+            &mut e,
+            "bytes",
+            "IP (L3) bytes of the parsed packets",
+            [(vec![], sum.bytes)],
+        )?;
+        counter(
+            &mut e,
+            "flows",
+            "Flows seen, by protocol",
+            [
+                (l(&[("proto", "tcp")]), sum.flows.tcp),
+                (l(&[("proto", "udp")]), sum.flows.udp),
+                (l(&[("proto", "icmp")]), sum.flows.icmp),
+                (l(&[("proto", "other")]), sum.flows.other),
+            ],
+        )?;
+        counter(
+            &mut e,
+            "flows_evicted",
+            "Flows exported early because a table was full",
+            [(vec![], sum.evicted_flows)],
+        )?;
+        counter(
+            &mut e,
+            "non_ip_frames",
+            "Frames without IP (ARP, LLDP, ...)",
+            [(vec![], sum.non_ip)],
+        )?;
+        counter(
+            &mut e,
+            "parse_errors",
+            "Frames that could not be parsed, by reason",
+            sum.parse_errors
+                .iter()
+                .map(|(k, v)| (l(&[("reason", k)]), *v)),
+        )?;
+        counter(
+            &mut e,
+            "fragments",
+            "IP fragments",
+            [
+                (l(&[("ip", "4")]), sum.fragments.ipv4),
+                (l(&[("ip", "6")]), sum.fragments.ipv6),
+            ],
+        )?;
+        counter(
+            &mut e,
+            "icmp_pmtu_errors",
+            "ICMP frag-needed (4) and ICMPv6 packet-too-big (6) messages",
+            [
+                (l(&[("ip", "4")]), sum.icmp.frag_needed),
+                (l(&[("ip", "6")]), sum.icmp.packet_too_big),
+            ],
+        )?;
+        if let Ok(serde_json::Value::Object(tcp)) = serde_json::to_value(sum.tcp) {
+            for (k, v) in tcp {
+                let Some(v) = v.as_u64() else { continue };
+                if k == "zero_window_ns" {
+                    counter_f(
+                        &mut e,
+                        "tcp_zero_window_seconds",
+                        "TCP: time receivers spent at zero window, all flows",
+                        [(vec![], v as f64 / 1e9)],
+                    )?;
+                } else {
+                    counter(
+                        &mut e,
+                        &format!("tcp_{k}"),
+                        &format!("TCP {k} (flow.v1 Direction counter), all flows and directions"),
+                        [(vec![], v)],
+                    )?;
+                }
+            }
+        }
+
+        // The interface's kernel and driver counters.
+        if let Ok(nic) = wirelens_probe::nic::read_counters(iface) {
+            let mut driver: Vec<(Labels, i64)> = Vec::new();
+            for c in &nic.counters {
+                match c.source {
+                    wirelens_probe::nic::Source::Kernel => {
+                        counter(
+                            &mut e,
+                            &format!("interface_{}", c.name),
+                            &format!("/sys/class/net/IF/statistics/{}", c.name),
+                            [(l(&[("iface", iface)]), c.value)],
+                        )?;
+                    }
+                    wirelens_probe::nic::Source::Driver => {
+                        driver.push((l(&[("iface", iface), ("name", &c.name)]), c.value as i64));
+                    }
+                }
+            }
+            gauge(
+                &mut e,
+                "interface_driver_stat",
+                "The driver's own statistics (ethtool -S), by name",
+                driver,
+            )?;
+        }
+
+        // Services (server ip:port), merged over workers.
+        let mut svc: Option<ServiceTable> = None;
+        for (_, s) in &snaps {
+            match svc.as_mut() {
+                None => svc = Some(s.services.clone()),
+                Some(t) => t.merge(&s.services),
+            }
+        }
+        if let Some(svc) = svc {
+            encode_services(&mut e, &svc)?;
+        }
+
+        if let Some(p) = &st.push {
+            let p = *p.lock().unwrap_or_else(|x| x.into_inner());
+            counter(
+                &mut e,
+                "push_reports",
+                "Reports to the control plane, by outcome",
+                [
+                    (l(&[("outcome", "accepted")]), p.stats.accepted),
+                    (l(&[("outcome", "duplicate")]), p.stats.duplicates),
+                    (l(&[("outcome", "rejected")]), p.stats.rejected),
+                    (l(&[("outcome", "dropped")]), p.stats.dropped_reports),
+                ],
+            )?;
+            counter(
+                &mut e,
+                "push_errors",
+                "Failed pushes (retried)",
+                [(vec![], p.errors)],
+            )?;
+            counter(
+                &mut e,
+                "push_batches_dropped",
+                "Delta batches dropped because the pusher lagged",
+                [(vec![], p.batches_dropped)],
+            )?;
+            gauge(
+                &mut e,
+                "push_backlog",
+                "Reports waiting to be sent",
+                [(vec![], p.backlog as i64)],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_services(e: &mut DescriptorEncoder<'_>, svc: &ServiceTable) -> fmt::Result {
+    let rows = svc.sorted();
+    let base = |k: &crate::services::ServiceKey| -> Labels {
+        vec![("service", k.to_string()), ("proto", k.proto.to_string())]
+    };
+    type One = fn(&ServiceStats) -> u64;
+    let ones: [(&str, &str, One); 4] = [
+        (
+            "service_flows",
+            "Flows of a service (server ip:port)",
+            |s| s.flows,
+        ),
+        (
+            "service_connection_attempts",
+            "TCP connections a client opened with a SYN",
+            |s| s.connection_attempts,
+        ),
+        (
+            "service_connections_refused",
+            "TCP connection attempts answered with a reset",
+            |s| s.connections_refused,
+        ),
+        (
+            "service_connections_reset",
+            "TCP connections ended by a reset",
+            |s| s.connections_reset,
+        ),
+    ];
+    for (name, help, f) in ones {
+        counter(e, name, help, rows.iter().map(|(k, s)| (base(k), f(s))))?;
+    }
+    type Two = fn(&ServiceStats) -> [u64; 2];
+    let twos: [(&str, &str, Two); 9] = [
+        (
+            "service_packets",
+            "Packets of a service's flows, by direction",
+            |s| s.packets,
+        ),
+        (
+            "service_bytes",
+            "IP bytes of a service's flows, by direction",
+            |s| s.bytes,
+        ),
+        (
+            "service_retransmits",
+            "Retransmissions (Wireshark's count), by direction of the data",
+            |s| s.retransmits,
+        ),
+        (
+            "service_retrans_seen",
+            "Data the tap had already seen, sent again: loss after the tap",
+            |s| s.retrans_seen,
+        ),
+        (
+            "service_hole_fill",
+            "Data filling a hole the tap saw: loss before the tap (or reordering)",
+            |s| s.hole_fill,
+        ),
+        (
+            "service_gaps",
+            "Segments jumping past the next expected sequence",
+            |s| s.gaps,
+        ),
+        (
+            "service_dup_acks",
+            "Duplicate ACKs, by the direction they went",
+            |s| s.dup_acks,
+        ),
+        (
+            "service_zero_window",
+            "Packets advertising a zero window, by direction",
+            |s| s.zero_window,
+        ),
+        (
+            "service_zero_window_events",
+            "Zero-window stalls, by the direction of the advertisement",
+            |s| s.zero_window_events,
+        ),
+    ];
+    for (name, help, f) in twos {
+        let mut out = Vec::with_capacity(rows.len() * 2);
+        for (k, s) in &rows {
+            let v = f(s);
+            for (i, d) in DIRECTIONS.iter().enumerate() {
+                let mut lb = base(k);
+                lb.push(("direction", d.to_string()));
+                out.push((lb, v[i]));
+            }
+        }
+        counter(e, name, help, out)?;
+    }
+    let mut m = e.encode_descriptor(
+        "service_rtt_seconds",
+        "RTT per ACK at the tap, merged from the flows' histograms: half=server is tap -> server -> tap \
+         (client data), half=client is tap -> client -> tap (server data)",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (k, s) in &rows {
+        for (i, h) in HALVES.iter().enumerate() {
+            let mut lb = base(k);
+            lb.push(("half", h.to_string()));
+            let (buckets, sum, count) = prometheus_buckets(&s.rtt[i]);
+            m.encode_family(&lb)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+    }
+    Ok(())
+}

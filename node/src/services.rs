@@ -1,0 +1,317 @@
+//! Per-service aggregates for `/metrics`: a service is a server `ip:port`
+//! and protocol; its counters are the sums over its flows, its RTT the
+//! exact merge of its flows' histograms. No per-flow labels ever reach
+//! Prometheus.
+//!
+//! Counters stay monotonic across flow exits: a worker keeps the totals of
+//! flows that left its table ([`ServiceTable::add`] at exit) and adds the
+//! live flows on top at each export ([`ServiceTable::with_active`]).
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use wirelens_dataplane::report::{FlowRecord, Proto, TcpState};
+use wirelens_dataplane::stats::Histogram;
+
+/// A server `ip:port` of one protocol; `ip: None` is the overflow bucket
+/// (`_other`) that takes services beyond the table's limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub proto: &'static str,
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl ServiceKey {
+    pub fn of(rec: &FlowRecord) -> ServiceKey {
+        ServiceKey {
+            proto: proto_name(rec.proto),
+            ip: Some(rec.server.ip),
+            port: rec.server.port,
+        }
+    }
+
+    fn overflow(proto: &'static str) -> ServiceKey {
+        ServiceKey {
+            proto,
+            ip: None,
+            port: 0,
+        }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            None => f.write_str("_other"),
+            Some(IpAddr::V4(a)) => write!(f, "{a}:{}", self.port),
+            Some(IpAddr::V6(a)) => write!(f, "[{a}]:{}", self.port),
+        }
+    }
+}
+
+pub fn proto_name(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+        Proto::Icmp => "icmp",
+        Proto::Other => "other",
+    }
+}
+
+/// Direction index: 0 = to the server (c2s), 1 = to the client (s2c).
+pub const DIRECTIONS: [&str; 2] = ["to_server", "to_client"];
+/// RTT half index: 0 = the server side (c2s data, tap -> server -> tap),
+/// 1 = the client side (s2c data, tap -> client -> tap).
+pub const HALVES: [&str; 2] = ["server", "client"];
+
+/// What one service's flows add up to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceStats {
+    pub flows: u64,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub retransmits: [u64; 2],
+    pub retrans_seen: [u64; 2],
+    pub hole_fill: [u64; 2],
+    pub gaps: [u64; 2],
+    pub dup_acks: [u64; 2],
+    pub zero_window: [u64; 2],
+    pub zero_window_events: [u64; 2],
+    /// TCP flows that began with a client SYN.
+    pub connection_attempts: u64,
+    /// Connection attempts answered with a reset.
+    pub connections_refused: u64,
+    /// Connections ended by a reset (after being established).
+    pub connections_reset: u64,
+    pub rtt: [Histogram; 2],
+}
+
+impl ServiceStats {
+    /// Adds one flow (its record and its RTT histograms [c2s, s2c]).
+    pub fn add_flow(&mut self, rec: &FlowRecord, rtt: [&Histogram; 2]) {
+        self.flows += 1;
+        for (i, d) in [&rec.c2s, &rec.s2c].into_iter().enumerate() {
+            self.packets[i] += d.packets;
+            self.bytes[i] += d.bytes;
+            self.retransmits[i] += d.retransmits;
+            self.retrans_seen[i] += d.retrans_seen;
+            self.hole_fill[i] += d.hole_fill;
+            self.gaps[i] += d.gaps;
+            self.dup_acks[i] += d.dup_acks;
+            self.zero_window[i] += d.zero_window;
+            self.zero_window_events[i] += d.zero_window_events;
+            self.rtt[i].merge(rtt[i]);
+        }
+        if let Some(t) = &rec.tcp {
+            if rec.c2s.syn > 0 {
+                self.connection_attempts += 1;
+            }
+            match t.state {
+                TcpState::Refused => self.connections_refused += 1,
+                TcpState::Reset => self.connections_reset += 1,
+                _ => {}
+            }
+        }
+    }
+
+    pub fn merge(&mut self, o: &ServiceStats) {
+        self.flows += o.flows;
+        for i in 0..2 {
+            self.packets[i] += o.packets[i];
+            self.bytes[i] += o.bytes[i];
+            self.retransmits[i] += o.retransmits[i];
+            self.retrans_seen[i] += o.retrans_seen[i];
+            self.hole_fill[i] += o.hole_fill[i];
+            self.gaps[i] += o.gaps[i];
+            self.dup_acks[i] += o.dup_acks[i];
+            self.zero_window[i] += o.zero_window[i];
+            self.zero_window_events[i] += o.zero_window_events[i];
+            self.rtt[i].merge(&o.rtt[i]);
+        }
+        self.connection_attempts += o.connection_attempts;
+        self.connections_refused += o.connections_refused;
+        self.connections_reset += o.connections_reset;
+    }
+}
+
+/// Services of one worker, bounded: beyond `max` distinct services, new
+/// ones add up under `_other` (per protocol).
+#[derive(Clone, Debug)]
+pub struct ServiceTable {
+    map: HashMap<ServiceKey, ServiceStats>,
+    max: usize,
+}
+
+impl ServiceTable {
+    pub fn new(max: usize) -> ServiceTable {
+        ServiceTable {
+            map: HashMap::new(),
+            max: max.max(1),
+        }
+    }
+
+    fn slot(&mut self, key: ServiceKey) -> &mut ServiceStats {
+        let key = if self.map.contains_key(&key) || self.map.len() < self.max {
+            key
+        } else {
+            ServiceKey::overflow(key.proto)
+        };
+        self.map.entry(key).or_default()
+    }
+
+    /// Adds one flow.
+    pub fn add(&mut self, rec: &FlowRecord, rtt: [&Histogram; 2]) {
+        self.slot(ServiceKey::of(rec)).add_flow(rec, rtt);
+    }
+
+    /// Adds another table (e.g. another worker's) into this one.
+    pub fn merge(&mut self, o: &ServiceTable) {
+        for (k, v) in &o.map {
+            self.slot(*k).merge(v);
+        }
+    }
+
+    /// This table plus the live flows `each` yields (the exited totals are
+    /// not changed).
+    pub fn with_active(
+        &self,
+        each: impl FnOnce(&mut dyn FnMut(&FlowRecord, [&Histogram; 2])),
+    ) -> ServiceTable {
+        let mut t = self.clone();
+        each(&mut |rec, rtt| t.add(rec, rtt));
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Services in a stable order (by key).
+    pub fn sorted(&self) -> Vec<(&ServiceKey, &ServiceStats)> {
+        let mut v: Vec<_> = self.map.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+}
+
+/// Prometheus bucket bounds of the RTT histograms, in seconds.
+pub const RTT_BUCKETS_S: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// Re-buckets a log-linear histogram onto [`RTT_BUCKETS_S`]: per-bucket
+/// counts (not cumulative), the last for `+Inf`, plus the sum in seconds.
+/// A source bucket straddling a bound goes above it: the error is at most
+/// one source bucket's width (the histogram's relative error, <= 1.6 %).
+pub fn prometheus_buckets(h: &Histogram) -> (Vec<(f64, u64)>, f64, u64) {
+    let mut out: Vec<(f64, u64)> = RTT_BUCKETS_S.iter().map(|&b| (b, 0)).collect();
+    out.push((f64::MAX, 0));
+    for b in h.buckets() {
+        let i = RTT_BUCKETS_S
+            .iter()
+            .position(|&le| b.high as f64 <= le * 1e9)
+            .unwrap_or(RTT_BUCKETS_S.len());
+        out[i].1 += b.count;
+    }
+    (out, h.sum() as f64 / 1e9, h.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wirelens_dataplane::report::{Direction, Endpoint, TcpInfo};
+
+    fn rec(server: &str, port: u16, pk: u64, state: TcpState) -> FlowRecord {
+        FlowRecord {
+            kind: "flow".into(),
+            schema: "wirelens.flow.v1".into(),
+            proto: Proto::Tcp,
+            client: Endpoint {
+                ip: "198.18.1.2".parse().unwrap(),
+                port: 40000,
+            },
+            server: Endpoint {
+                ip: server.parse().unwrap(),
+                port,
+            },
+            vlan: None,
+            first_ns: 1,
+            last_ns: 2,
+            c2s: Direction {
+                packets: pk,
+                syn: 1,
+                retransmits: 2,
+                ..Direction::default()
+            },
+            s2c: Direction {
+                packets: pk + 1,
+                ..Direction::default()
+            },
+            tcp: Some(TcpInfo {
+                handshake: None,
+                state,
+                rst_from: None,
+                mss: Default::default(),
+                wscale: Default::default(),
+                sack_ok: false,
+                ts_ok: false,
+                ecn_ok: false,
+            }),
+            pmtu: None,
+        }
+    }
+
+    #[test]
+    fn aggregates_per_service_and_bounds_the_table() {
+        let mut h = Histogram::new();
+        h.record(2_000_000);
+        let e = Histogram::new();
+        let mut t = ServiceTable::new(2);
+        t.add(&rec("198.18.2.2", 80, 10, TcpState::Closed), [&h, &e]);
+        t.add(&rec("198.18.2.2", 80, 5, TcpState::Refused), [&h, &e]);
+        t.add(&rec("2001:db8::1", 443, 1, TcpState::Reset), [&e, &e]);
+        t.add(&rec("198.18.2.3", 80, 7, TcpState::Closed), [&e, &h]);
+        let v = t.sorted();
+        assert_eq!(v.len(), 3);
+        let names: Vec<String> = v.iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(names, ["_other", "198.18.2.2:80", "[2001:db8::1]:443"]);
+        let s = v[1].1;
+        assert_eq!(s.flows, 2);
+        assert_eq!(s.packets, [15, 17]);
+        assert_eq!(s.retransmits, [4, 0]);
+        assert_eq!(s.connection_attempts, 2);
+        assert_eq!(s.connections_refused, 1);
+        assert_eq!(s.rtt[0].count(), 2);
+        assert_eq!(v[0].1.packets, [7, 8], "the third service overflowed");
+
+        let live =
+            t.with_active(|add| add(&rec("198.18.2.2", 80, 1, TcpState::Established), [&e, &e]));
+        assert_eq!(live.sorted()[1].1.flows, 3);
+        assert_eq!(t.sorted()[1].1.flows, 2, "exited totals unchanged");
+    }
+
+    #[test]
+    fn rebuckets_rtt_in_seconds() {
+        let mut h = Histogram::new();
+        for v in [40_000, 900_000, 3_000_000, 3_000_000, 20_000_000_000] {
+            h.record(v);
+        }
+        let (b, sum, n) = prometheus_buckets(&h);
+        assert_eq!(n, 5);
+        assert_eq!(b.len(), RTT_BUCKETS_S.len() + 1);
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 5);
+        assert_eq!(b[0], (0.000_05, 1));
+        assert_eq!(b[4], (0.001, 1));
+        assert_eq!(b[6], (0.005, 2));
+        assert_eq!(b[RTT_BUCKETS_S.len()], (f64::MAX, 1));
+        assert!((sum - 20.006_94).abs() < 0.5, "{sum}");
+    }
+}

@@ -1,0 +1,116 @@
+//! `wirelens run --iface IF`: the live appliance (tap/SPAN mode). The work
+//! is done by `wirelens-node`; this file is the command line.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use wirelens_node::{NodeError, Options};
+
+/// Run the appliance on a capture interface: XDP + AF_XDP, one pinned worker
+/// per rx queue, /metrics, /flows and /healthz over HTTP.
+///
+/// Meant for a SPAN or tap port. Traffic outside --filter, and all traffic
+/// should wirelens die, still reaches the kernel stack (fail-open).
+/// SIGINT/SIGTERM stop the workers and detach the XDP program.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The capture interface (SPAN/tap port).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Rx queues to read, comma-separated (default: every active queue).
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Option<Vec<u32>>,
+    /// Cores for the workers, comma-separated; worker i runs on the i-th
+    /// (default: the cores this process may use).
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Option<Vec<usize>>,
+    /// Take only this traffic: CIDRs and `port:N`, comma-separated, e.g.
+    /// `10.0.0.0/8,port:443` (a packet must match an address and, with ports,
+    /// a port). Default: every IP packet.
+    #[arg(long, value_delimiter = ',')]
+    pub filter: Option<Vec<String>>,
+    /// Where /metrics, /flows and /healthz listen (default 127.0.0.1:9640).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Settings from a TOML file (same names as these options, with `_`);
+    /// options given here win.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Attach even to an interface that carries the host's addresses or
+    /// default route.
+    #[arg(long)]
+    pub force: bool,
+    /// XDP attach mode: auto (driver, else generic), driver, generic.
+    #[arg(long, value_parser = ["auto", "driver", "generic"])]
+    pub mode: Option<String>,
+    /// How workers wait for frames: adaptive (busy-poll under load, sleep
+    /// when quiet), busy (always spin: lowest latency, one core per queue),
+    /// wait (least CPU).
+    #[arg(long, value_parser = ["adaptive", "busy", "wait"])]
+    pub poll: Option<String>,
+    /// UMEM frames per queue (power of two; default 4096).
+    #[arg(long)]
+    pub frames: Option<u32>,
+    /// Recently closed flows each worker keeps for /flows (default 10000).
+    #[arg(long)]
+    pub closed_flows: Option<usize>,
+    /// Flows each worker holds at most (default 1048576).
+    #[arg(long)]
+    pub max_flows: Option<usize>,
+    /// Idle time after which a TCP connection is closed out (seconds, default 300).
+    #[arg(long)]
+    pub tcp_idle: Option<u64>,
+    /// Idle time after which a UDP/ICMP/other flow is closed out (seconds, default 60).
+    #[arg(long)]
+    pub udp_idle: Option<u64>,
+    /// Push flow deltas to the control plane at URL (with --token-file and --node).
+    #[arg(long, value_name = "URL")]
+    pub ctrl: Option<String>,
+    /// Token for --ctrl: a file of `TOKEN` or `NODE:TOKEN` lines.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// This node's name at the control plane.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Seconds between two pushes (default 5).
+    #[arg(long)]
+    pub push_secs: Option<u64>,
+}
+
+pub fn run(args: &RunArgs) -> u8 {
+    match start(args) {
+        Ok(()) => crate::exit::OK,
+        Err(e) => {
+            eprintln!("wirelens: {e}");
+            crate::exit::INPUT
+        }
+    }
+}
+
+fn start(args: &RunArgs) -> Result<(), NodeError> {
+    let cli = Options {
+        iface: args.iface.clone(),
+        queues: args.queues.clone(),
+        cores: args.cores.clone(),
+        filter: args.filter.clone(),
+        listen: args.listen.clone(),
+        force: args.force.then_some(true),
+        mode: args.mode.clone(),
+        poll: args.poll.clone(),
+        frames: args.frames,
+        closed_flows: args.closed_flows,
+        max_flows: args.max_flows,
+        tcp_idle_secs: args.tcp_idle,
+        udp_idle_secs: args.udp_idle,
+        max_services: None,
+        ctrl: args.ctrl.clone(),
+        token_file: args.token_file.clone(),
+        node: args.node.clone(),
+        push_secs: args.push_secs,
+    };
+    let opts = match &args.config {
+        Some(path) => cli.or(Options::from_file(path)?),
+        None => cli,
+    };
+    wirelens_node::run(&opts.resolve()?)
+}

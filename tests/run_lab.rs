@@ -1,0 +1,1185 @@
+//! Root-only lab tests of `wirelens run` (feature `live`): the daemon on a
+//! SPAN port, against `wirelens analyze` of a tcpdump capture of the same
+//! port, on real TCP from the Linux stack.
+//!
+//! Topology (per test; every name starts with `wlr<pid><tag>`, addresses
+//! from 198.18.0.0/15 only inside the namespaces, IPv6 off):
+//!
+//! ```text
+//!   ns ..c              ns ..r (router, IP forwarding)            ns ..s
+//!   [..c]---veth---[..rc]  FORWARD: iptables statistic drops  [..rs]---veth---[..s]
+//!   198.18.1.2       |  198.18.1.1                    198.18.2.1            198.18.2.2
+//!                    | tc clsact on ..rc, ingress and egress:
+//!                    |   u32 match u32 0 0 action mirred egress mirror dev ..sa
+//!                  [..sa]---SPAN veth (Q queues)---[..sb]  ns ..t: `wirelens run --iface ..sb`
+//!                  tcpdump -Q out on ..sa: the reference capture
+//! ```
+//!
+//! The tap (rc) sees client -> server data before the router's FORWARD
+//! chain and server -> client data after it, so the drops of client data
+//! (`-i rc`) are loss after the tap (`retrans_seen`) and the drops of server
+//! data (`-i rs`) loss before it (`gaps`, `hole_fill`). The path has no added
+//! delay (RTT ~0.1 ms): enough for counters, which do not depend on time.
+//!
+//! Multi-queue: veth puts a frame on the peer's rx queue of the sender's tx
+//! queue, which the kernel picks from the skb's hash; a locally generated
+//! skb carries its socket's random hash, different for the client's and the
+//! server's socket, so the two directions of one connection would land on
+//! different queues (a NIC without symmetric RSS). A 3-instruction tc BPF
+//! program on the SPAN sender clears the hash (`bpf_set_hash_invalid`); the
+//! kernel then recomputes it from the flow dissector, which orders the
+//! addresses and ports: symmetric, as symmetric RSS is on a real NIC.
+//!
+//! Teardown is a Drop guard: kill our children (by pid), delete the
+//! namespaces (and with them every link, filter and XDP program), also when
+//! a test fails. Run: `cargo test --test run_lab` as root.
+#![cfg(feature = "live")]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wirelens_dataplane::xdp::enter_netns;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
+const TRAFFIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/labtraffic.py");
+const CLIENT: &str = "198.18.1.2";
+const SERVER: &str = "198.18.2.2";
+const PORT: u16 = 24830;
+const HTTP_PORT: u16 = 9640;
+const CTRL_PORT: u16 = 7878;
+
+/// One lab at a time: the daemon's workers and the traffic share 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+macro_rules! require_root {
+    ($name:expr) => {
+        if !is_root() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "*** SKIPPED run_lab::{}: needs root (namespaces, XDP, AF_XDP) ***",
+                $name
+            );
+            return;
+        }
+    };
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running {args:?}: {e} (scripts/setup.sh installs the lab tools)")
+        });
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sh_out(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
+}
+
+/// Waits up to `t` for `child` to exit.
+fn wait_for(child: &mut Child, t: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + t;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Lab {
+    id: String,
+    queues: u32,
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn ns(&self, n: &str) -> String {
+        format!("{}{n}", self.id)
+    }
+
+    fn dev(&self, n: &str) -> String {
+        format!("{}{n}", self.id)
+    }
+
+    fn nsx(&self, ns: &str, args: &[&str]) {
+        let ns = self.ns(ns);
+        let mut v = vec!["ip", "netns", "exec", &ns];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+
+    /// Builds the lab; `queues`: rx/tx queues of the SPAN veth pair.
+    fn new(tag: char, queues: u32) -> Lab {
+        let id = format!("wlr{}{tag}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(&id);
+        let lab = Lab {
+            id,
+            queues,
+            dir,
+            children: Vec::new(),
+        };
+        lab.cleanup();
+        std::fs::create_dir_all(&lab.dir).expect("lab dir");
+        for n in ["c", "r", "s", "t"] {
+            let ns = lab.ns(n);
+            sh(&["ip", "netns", "add", &ns]);
+            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            lab.nsx(
+                n,
+                &[
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            );
+        }
+        let (c, r, s, t) = (lab.ns("c"), lab.ns("r"), lab.ns("s"), lab.ns("t"));
+        let q = queues.to_string();
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &lab.dev("c"),
+            "netns",
+            &c,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.dev("rc"),
+            "netns",
+            &r,
+        ]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &lab.dev("s"),
+            "netns",
+            &s,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.dev("rs"),
+            "netns",
+            &r,
+        ]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &lab.dev("sa"),
+            "netns",
+            &r,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.dev("sb"),
+            "netns",
+            &t,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+        ]);
+        for (n, d) in [
+            ("c", "c"),
+            ("r", "rc"),
+            ("r", "rs"),
+            ("s", "s"),
+            ("r", "sa"),
+            ("t", "sb"),
+        ] {
+            let dev = lab.dev(d);
+            // Real <= MTU frames on the wire and at the tap.
+            let _ = Command::new("ip")
+                .args(["netns", "exec", &lab.ns(n), "ethtool", "-K", &dev])
+                .args([
+                    "tso", "off", "gso", "off", "gro", "off", "tx", "off", "rx", "off",
+                ])
+                .output();
+            let k = sh_out(&["ip", "netns", "exec", &lab.ns(n), "ethtool", "-k", &dev]);
+            assert!(
+                k.contains("tcp-segmentation-offload: off")
+                    && k.contains("generic-segmentation-offload: off"),
+                "{dev}: could not turn offloads off"
+            );
+            if d != "sa" && d != "sb" {
+                // The host reorders veth traffic across CPUs otherwise.
+                lab.nsx(
+                    n,
+                    &[
+                        "sh",
+                        "-c",
+                        &format!("echo 1 > /sys/class/net/{dev}/queues/rx-0/rps_cpus"),
+                    ],
+                );
+            }
+            sh(&["ip", "-n", &lab.ns(n), "link", "set", &dev, "up"]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            &c,
+            "addr",
+            "add",
+            "198.18.1.2/24",
+            "dev",
+            &lab.dev("c"),
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &r,
+            "addr",
+            "add",
+            "198.18.1.1/24",
+            "dev",
+            &lab.dev("rc"),
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &r,
+            "addr",
+            "add",
+            "198.18.2.1/24",
+            "dev",
+            &lab.dev("rs"),
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &s,
+            "addr",
+            "add",
+            "198.18.2.2/24",
+            "dev",
+            &lab.dev("s"),
+        ]);
+        // Routes only towards the other lab subnet: nothing leaves the lab.
+        sh(&[
+            "ip",
+            "-n",
+            &c,
+            "route",
+            "add",
+            "198.18.2.0/24",
+            "via",
+            "198.18.1.1",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &s,
+            "route",
+            "add",
+            "198.18.1.0/24",
+            "via",
+            "198.18.2.1",
+        ]);
+        lab.nsx("r", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // The SPAN copy: everything in and out of rc.
+        let rc = lab.dev("rc");
+        let sa = lab.dev("sa");
+        lab.nsx("r", &["tc", "qdisc", "add", "dev", &rc, "clsact"]);
+        for dir in ["ingress", "egress"] {
+            lab.nsx(
+                "r",
+                &[
+                    "tc", "filter", "add", "dev", &rc, dir, "protocol", "all", "u32", "match",
+                    "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", &sa,
+                ],
+            );
+        }
+        if queues > 1 {
+            lab.symmetric_queues();
+        }
+        lab
+    }
+
+    /// The tc BPF program that makes the SPAN veth's queue choice symmetric
+    /// (see the module documentation).
+    fn symmetric_queues(&self) {
+        let src = self.dir.join("rehash.c");
+        let obj = self.dir.join("rehash.o");
+        std::fs::write(
+            &src,
+            "#include <linux/bpf.h>\n\
+             #define SEC(n) __attribute__((section(n), used))\n\
+             static long (*set_hash_invalid)(struct __sk_buff *) = (void *)BPF_FUNC_set_hash_invalid;\n\
+             SEC(\"tc\") int rehash(struct __sk_buff *skb) { set_hash_invalid(skb); return 0; }\n\
+             char _license[] SEC(\"license\") = \"GPL\";\n",
+        )
+        .unwrap();
+        sh(&[
+            "clang",
+            "-O2",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+            src.to_str().unwrap(),
+            "-o",
+            obj.to_str().unwrap(),
+        ]);
+        let sa = self.dev("sa");
+        self.nsx("r", &["tc", "qdisc", "add", "dev", &sa, "clsact"]);
+        self.nsx(
+            "r",
+            &[
+                "tc",
+                "filter",
+                "add",
+                "dev",
+                &sa,
+                "egress",
+                "bpf",
+                "da",
+                "obj",
+                obj.to_str().unwrap(),
+                "sec",
+                "tc",
+            ],
+        );
+    }
+
+    /// Loss in the router: `after_tap` of the client's packets (after rc's
+    /// ingress tap), `before_tap` of the server's (before rc's egress tap).
+    fn loss(&self, after_tap: f64, before_tap: f64) {
+        for (dev, p) in [(self.dev("rc"), after_tap), (self.dev("rs"), before_tap)] {
+            if p > 0.0 {
+                self.nsx(
+                    "r",
+                    &[
+                        "iptables",
+                        "-A",
+                        "FORWARD",
+                        "-i",
+                        &dev,
+                        "-p",
+                        "tcp",
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        &p.to_string(),
+                        "-j",
+                        "DROP",
+                    ],
+                );
+            }
+        }
+    }
+
+    /// Starts a command in namespace `ns`; stdout/stderr to files in the lab dir.
+    fn spawn(&mut self, ns: &str, name: &str, args: &[&str]) -> usize {
+        let out = std::fs::File::create(self.dir.join(format!("{name}.out"))).unwrap();
+        let err = std::fs::File::create(self.dir.join(format!("{name}.err"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns)])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {args:?}: {e}"));
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.err"))).unwrap_or_default()
+    }
+
+    /// Starts `wirelens run` in ns t on the SPAN port; waits for /healthz.
+    fn start_daemon(&mut self, name: &str, extra: &[&str]) -> usize {
+        let sb = self.dev("sb");
+        let listen = format!("127.0.0.1:{HTTP_PORT}");
+        let mut args = vec![
+            BIN,
+            "run",
+            "--iface",
+            &sb,
+            "--listen",
+            &listen,
+            "--tcp-idle",
+            "3600",
+            "--udp-idle",
+            "300",
+        ];
+        args.extend_from_slice(extra);
+        let i = self.spawn("t", name, &args);
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((200, _)) = self.http("/healthz") {
+                return i;
+            }
+            if let Ok(Some(st)) = self.children[i].try_wait() {
+                panic!(
+                    "wirelens run exited ({st}) before it was healthy:\n{}",
+                    self.log(name)
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "wirelens run not healthy after 60 s:\n{}",
+                self.log(name)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// GET `path` from the daemon (inside ns t): (status, body).
+    fn http(&self, path: &str) -> Option<(u16, String)> {
+        self.http_at(HTTP_PORT, path)
+    }
+
+    /// GET `path` from 127.0.0.1:`port` inside ns t: (status, body).
+    fn http_at(&self, port: u16, path: &str) -> Option<(u16, String)> {
+        let (ns, path) = (self.ns("t"), path.to_string());
+        thread::spawn(move || -> Option<(u16, String)> {
+            enter_netns(&ns).ok()?;
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: wirelens\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).ok()?;
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n")?;
+            let status = head.split_whitespace().nth(1)?.parse().ok()?;
+            Some((status, body.to_string()))
+        })
+        .join()
+        .ok()
+        .flatten()
+    }
+
+    /// tcpdump of what leaves sa (the SPAN sender): the reference capture.
+    /// Returns once it listens.
+    fn start_tcpdump(&mut self, ns: &str, dev: &str, file: &Path, dir: &str) -> usize {
+        let name = format!("tcpdump-{dev}");
+        let i = self.spawn(
+            ns,
+            &name,
+            &[
+                "tcpdump",
+                "-i",
+                dev,
+                "-Q",
+                dir,
+                "-w",
+                file.to_str().unwrap(),
+                "-U",
+                "--immediate-mode",
+                "-n",
+                "-s",
+                "262144",
+                "-B",
+                "16384",
+            ],
+        );
+        let end = Instant::now() + Duration::from_secs(20);
+        while !self.log(&name).contains("listening on") {
+            assert!(
+                Instant::now() < end,
+                "tcpdump did not start: {}",
+                self.log(&name)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        i
+    }
+
+    /// Stops tcpdump; returns its "packets dropped by kernel".
+    fn stop_tcpdump(&mut self, i: usize, dev: &str) -> u64 {
+        signal(&self.children[i], "-INT");
+        wait_for(&mut self.children[i], Duration::from_secs(10)).expect("tcpdump exits on SIGINT");
+        let log = self.log(&format!("tcpdump-{dev}"));
+        log.lines()
+            .find(|l| l.contains("dropped by kernel"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no tcpdump summary in: {log}"))
+    }
+
+    /// `count` TCP connections client -> server: `send` bytes up, `reply`
+    /// bytes down, 2 at a time, cubic, paced; bounded by 40 s.
+    fn traffic(&mut self, count: usize, send: usize, reply: usize) {
+        let ready = self.dir.join("server.ready");
+        let _ = std::fs::remove_file(&ready);
+        let (c, rp, cnt) = (send.to_string(), reply.to_string(), count.to_string());
+        let port = PORT.to_string();
+        let srv = self.spawn(
+            "s",
+            "server",
+            &[
+                "python3",
+                TRAFFIC,
+                "server",
+                "--bind",
+                SERVER,
+                "--port",
+                &port,
+                "--count",
+                &cnt,
+                "--reply",
+                &rp,
+                "--pace",
+                "3000000",
+                "--timeout",
+                "40",
+                "--ready",
+                ready.to_str().unwrap(),
+            ],
+        );
+        let end = Instant::now() + Duration::from_secs(20);
+        while !ready.exists() {
+            assert!(
+                Instant::now() < end,
+                "server not ready: {}",
+                self.log("server")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let cli = self.spawn(
+            "c",
+            "client",
+            &[
+                "python3",
+                TRAFFIC,
+                "client",
+                "--connect",
+                SERVER,
+                "--port",
+                &port,
+                "--count",
+                &cnt,
+                "--parallel",
+                "2",
+                "--send",
+                &c,
+                "--pace",
+                "3000000",
+                "--timeout",
+                "40",
+            ],
+        );
+        let st = wait_for(&mut self.children[cli], Duration::from_secs(50)).expect("client ends");
+        assert!(st.success(), "client failed: {}", self.log("client"));
+        let st = wait_for(&mut self.children[srv], Duration::from_secs(50)).expect("server ends");
+        assert!(st.success(), "server failed: {}", self.log("server"));
+    }
+
+    /// `wirelens ctrl serve` in ns t; returns the daemon's push options.
+    fn start_ctrl(&mut self) -> Vec<String> {
+        let tokens = self.dir.join("tokens");
+        std::fs::write(&tokens, "wl-node-1:wl-secret-token-1\n").unwrap();
+        let db = self.dir.join("ctrl.db");
+        let listen = format!("127.0.0.1:{CTRL_PORT}");
+        self.spawn(
+            "t",
+            "ctrl",
+            &[
+                BIN,
+                "ctrl",
+                "serve",
+                "--listen",
+                &listen,
+                "--db",
+                db.to_str().unwrap(),
+                "--token-file",
+                tokens.to_str().unwrap(),
+            ],
+        );
+        let end = Instant::now() + Duration::from_secs(30);
+        while !matches!(self.http_at(CTRL_PORT, "/api/v1/nodes"), Some((200, _))) {
+            assert!(
+                Instant::now() < end,
+                "ctrl serve not up: {}",
+                self.log("ctrl")
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        let url = format!("http://127.0.0.1:{CTRL_PORT}");
+        vec![
+            "--ctrl".into(),
+            url,
+            "--token-file".into(),
+            tokens.to_str().unwrap().into(),
+            "--node".into(),
+            "wl-node-1".into(),
+            "--push-secs".into(),
+            "1".into(),
+        ]
+    }
+
+    /// The control plane's flows of the lab service, by client port.
+    fn ctrl_flows(&self) -> BTreeMap<u64, Value> {
+        let (st, body) = self
+            .http_at(CTRL_PORT, "/api/v1/flows?limit=10000&node=wl-node-1")
+            .expect("GET /api/v1/flows");
+        assert_eq!(st, 200, "{body}");
+        let rows: Vec<Value> = serde_json::from_str(&body).expect("flows JSON");
+        let lines: Vec<String> = rows.iter().map(|r| r["flow"].to_string()).collect();
+        flows_of(&lines.join("\n"))
+    }
+
+    /// Per-queue XDP packet counts of sb (`ethtool -S`).
+    fn queue_counts(&self) -> Vec<u64> {
+        let s = sh_out(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns("t"),
+            "ethtool",
+            "-S",
+            &self.dev("sb"),
+        ]);
+        (0..self.queues)
+            .map(|q| {
+                let key = format!("rx_queue_{q}_xdp_packets:");
+                s.lines()
+                    .find_map(|l| l.trim().strip_prefix(&key))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    fn xdp_on_sb(&self) -> bool {
+        sh_out(&[
+            "ip",
+            "-n",
+            &self.ns("t"),
+            "link",
+            "show",
+            "dev",
+            &self.dev("sb"),
+        ])
+        .contains("xdp")
+    }
+
+    fn cleanup(&self) {
+        for n in ["c", "r", "s", "t"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(n)])
+                .output();
+        }
+        // Liveness lock files a SIGKILLed daemon left behind (ours only).
+        if let Ok(d) = std::fs::read_dir("/run/wirelens") {
+            let suffix = format!("-{}.lock", self.dev("sb"));
+            for e in d.flatten() {
+                if e.file_name().to_string_lossy().ends_with(&suffix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if thread::panicking() {
+            for name in ["daemon", "daemon2", "tcpdump-", "client", "server", "ctrl"] {
+                for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                    let f = e.file_name().to_string_lossy().into_owned();
+                    if f.starts_with(name) && f.ends_with(".err") {
+                        eprintln!(
+                            "--- {f}:\n{}",
+                            std::fs::read_to_string(e.path()).unwrap_or_default()
+                        );
+                    }
+                }
+            }
+        }
+        self.cleanup();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn flows_of(ndjson: &str) -> BTreeMap<u64, Value> {
+    ndjson
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["type"] == "flow"
+                && v["proto"] == "tcp"
+                && v["server"]["ip"] == SERVER
+                && v["server"]["port"] == PORT
+                && v["client"]["ip"] == CLIENT
+        })
+        .map(|v| (v["client"]["port"].as_u64().unwrap(), v))
+        .collect()
+}
+
+/// Counters that depend only on the packets and their order, not on the
+/// timestamps (which differ: tcpdump stamps at the SPAN sender, AF_XDP per
+/// receive batch).
+const EXACT: [&str; 16] = [
+    "packets",
+    "bytes",
+    "payload_bytes",
+    "syn",
+    "synack",
+    "fin",
+    "rst",
+    "retrans_seen",
+    "hole_fill",
+    "gaps",
+    "dup_acks",
+    "zero_window",
+    "zero_window_events",
+    "ecn_ce",
+    "frags",
+    "rtt.n",
+];
+/// Classifications that use time (within one RTT, 20 ms, sender silence):
+/// reported, not asserted.
+const TIMED: [&str; 5] = [
+    "out_of_order",
+    "retransmits",
+    "fast_retransmits",
+    "spurious_retransmits",
+    "rto_retransmits",
+];
+
+fn field<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |v, k| &v[k])
+}
+
+/// Compares the daemon's records with analyze's; returns (mismatches, notes).
+fn compare(run: &BTreeMap<u64, Value>, pcap: &BTreeMap<u64, Value>) -> (Vec<String>, Vec<String>) {
+    let mut bad = Vec::new();
+    let mut notes = Vec::new();
+    let keys = |m: &BTreeMap<u64, Value>| m.keys().copied().collect::<Vec<_>>();
+    if keys(run) != keys(pcap) {
+        bad.push(format!(
+            "flows differ: run {:?} analyze {:?}",
+            keys(run),
+            keys(pcap)
+        ));
+    }
+    for (port, a) in pcap {
+        let Some(r) = run.get(port) else { continue };
+        for dir in ["c2s", "s2c"] {
+            for f in EXACT {
+                let (x, y) = (field(&r[dir], f), field(&a[dir], f));
+                if x != y {
+                    bad.push(format!("client port {port} {dir}.{f}: run {x} analyze {y}"));
+                }
+            }
+            for f in TIMED {
+                let (x, y) = (field(&r[dir], f), field(&a[dir], f));
+                if x != y {
+                    notes.push(format!("client port {port} {dir}.{f}: run {x} analyze {y}"));
+                }
+            }
+        }
+        for f in [
+            "tcp.state",
+            "tcp.rst_from",
+            "tcp.handshake.syn_count",
+            "tcp.handshake.synack_count",
+            "tcp.mss",
+            "tcp.wscale",
+            "tcp.sack_ok",
+            "tcp.ts_ok",
+            "tcp.ecn_ok",
+            "vlan",
+        ] {
+            let (x, y) = (field(r, f), field(a, f));
+            if x != y {
+                bad.push(format!("client port {port} {f}: run {x} analyze {y}"));
+            }
+        }
+        let t = |v: &Value| v["first_ns"].as_u64().unwrap_or(0) as i64;
+        let skew = (t(r) - t(a)).abs();
+        if skew > 500_000_000 {
+            bad.push(format!(
+                "client port {port} first_ns: run {} analyze {} ({skew} ns apart)",
+                t(r),
+                t(a)
+            ));
+        }
+    }
+    (bad, notes)
+}
+
+fn sum_dir(m: &BTreeMap<u64, Value>, dir: &str, f: &str) -> u64 {
+    m.values()
+        .map(|v| field(&v[dir], f).as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// The value of a Prometheus sample `name{labels}` (labels as printed).
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The whole comparison on a lab with `queues` SPAN queues.
+fn daemon_matches_analyze(tag: char, queues: u32, conns: usize, push: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let mut lab = Lab::new(tag, queues);
+    lab.loss(0.02, 0.01);
+    let pcap = lab.dir.join("span.pcap");
+    let sa = lab.dev("sa");
+    let dump = lab.start_tcpdump("r", &sa, &pcap, "out");
+    let push_args = if push { lab.start_ctrl() } else { Vec::new() };
+    let push_refs: Vec<&str> = push_args.iter().map(String::as_str).collect();
+    let daemon = lab.start_daemon("daemon", &push_refs);
+    let boot = lab.log("daemon");
+    lab.traffic(conns, 600_000, 200_000);
+    // Late frames (the last ACKs) into both captures.
+    thread::sleep(Duration::from_millis(700));
+    let dropped = lab.stop_tcpdump(dump, &sa);
+    assert_eq!(
+        dropped, 0,
+        "tcpdump dropped packets: the reference is incomplete"
+    );
+    // Let every worker export once more (counters in /metrics lag <= 1 s).
+    thread::sleep(Duration::from_millis(1500));
+    let (st, body) = lab.http("/flows").expect("GET /flows");
+    assert_eq!(st, 200);
+    let run = flows_of(&body);
+    let (st, metrics) = lab.http("/metrics").expect("GET /metrics");
+    assert_eq!(st, 200);
+    let per_queue = lab.queue_counts();
+
+    let out = Command::new(BIN)
+        .args(["analyze", pcap.to_str().unwrap(), "--format", "ndjson"])
+        .output()
+        .expect("wirelens analyze");
+    assert!(
+        out.status.success(),
+        "analyze: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = flows_of(&String::from_utf8_lossy(&out.stdout));
+
+    // An orderly stop: exit 0 and the program detached.
+    signal(&lab.children[daemon], "-TERM");
+    let st = wait_for(&mut lab.children[daemon], Duration::from_secs(20))
+        .expect("daemon stops on SIGTERM");
+    let log = lab.log("daemon");
+    assert!(st.success(), "wirelens run exit status {st}:\n{log}");
+    assert!(log.contains("XDP detached"), "{log}");
+    assert!(!lab.xdp_on_sb(), "XDP still attached after SIGTERM");
+    let pushed = if push { Some(lab.ctrl_flows()) } else { None };
+
+    eprintln!("run_lab[{queues}q]: daemon start-up:\n{boot}");
+    eprintln!("run_lab[{queues}q]: per-queue XDP packets (ethtool -S): {per_queue:?}");
+    let (bad, notes) = compare(&run, &reference);
+    eprintln!(
+        "run_lab[{queues}q]: {} flows; c2s packets {} retrans_seen {} ; s2c packets {} gaps {} hole_fill {}; \
+         time-based classifications differing: {}",
+        run.len(),
+        sum_dir(&reference, "c2s", "packets"),
+        sum_dir(&reference, "c2s", "retrans_seen"),
+        sum_dir(&reference, "s2c", "packets"),
+        sum_dir(&reference, "s2c", "gaps"),
+        sum_dir(&reference, "s2c", "hole_fill"),
+        if notes.is_empty() { "none".to_string() } else { notes.join("; ") }
+    );
+    assert!(
+        bad.is_empty(),
+        "/flows differs from analyze of the capture:\n{}",
+        bad.join("\n")
+    );
+    assert_eq!(run.len(), conns, "one record per connection");
+    assert!(
+        sum_dir(&reference, "c2s", "retrans_seen") > 0,
+        "loss after the tap shows"
+    );
+    assert!(
+        sum_dir(&reference, "s2c", "gaps") > 0,
+        "loss before the tap shows"
+    );
+
+    // /metrics: the service aggregate is the sum of its flows.
+    let svc = format!("{{service=\"{SERVER}:{PORT}\",proto=\"tcp\"");
+    let want = |dir: &str, f: &str| sum_dir(&run, dir, f) as f64;
+    for (name, dir, f) in [
+        (
+            "wirelens_service_packets_total",
+            "to_server",
+            ("c2s", "packets"),
+        ),
+        (
+            "wirelens_service_packets_total",
+            "to_client",
+            ("s2c", "packets"),
+        ),
+        (
+            "wirelens_service_bytes_total",
+            "to_server",
+            ("c2s", "bytes"),
+        ),
+        (
+            "wirelens_service_retrans_seen_total",
+            "to_server",
+            ("c2s", "retrans_seen"),
+        ),
+        ("wirelens_service_gaps_total", "to_client", ("s2c", "gaps")),
+    ] {
+        let sample = format!("{name}{svc},direction=\"{dir}\"}}");
+        assert_eq!(
+            metric(&metrics, &sample),
+            Some(want(f.0, f.1)),
+            "{sample}\n{metrics}"
+        );
+    }
+    let attempts = format!("wirelens_service_connection_attempts_total{svc}}}");
+    assert_eq!(
+        metric(&metrics, &attempts),
+        Some(conns as f64),
+        "{attempts}"
+    );
+    let rtt_n = format!("wirelens_service_rtt_seconds_count{svc},half=\"server\"}}");
+    assert_eq!(
+        metric(&metrics, &rtt_n),
+        Some(want("c2s", "rtt.n")),
+        "{rtt_n}"
+    );
+    let redirected = metric(&metrics, "wirelens_xdp_redirected_total").unwrap_or(0.0);
+    assert!(redirected > 0.0, "no redirected frames in /metrics");
+    for q in 0..queues {
+        let frames = metric(
+            &metrics,
+            &format!("wirelens_queue_frames_total{{queue=\"{q}\"}}"),
+        );
+        assert!(
+            frames.unwrap_or(0.0) > 0.0,
+            "queue {q} read no frame: {frames:?}\n{metrics}"
+        );
+        assert!(
+            per_queue[q as usize] > 0,
+            "queue {q} got no frame (ethtool -S): {per_queue:?}"
+        );
+        let full = metric(
+            &metrics,
+            &format!("wirelens_handoff_ring_full_total{{queue=\"{q}\"}}"),
+        );
+        assert_eq!(full, Some(0.0), "hand-off drops on queue {q}");
+        let ring = metric(
+            &metrics,
+            &format!("wirelens_xsk_rx_ring_full_total{{queue=\"{q}\"}}"),
+        );
+        assert_eq!(ring, Some(0.0), "AF_XDP ring-full drops on queue {q}");
+    }
+    eprintln!(
+        "run_lab[{queues}q]: /metrics sample:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("wirelens_xdp_")
+                || l.starts_with("wirelens_queue_frames")
+                || l.starts_with("wirelens_handoff_")
+                || l.starts_with("wirelens_node_info")
+                || (l.starts_with("wirelens_service_") && !l.contains("_bucket")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    if let Some(pushed) = pushed {
+        // The control plane's merge of the pushed deltas is the whole flow.
+        let mut bad = Vec::new();
+        if pushed.keys().collect::<Vec<_>>() != run.keys().collect::<Vec<_>>() {
+            bad.push(format!(
+                "flows differ: ctrl {:?} run {:?}",
+                pushed.keys(),
+                run.keys()
+            ));
+        }
+        for (port, r) in &run {
+            let Some(p) = pushed.get(port) else { continue };
+            for f in [
+                "c2s.packets",
+                "c2s.bytes",
+                "c2s.retrans_seen",
+                "c2s.syn",
+                "s2c.packets",
+                "s2c.gaps",
+                "s2c.fin",
+            ] {
+                if field(p, f) != field(r, f) {
+                    bad.push(format!(
+                        "client port {port} {f}: ctrl {} run {}",
+                        field(p, f),
+                        field(r, f)
+                    ));
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "pushed deltas do not add up:\n{}\n{}",
+            bad.join("\n"),
+            lab.log("ctrl")
+        );
+        eprintln!("run_lab[{queues}q]: the control plane's flows (merged deltas) equal /flows");
+    }
+    eprintln!(
+        "run_lab[{queues}q]: passed in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// One SPAN queue, one worker: /flows equals analyze of the capture, and
+/// the deltas pushed to a control plane add up to the same flows.
+#[test]
+fn run_matches_analyze_one_queue() {
+    require_root!("run_matches_analyze_one_queue");
+    daemon_matches_analyze('a', 1, 6, true);
+}
+
+/// Two SPAN queues, two workers (hand-offs between them): the same records.
+#[test]
+fn run_matches_analyze_two_queues() {
+    require_root!("run_matches_analyze_two_queues");
+    daemon_matches_analyze('b', 2, 12, false);
+}
+
+/// Refuses a host interface; after SIGKILL the stale program passes traffic
+/// to the stack (fail-open); a new start replaces it; SIGTERM detaches.
+#[test]
+fn run_fail_open_and_stale_program() {
+    require_root!("run_fail_open_and_stale_program");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let mut lab = Lab::new('k', 1);
+
+    // The client's interface carries its address and route: refused.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("c"),
+            BIN,
+            "run",
+            "--iface",
+            &lab.dev("c"),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refusing to attach XDP") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(err.contains("198.18.1.2"), "says why: {err}");
+
+    let sb = lab.dev("sb");
+    let seen = lab.dir.join("stack.pcap");
+    let daemon = lab.start_daemon("daemon", &[]);
+    // What reaches the stack of sb while the daemon takes the traffic.
+    let dump = lab.start_tcpdump("t", &sb, &seen, "in");
+    lab.traffic(2, 100_000, 10_000);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(lab.stop_tcpdump(dump, &sb), 0);
+    let taken = count_tcp(&seen);
+    assert_eq!(
+        taken, 0,
+        "with the daemon up, AF_XDP takes the lab's TCP (the stack saw {taken})"
+    );
+
+    signal(&lab.children[daemon], "-KILL");
+    wait_for(&mut lab.children[daemon], Duration::from_secs(10)).expect("SIGKILL ends it");
+    assert!(lab.xdp_on_sb(), "the program outlives a SIGKILLed daemon");
+    let dump = lab.start_tcpdump("t", &sb, &seen, "in");
+    lab.traffic(2, 100_000, 10_000);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(lab.stop_tcpdump(dump, &sb), 0);
+    let passed = count_tcp(&seen);
+    assert!(
+        passed > 100,
+        "fail-open: the stack of sb saw {passed} TCP packets after the kill"
+    );
+
+    let again = lab.start_daemon("daemon2", &["--poll", "wait"]);
+    let log = lab.log("daemon2");
+    assert!(log.contains("replacing stale wirelens program"), "{log}");
+    signal(&lab.children[again], "-INT");
+    let st = wait_for(&mut lab.children[again], Duration::from_secs(20)).expect("stops on SIGINT");
+    assert!(st.success(), "exit status {st}: {}", lab.log("daemon2"));
+    assert!(!lab.xdp_on_sb(), "detached after SIGINT");
+    eprintln!(
+        "run_lab[fail-open]: stack saw {taken} TCP packets with the daemon up, {passed} after SIGKILL; \
+         restart replaced the stale program; passed in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// TCP packets in a capture (via `wirelens analyze`).
+fn count_tcp(pcap: &Path) -> u64 {
+    let out = Command::new(BIN)
+        .args(["analyze", pcap.to_str().unwrap(), "--format", "ndjson"])
+        .output()
+        .expect("analyze");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "flow" && v["proto"] == "tcp")
+        .map(|v| {
+            v["c2s"]["packets"].as_u64().unwrap_or(0) + v["s2c"]["packets"].as_u64().unwrap_or(0)
+        })
+        .sum()
+}
