@@ -18,8 +18,8 @@ step "cargo test (workspace, all features)"
 # The lab tests share the namespace lab's CPU budget: one test at a time.
 cargo test --workspace --all-features -- --test-threads=1
 
-step "benches compile"
-cargo bench --workspace --no-run
+step "benches build and link (dev profile; numbers come from cargo bench, see benches/README.md)"
+cargo test --workspace --all-features --benches --no-run
 
 leftover=$( { ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^wl' || true; ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^wl' || true; } | tr '\n' ' ')
 if [ -n "$leftover" ]; then
