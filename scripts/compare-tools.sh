@@ -11,6 +11,7 @@
 #   MIX (tcp|udp|mixed, default tcp): tshark and tcptrace analyse TCP only
 #   RUNS (default 3): each tool runs RUNS times; the fastest run counts
 #   WIRELENS: a wirelens binary to use instead of building the release one
+#   TIMEOUT (default 1800): seconds one run of one tool may take
 # Needs tshark, capinfos, tcptrace and GNU time (scripts/setup.sh installs them).
 #
 # Each tool writes its normal output to /dev/null. Times are wall clock and
@@ -23,6 +24,7 @@ PACKETS="${PACKETS:-1000000}"
 FLOWS="${FLOWS:-10000}"
 MIX="${MIX:-tcp}"
 RUNS="${RUNS:-3}"
+TIMEOUT="${TIMEOUT:-1800}"
 
 for t in tshark tcptrace /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "compare-tools: $t not found (run scripts/setup.sh)" >&2; exit 1; }
@@ -54,7 +56,7 @@ best_of() {
   local name=$1; shift
   local best=""
   for _ in $(seq "$RUNS"); do
-    /usr/bin/time -f '%e %U %S %M' -o "$tmp/time" "$@" >/dev/null 2>"$tmp/$name.err" || {
+    timeout "$TIMEOUT" /usr/bin/time -f '%e %U %S %M' -o "$tmp/time" "$@" >/dev/null 2>"$tmp/$name.err" || {
       echo "compare-tools: $name failed:" >&2; cat "$tmp/$name.err" >&2; exit 1; }
     read -r wall user sys rss < <(tail -1 "$tmp/time")
     cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
@@ -66,9 +68,13 @@ best_of() {
 }
 
 read -r w_wall w_cpu w_rss < <(best_of wirelens "$bin" analyze "$pcap" --format ndjson --no-progress)
+echo "wirelens: best wall $w_wall s, CPU $w_cpu s" >&2
 read -r t_wall t_cpu t_rss < <(best_of tshark tshark -r "$pcap" -o tcp.analyze_sequence_numbers:TRUE \
   -T fields -e tcp.analysis.ack_rtt -e tcp.analysis.retransmission)
-read -r c_wall c_cpu c_rss < <(best_of tcptrace tcptrace -l -r "$pcap")
+echo "tshark: best wall $t_wall s, CPU $t_cpu s" >&2
+# -n: no reverse DNS lookups (without it tcptrace waits on the resolver for
+# every address, which measures the resolver, not the analysis).
+read -r c_wall c_cpu c_rss < <(best_of tcptrace tcptrace -n -l -r "$pcap")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "inf" }'; }
 rate() { awk -v n="${frames:-0}" -v t="$1" 'BEGIN { if (n > 0 && t > 0) printf "%.0f", n / t; else print "?" }'; }

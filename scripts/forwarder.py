@@ -19,7 +19,8 @@ On SIGTERM/SIGINT (or after --max-seconds) it writes --stats, a JSON object:
     the TCP segments dropped / held back (so a test can tell which segment a
     hole fill at the tap was),
   socket_drops (kernel PACKET_STATISTICS drops: must be 0 for exact truth),
-  send_errors, step {at_frame, at_ns} (when the delay step happened),
+  send_errors, netdown (ENETDOWN reports: a port went down, e.g. before the
+  lab brought it up), step {at_frame, at_ns} (when the delay step happened),
   late_ms {p50,p99,max} (how late frames left versus their due time),
   params (the command line as parsed).
 Tests compare dropped/reordered with what the tap and wirelens saw.
@@ -29,6 +30,7 @@ constant delay (or an increasing one: the step) never reorders; only a frame
 held `--reorder-extra-ms` longer lets later frames overtake it.
 """
 import argparse
+import errno
 import heapq
 import json
 import os
@@ -61,6 +63,25 @@ def open_port(ifname):
     s.bind((ifname, ETH_P_ALL))
     s.setblocking(False)
     return s
+
+
+def wait_up(ifnames, timeout):
+    """Waits until every interface's operstate is "up" (veth: both ends up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for n in ifnames:
+            try:
+                with open(f"/sys/class/net/{n}/operstate") as f:
+                    states.append(f.read().strip())
+            except OSError:
+                states.append("absent")
+        if all(st == "up" for st in states):
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"forwarder: ports not up after {timeout} s: "
+                     + ", ".join(f"{n} {st}" for n, st in zip(ifnames, states)))
+        time.sleep(0.02)
 
 
 def socket_drops(s):
@@ -129,8 +150,13 @@ def main():
     p.add_argument("--skip-first", type=int, default=20,
                    help="matched frames per direction never impaired (lets the flow start)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="hard lifetime bound")
+    p.add_argument("--wait-up", type=float, default=0.0, metavar="SECONDS",
+                   help="first wait (at most this long) until both ports are up, so the "
+                        "forwarder can be started while its links are still being built")
     a = p.parse_args()
 
+    if a.wait_up > 0:
+        wait_up((a.a, a.b), a.wait_up)
     rng = random.Random(a.seed)
     sa, sb = open_port(a.a), open_port(a.b)
     out_of = {sa: ("ab", sb), sb: ("ba", sa)}
@@ -142,6 +168,7 @@ def main():
     segs = {"dropped": {"ab": [], "ba": []}, "reordered": {"ab": [], "ba": []}}
     sdrops = {"a": 0, "b": 0}
     send_errors = 0
+    netdown = 0
     late = []
     step = {"at_frame": None, "at_ns": None}
     delay = a.delay_ms / 1000.0
@@ -179,6 +206,14 @@ def main():
                 try:
                     frame = s.recv(65536)
                 except BlockingIOError:
+                    break
+                except OSError as e:
+                    # ENETDOWN: the port was down at some point since bind
+                    # (the lab starts us while it brings its links up); the
+                    # socket keeps working once the link is up.
+                    if e.errno != errno.ENETDOWN:
+                        raise
+                    netdown += 1
                     break
                 now = time.monotonic()
                 due = now + delay
@@ -246,6 +281,7 @@ def main():
         "segments": segs,
         "socket_drops": sdrops["a"] + sdrops["b"],
         "send_errors": send_errors,
+        "netdown": netdown,
         "step": step,
         "late_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0)},
         "params": vars(a),

@@ -115,6 +115,10 @@ up() {
   ip link add "$IF_C" netns "$NS_C" type veth peer name "$IF_RC" netns "$NS_R"
   ip link add "$IF_RS" netns "$NS_R" type veth peer name "$IF_FA" netns "$NS_R"
   ip link add "$IF_FB" netns "$NS_R" type veth peer name "$IF_S" netns "$NS_S"
+  # The forwarder's python takes a second or more to start on a loaded box:
+  # launch it now (its ports exist; it binds once they are up: --wait-up)
+  # and wait for it after the set-up.
+  [ -z "${FWD_EARLY:-}" ] || fwd_launch "$FWD_EARLY" "${FWD_ARGS[@]}"
 
   # The forwarder ports carry no addresses and say nothing themselves.
   nsx "$NS_R" sysctl -qw "net.ipv6.conf.$IF_FA.disable_ipv6=1" "net.ipv6.conf.$IF_FB.disable_ipv6=1" \
@@ -148,17 +152,23 @@ up() {
   nsx "$NS_S" ip -6 route add 2001:db8:1::/64 via "$R6S"
 }
 
-start_forwarder() { # extra forwarder args...
+start_forwarder() { # outdir extra-forwarder-args...
+  fwd_launch "$@"
+  fwd_wait
+}
+
+fwd_wait() { wait_file "$STATE/fwd.ready" 20 "the forwarder"; }
+
+fwd_launch() { # outdir extra-forwarder-args...
   local out=$1; shift
   rm -f "$STATE/fwd.ready"
   # `ip netns exec` execs in place: $! is the forwarder itself (a shell
   # function here would put a subshell between us and it).
   ip netns exec "$NS_R" "$PY" "$HERE/forwarder.py" --a "$IF_FA" --b "$IF_FB" \
     --stats "$out/forwarder.json" --ready "$STATE/fwd.ready" --seed "$SEED" \
-    --delay-ms "$DELAY_MS" --max-seconds 150 "$@" 2>"$out/forwarder.log" &
+    --delay-ms "$DELAY_MS" --max-seconds 150 --wait-up 30 "$@" 2>"$out/forwarder.log" &
   track forwarder $!
   echo $! >"$STATE/fwd.pid"
-  wait_file "$STATE/fwd.ready" 10 "the forwarder"
 }
 
 stop_pid() { # pid name timeout_s
@@ -259,12 +269,13 @@ servers_wait() {
 
 warm() { # resolve ARP/NDP on every hop before the capture starts
   local out=$1
-  traffic "$NS_C" warm4 "$out" warm --connect "$S4" --port "$CLOSED" --timeout 5
-  traffic "$NS_C" warm6 "$out" warm --connect "$S6" --port "$CLOSED" --timeout 5
+  # One python for both (its start-up costs a second or more on a loaded CI box).
+  traffic "$NS_C" warm "$out" warm --connect "$S4" --connect "$S6" --port "$CLOSED" --timeout 5
 }
 
 # ---------------------------------------------------------------- scenarios
-# Scenario X: prepare_X sets NOTE, TAP and FWD_ARGS (no side effects);
+# Scenario X: prepare_X sets NOTE, TAP and FWD_ARGS (no side effects; it runs
+# before the lab is built, so the forwarder can start with its arguments);
 # impair_X (optional) adds iptables rules / MTU changes after the warm-up, so
 # warm-up packets never count in the injected truth; run_X runs the traffic
 # while the tap records. truth.json records what was injected.
@@ -460,9 +471,9 @@ run_scenario() { # scenario outdir
   TAP=$IF_RC FWD_ARGS=() NOTE=
   trap 'down' EXIT
   trap 'exit 130' INT TERM
-  up
   "prepare_$sc"
-  start_forwarder "$out" "${FWD_ARGS[@]}"
+  FWD_EARLY=$out up
+  fwd_wait
   warm "$out"
   if declare -F "impair_$sc" >/dev/null; then "impair_$sc"; fi
   log "$sc: $NOTE (tap $TAP)"

@@ -14,7 +14,7 @@ fragments). Every command is bounded by --timeout and writes a JSON result.
           [--pace BYTES_PER_S]                    TCP: send, half-close, read to EOF
   udpsink --bind A --port P                      UDP: count datagrams until --timeout
   udpsend --connect A --port P --size S --count N [--interval-ms I]
-  warm    --connect A --port P                   one refused connect (fills ARP/NDP)
+  warm    --connect A [--connect B] --port P     refused connects (fill ARP/NDP)
 """
 import argparse
 import json
@@ -236,18 +236,20 @@ def cmd_udpsend(a):
 
 
 def cmd_warm(a):
-    s = socket.socket(family(a.connect), socket.SOCK_STREAM)
-    s.settimeout(a.timeout)
-    try:
-        s.connect((a.connect, a.port))
-    except ConnectionRefusedError:
-        return 0
-    except OSError as e:
-        print(f"warm: {a.connect}:{a.port}: {e!r}", file=sys.stderr)
-        return 1
-    finally:
-        s.close()
-    return 0
+    rc = 0
+    for addr in a.connect:
+        s = socket.socket(family(addr), socket.SOCK_STREAM)
+        s.settimeout(a.timeout)
+        try:
+            s.connect((addr, a.port))
+        except ConnectionRefusedError:
+            pass
+        except OSError as e:
+            print(f"warm: {addr}:{a.port}: {e!r}", file=sys.stderr)
+            rc = 1
+        finally:
+            s.close()
+    return rc
 
 
 def main():
@@ -300,7 +302,8 @@ def main():
 
     sp = sub.add_parser("warm")
     common(sp)
-    sp.add_argument("--connect", required=True)
+    sp.add_argument("--connect", required=True, action="append",
+                    help="address to connect to (repeat for several)")
 
     a = p.parse_args()
     return {"server": cmd_server, "client": cmd_client, "udpsink": cmd_udpsink,

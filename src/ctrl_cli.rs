@@ -9,9 +9,12 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use wirelens_ctrl::alerts::{Alert, AlertConfig};
 use wirelens_ctrl::auth::Tokens;
-use wirelens_ctrl::client::{Client, Pusher, PusherConfig};
+use wirelens_ctrl::client::{
+    api_token_from_file, Client, ClientOptions, Pusher, PusherConfig, ENV_API_TOKEN_FILE,
+};
+use wirelens_ctrl::limit::RateLimit;
 use wirelens_ctrl::report::{FlowDelta, NodeMeta};
-use wirelens_ctrl::server::{self, ServerConfig};
+use wirelens_ctrl::server::{self, ServerConfig, TlsFiles};
 use wirelens_ctrl::store::{FlowRow, NodeInfo, Retention};
 use wirelens_ctrl::{agg::ServiceSummary, now_ns, utc};
 use wirelens_dataplane::flow::FlowExport;
@@ -65,6 +68,24 @@ pub struct ServeArgs {
     /// Retransmission alert: retransmissions per data packet.
     #[arg(long, default_value_t = 0.02)]
     pub retrans_rate: f64,
+    /// Serve https with this certificate chain (PEM, the server's certificate
+    /// first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC; not encrypted).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Reports per second each node may send on average (429 with Retry-After
+    /// beyond); 0 turns the limit off.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 10.0)]
+    pub rate_limit: f64,
+    /// Reports a node may send at once before --rate-limit applies.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub rate_burst: u32,
+    /// Tokens of the read API (same format as --token-file): when given, every
+    /// GET but /healthz needs `Authorization: Bearer` with one of them.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// Where the CLI finds the control plane.
@@ -73,6 +94,14 @@ pub struct CtrlUrl {
     /// Control plane URL [default: $WIRELENS_CTRL, else http://127.0.0.1:7878].
     #[arg(long, value_name = "URL")]
     pub ctrl: Option<String>,
+    /// CA certificate(s) (PEM) that sign an https control plane's certificate
+    /// [default: $WIRELENS_CA_FILE, else the system's CA bundle].
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// File whose first token is sent to a control plane started with
+    /// --api-token-file [default: $WIRELENS_API_TOKEN_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl CtrlUrl {
@@ -85,6 +114,29 @@ impl CtrlUrl {
                     .filter(|s| !s.is_empty())
             })
             .unwrap_or_else(|| wirelens_ctrl::DEFAULT_URL.to_string())
+    }
+
+    /// A client with these options (each falls back to its environment variable).
+    pub fn client(&self, timeout: Duration) -> Client {
+        let url = self.resolve();
+        let mut opts = match ClientOptions::from_env() {
+            Ok(o) => o,
+            Err(e) if self.api_token_file.is_none() => {
+                eprintln!("wirelens: ${ENV_API_TOKEN_FILE}: {e}");
+                ClientOptions::default()
+            }
+            Err(_) => ClientOptions::default(),
+        };
+        if let Some(ca) = &self.ca_file {
+            opts.ca_file = Some(ca.clone());
+        }
+        if let Some(f) = &self.api_token_file {
+            match api_token_from_file(f) {
+                Ok(t) => opts.api_token = Some(t),
+                Err(e) => eprintln!("wirelens: --api-token-file: {e}"),
+            }
+        }
+        Client::with_options(&url, timeout, &opts)
     }
 }
 
@@ -155,6 +207,23 @@ pub fn serve(a: &ServeArgs) -> u8 {
             return exit::INPUT;
         }
     };
+    let api_tokens = match &a.api_token_file {
+        Some(p) => match Tokens::load(p) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("wirelens: --api-token-file: {e}");
+                return exit::INPUT;
+            }
+        },
+        None => None,
+    };
+    if !(a.rate_limit.is_finite() && a.rate_limit >= 0.0) || a.rate_burst == 0 {
+        eprintln!(
+            "wirelens: --rate-limit must be 0 (off) or a positive number of reports per second, \
+             --rate-burst at least 1"
+        );
+        return exit::USAGE;
+    }
     const H: u64 = 3600 * 1_000_000_000;
     let cfg = ServerConfig {
         db: a.db.clone(),
@@ -171,6 +240,18 @@ pub fn serve(a: &ServeArgs) -> u8 {
             retrans_rate: a.retrans_rate,
             ..AlertConfig::default()
         },
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+        rate_limit: (a.rate_limit > 0.0).then_some(RateLimit {
+            per_sec: a.rate_limit,
+            burst: a.rate_burst,
+        }),
+        api_tokens,
     };
     match server::run(&a.listen, cfg) {
         Ok(()) => exit::OK,
@@ -182,7 +263,7 @@ pub fn serve(a: &ServeArgs) -> u8 {
 }
 
 fn client(url: &CtrlUrl) -> Client {
-    Client::new(&url.resolve(), Duration::from_secs(10))
+    url.client(Duration::from_secs(10))
 }
 
 /// Prints `rows` as JSON / NDJSON, or via `table`.

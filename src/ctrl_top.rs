@@ -190,7 +190,7 @@ fn run_loop(
 }
 
 pub fn run(a: &TopArgs) -> u8 {
-    let client = Client::new(&a.url.resolve(), Duration::from_secs(3));
+    let client = a.url.client(Duration::from_secs(3));
     let since = a
         .since
         .as_deref()

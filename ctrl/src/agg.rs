@@ -551,7 +551,9 @@ pub fn merge_by_key<K: Ord + Clone>(
         e.0.merge(&c);
         e.1.insert(node);
         e.2 = e.2.min(b);
-        e.3 = e.3.max(b + width_ns);
+        // Saturating: rows stored before reports' times were bounded (see
+        // report::MAX_TIME_NS) may start a bucket within `width_ns` of u64::MAX.
+        e.3 = e.3.max(b.saturating_add(width_ns));
     }
     out
 }

@@ -137,6 +137,15 @@ impl Tokens {
         })
     }
 
+    /// The first token of the file, whatever its node (what a CLI sends to
+    /// the read API).
+    pub fn first(&self, path: &str) -> Result<String, TokenFileError> {
+        self.entries
+            .first()
+            .map(|e| String::from_utf8_lossy(&e.token).into_owned())
+            .ok_or_else(|| TokenFileError::Empty { path: path.into() })
+    }
+
     /// The token a node sends: its `NODE:TOKEN` entry, else the first bare one.
     pub fn token_for(&self, node: &str, path: &str) -> Result<String, TokenFileError> {
         let e = self
@@ -172,5 +181,30 @@ mod tests {
         assert!(Tokens::parse("has space inside", "f").is_err());
         let only = Tokens::parse("gw-a:secret-a-123", "f").unwrap();
         assert!(only.token_for("gw-b", "f").is_err());
+        assert_eq!(t.first("f").unwrap(), "shared-token-1");
+    }
+
+    /// The comparison is subtle's `ct_eq` over every entry, without an early
+    /// exit: a presented token that differs from an entry only in its last
+    /// byte, or is a prefix or an extension of it, is refused like any other;
+    /// a later entry matches even after an earlier one did not.
+    #[test]
+    fn check_compares_every_entry_in_full() {
+        let t = Tokens::parse("aaaaaaaa-1\nbbbbbbbb-2\ngw:cccccccc-3\n", "f").unwrap();
+        for near in [
+            &b"aaaaaaaa-2"[..],
+            b"aaaaaaaa-",
+            b"aaaaaaaa-11",
+            b"Aaaaaaaa-1",
+            b"aaaaaaaa-1\0",
+            b"",
+        ] {
+            assert_eq!(t.check(near), None, "{near:?}");
+        }
+        assert_eq!(t.check(b"cccccccc-3"), Some(Grant::Node("gw".into())));
+        assert_eq!(t.check(b"bbbbbbbb-2"), Some(Grant::AnyNode));
+        // Duplicates: the first entry wins, the loop still runs over all.
+        let d = Tokens::parse("gw:dddddddd-4\ndddddddd-4\n", "f").unwrap();
+        assert_eq!(d.check(b"dddddddd-4"), Some(Grant::Node("gw".into())));
     }
 }

@@ -1,4 +1,4 @@
-//! Blocking HTTP client of the control plane (ureq, plain HTTP).
+//! Blocking HTTP(S) client of the control plane (ureq).
 //!
 //! * [`Client`]: GET the API (the CLI) and POST one report.
 //! * [`Pusher`]: what a node uses: a bounded backlog of reports, sent in
@@ -6,11 +6,21 @@
 //!   unreachable and counted when the backlog overflows.
 //!
 //! ureq rather than reqwest: the CLI and the node push are blocking and
-//! sequential, and ureq adds no async runtime to that path and, without its
-//! TLS features, only a few small crates to the binary.
-#![forbid(unsafe_code)]
-
+//! sequential, and ureq adds no async runtime to that path. TLS is rustls
+//! with the ring provider (the same as the server's); an `https://` URL is
+//! verified against [`ClientOptions::ca_file`] or the system's CA bundle
+//! ([`crate::tls::client_roots`]), never against roots compiled in.
+//!
+//! [`Client::new`] and [`Pusher::new`] take their options from the
+//! environment ([`ClientOptions::from_env`]: `WIRELENS_CA_FILE`,
+//! `WIRELENS_API_TOKEN_FILE`), so every command that talks to the control
+//! plane (the queries, `top`, `analyze --push`, `run`'s pusher) speaks https
+//! with a private CA without a flag of its own; the query commands also take
+//! `--ca-file` and `--api-token-file`.
 use std::collections::VecDeque;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -32,6 +42,10 @@ pub enum ClientError {
     },
     #[error("the control plane at {url} answered something unreadable: {reason}")]
     Decode { url: String, reason: String },
+    /// The client's own TLS or token settings are unusable (a CA file that
+    /// does not read, a token file without a token).
+    #[error("cannot talk to the control plane at {url}: {reason}")]
+    Setup { url: String, reason: String },
 }
 
 impl ClientError {
@@ -41,30 +55,137 @@ impl ClientError {
             ClientError::Unreachable { .. } => true,
             ClientError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             ClientError::Decode { .. } => true,
+            ClientError::Setup { .. } => false,
         }
     }
 }
 
 fn reason_of(e: &ureq::Error) -> String {
     match e {
-        ureq::Error::Io(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-            std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-            std::io::ErrorKind::TimedOut => "timed out".into(),
-            _ => io.to_string(),
-        },
+        ureq::Error::Io(io) => {
+            // rustls' handshake errors come wrapped in an io::Error.
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return tls_reason(tls);
+            }
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+                std::io::ErrorKind::TimedOut => "timed out".into(),
+                _ => io.to_string(),
+            }
+        }
         ureq::Error::ConnectionFailed => "connection failed".into(),
         ureq::Error::HostNotFound => "host not found".into(),
         ureq::Error::Timeout(_) => "timed out".into(),
+        ureq::Error::Rustls(tls) => tls_reason(tls),
         other => other.to_string(),
     }
 }
 
+/// A TLS failure and what to do about it.
+fn tls_reason(e: &rustls::Error) -> String {
+    let hint = match e {
+        rustls::Error::InvalidCertificate(_) => {
+            "; pass the CA that signed the control plane's certificate with --ca-file \
+             (or WIRELENS_CA_FILE)"
+        }
+        rustls::Error::InvalidMessage(_) => {
+            "; does the control plane speak https (was it started with --tls-cert)?"
+        }
+        _ => "",
+    };
+    format!("TLS: {e}{hint}")
+}
+
+/// How a [`Client`] reaches the control plane.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// PEM file of the CA certificate(s) that sign the control plane's
+    /// certificate; `None`: the system's CA bundle. Only used for `https://`.
+    pub ca_file: Option<PathBuf>,
+    /// Bearer token for the read API (`ctrl serve --api-token-file`).
+    pub api_token: Option<String>,
+}
+
+impl fmt::Debug for ClientOptions {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("ca_file", &self.ca_file)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// The environment variable naming the CA file ([`ClientOptions::ca_file`]).
+pub const ENV_CA_FILE: &str = "WIRELENS_CA_FILE";
+/// The environment variable naming the API token file.
+pub const ENV_API_TOKEN_FILE: &str = "WIRELENS_API_TOKEN_FILE";
+
+impl ClientOptions {
+    /// `WIRELENS_CA_FILE` and the first token of `WIRELENS_API_TOKEN_FILE`
+    /// (empty values are unset).
+    pub fn from_env() -> Result<ClientOptions, String> {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let api_token = match var(ENV_API_TOKEN_FILE) {
+            Some(p) => Some(api_token_from_file(&p)?),
+            None => None,
+        };
+        Ok(ClientOptions {
+            ca_file: var(ENV_CA_FILE),
+            api_token,
+        })
+    }
+}
+
+/// The token a CLI sends to the read API: the first entry of a token file.
+pub fn api_token_from_file(path: &Path) -> Result<String, String> {
+    let p = path.display().to_string();
+    crate::auth::Tokens::load(path)
+        .and_then(|t| t.first(&p))
+        .map_err(|e| e.to_string())
+}
+
+/// A ureq agent for `base`: plain for `http://`, rustls with `opts`' roots
+/// for `https://`.
+fn agent(base: &str, timeout: Duration, opts: &ClientOptions) -> Result<ureq::Agent, String> {
+    let cfg = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false);
+    let https = base
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    let cfg = if https {
+        let roots = crate::tls::client_roots(opts.ca_file.as_deref()).map_err(|e| e.to_string())?;
+        let certs: Vec<ureq::tls::Certificate<'static>> = roots
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        cfg.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .unversioned_rustls_crypto_provider(crate::tls::provider())
+                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
+                .build(),
+        )
+    } else {
+        cfg
+    };
+    Ok(cfg.build().into())
+}
+
 /// The control plane's HTTP API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    api_token: Option<String>,
+    /// Why the options were unusable; returned by every request.
+    setup_error: Option<String>,
 }
 
 /// The answer to a report.
@@ -74,17 +195,62 @@ pub struct ReportAck {
     pub status: String,
 }
 
+impl fmt::Debug for Client {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
+            .field("setup_error", &self.setup_error)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
-    /// `base` like `http://127.0.0.1:7878` (a trailing `/` is fine).
+    /// `base` like `http://127.0.0.1:7878` or `https://ctrl.example:7878` (a
+    /// trailing `/` is fine), with the options of the environment
+    /// ([`ClientOptions::from_env`]). Unusable options (an unreadable CA file)
+    /// make every request fail with [`ClientError::Setup`].
     pub fn new(base: &str, timeout: Duration) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        match ClientOptions::from_env() {
+            Ok(opts) => Client::with_options(base, timeout, &opts),
+            Err(reason) => Client::broken(base, timeout, reason),
+        }
+    }
+
+    /// `base` with explicit options.
+    pub fn with_options(base: &str, timeout: Duration, opts: &ClientOptions) -> Client {
+        let base = base.trim_end_matches('/');
+        match agent(base, timeout, opts) {
+            Ok(agent) => Client {
+                base: base.to_string(),
+                agent,
+                api_token: opts.api_token.clone(),
+                setup_error: None,
+            },
+            Err(reason) => Client::broken(base, timeout, reason),
+        }
+    }
+
+    fn broken(base: &str, timeout: Duration, reason: String) -> Client {
         Client {
             base: base.trim_end_matches('/').to_string(),
-            agent,
+            agent: ureq::Agent::config_builder()
+                .timeout_global(Some(timeout))
+                .build()
+                .into(),
+            api_token: None,
+            setup_error: Some(reason),
+        }
+    }
+
+    fn check_setup(&self) -> Result<(), ClientError> {
+        match &self.setup_error {
+            Some(reason) => Err(ClientError::Setup {
+                url: self.base.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -130,13 +296,19 @@ impl Client {
 
     /// GET `path` (with its query) and decode the JSON answer.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.check_setup()?;
         let url = format!("{}{path}", self.base);
-        let r = self.agent.get(&url).call();
+        let mut req = self.agent.get(&url);
+        if let Some(t) = &self.api_token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let r = req.call();
         self.finish(r, &url)
     }
 
     /// POST one report.
     pub fn post_report(&self, token: &str, report: &NodeReport) -> Result<ReportAck, ClientError> {
+        self.check_setup()?;
         let url = format!("{}/api/v1/report", self.base);
         let r = self
             .agent
@@ -148,7 +320,7 @@ impl Client {
 }
 
 /// A node's connection to the control plane.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PusherConfig {
     pub url: String,
     pub node: String,
@@ -159,6 +331,21 @@ pub struct PusherConfig {
     /// Most reports held while the control plane is unreachable.
     pub backlog: usize,
     pub timeout: Duration,
+}
+
+impl fmt::Debug for PusherConfig {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PusherConfig")
+            .field("url", &self.url)
+            .field("node", &self.node)
+            .field("token", &"<redacted>")
+            .field("instance", &self.instance)
+            .field("meta", &self.meta)
+            .field("backlog", &self.backlog)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// What a [`Pusher`] did so far.
@@ -191,9 +378,16 @@ pub struct Pusher {
 }
 
 impl Pusher {
+    /// With a [`Client::new`] for `cfg.url` (TLS options from the environment).
     pub fn new(cfg: PusherConfig) -> Pusher {
+        let client = Client::new(&cfg.url, cfg.timeout);
+        Pusher::with_client(cfg, client)
+    }
+
+    /// With a client of the caller's making (e.g. [`Client::with_options`]).
+    pub fn with_client(cfg: PusherConfig, client: Client) -> Pusher {
         Pusher {
-            client: Client::new(&cfg.url, cfg.timeout),
+            client,
             cfg,
             next_seq: 0,
             queue: VecDeque::new(),

@@ -10,15 +10,19 @@
 //! * [`client`]: the blocking HTTP client: [`client::Pusher`] for nodes and
 //!   [`client::Client`] for the CLI.
 //! * [`auth`]: token files and constant-time comparison.
+//! * [`limit`]: the per-node rate limit of reports (token buckets).
+//! * [`tls`]: rustls for the server (`--tls-cert`/`--tls-key`) and the client.
 #![forbid(unsafe_code)]
 
 pub mod agg;
 pub mod alerts;
 pub mod auth;
 pub mod client;
+pub mod limit;
 pub mod report;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 /// The default control plane address of the CLI.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7878";

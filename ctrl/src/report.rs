@@ -27,6 +27,11 @@ pub const REPORT_VERSION: u32 = 1;
 pub const MAX_FLOWS_PER_REPORT: usize = 100_000;
 /// Longest node name.
 pub const MAX_NODE_NAME: usize = 64;
+/// Latest time a report may carry (`sent_ns`, `at_ns`, `first_ns`,
+/// `last_ns`): `i64::MAX` ns, 2262-04-11. The store keeps times as SQLite
+/// integers (i64), and a time bucket ends at its start plus its width, which
+/// must not overflow.
+pub const MAX_TIME_NS: u64 = i64::MAX as u64;
 
 /// One batch from one node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,6 +127,8 @@ pub enum ReportError {
     NodeName(String),
     #[error("{0} flow deltas in one report; at most {MAX_FLOWS_PER_REPORT}")]
     TooManyFlows(usize),
+    #[error("sent_ns {0} is past 2262-04-11 ({MAX_TIME_NS} ns), the latest time this control plane keeps")]
+    Time(u64),
     #[error("flow delta {index}: {what}")]
     Flow { index: usize, what: String },
 }
@@ -164,6 +171,9 @@ impl NodeReport {
         if !valid_node_name(&self.node) {
             return Err(ReportError::NodeName(self.node.clone()));
         }
+        if self.sent_ns > MAX_TIME_NS {
+            return Err(ReportError::Time(self.sent_ns));
+        }
         if self.flows.len() > MAX_FLOWS_PER_REPORT {
             return Err(ReportError::TooManyFlows(self.flows.len()));
         }
@@ -180,6 +190,12 @@ impl NodeReport {
             }
             if d.at_ns == 0 {
                 return Err(bad("at_ns is 0"));
+            }
+            if d.at_ns > MAX_TIME_NS || d.flow.last_ns > MAX_TIME_NS {
+                return Err(bad(
+                    "at_ns or last_ns is past 2262-04-11 (i64::MAX ns), the latest time this \
+                     control plane keeps",
+                ));
             }
         }
         Ok(())
@@ -205,5 +221,32 @@ mod tests {
         assert_eq!(r.validate(), Ok(()));
         r.version = 2;
         assert_eq!(r.validate(), Err(ReportError::Version(2)));
+    }
+
+    /// Found by the report fuzz checks (ctrl/tests/fuzz_regressions.rs): a
+    /// delta at u64::MAX ns overflowed `bucket + width` when the services
+    /// were merged. Times past i64::MAX ns are refused.
+    #[test]
+    fn validate_refuses_times_past_2262() {
+        let mut r = NodeReport::new("n1", 1, 0, MAX_TIME_NS, NodeMeta::default());
+        assert_eq!(r.validate(), Ok(()));
+        r.sent_ns = MAX_TIME_NS + 1;
+        assert_eq!(r.validate(), Err(ReportError::Time(MAX_TIME_NS + 1)));
+        r.sent_ns = 1;
+        let mut f = crate::agg::tests::flow("198.18.1.2:1", "198.18.2.2:80", 1, 2);
+        f.last_ns = MAX_TIME_NS;
+        r.flows.push(FlowDelta::from_record(f));
+        assert_eq!(r.validate(), Ok(()));
+        r.flows[0].at_ns = u64::MAX;
+        assert!(matches!(
+            r.validate(),
+            Err(ReportError::Flow { index: 0, .. })
+        ));
+        r.flows[0].at_ns = 1;
+        r.flows[0].flow.last_ns = u64::MAX;
+        assert!(matches!(
+            r.validate(),
+            Err(ReportError::Flow { index: 0, .. })
+        ));
     }
 }

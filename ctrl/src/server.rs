@@ -12,9 +12,17 @@
 //!
 //! Errors are JSON `{"error": REASON}` with a 4xx (the request is wrong: 400
 //! malformed, 401 no or bad token, 403 token not valid for the node, 413 too
-//! large, 422 invalid report) or 503 (the store failed; retry). `since` is an
+//! large, 415 not JSON, 422 invalid report, 429 over the node's rate limit,
+//! with `Retry-After`) or 503 (the store failed; retry). `since` is an
 //! age (`15m`, `2h`) or ns since the epoch. Handlers do not panic on any input;
-//! tokens are never logged.
+//! tokens are never logged (the log lines name nodes, never tokens).
+//!
+//! Hardening, all optional and off by default except the body limit and the
+//! rate limit: TLS ([`ServerConfig::tls`], rustls, see [`crate::tls`]); read
+//! API authentication ([`ServerConfig::api_tokens`]: every GET but `/healthz`
+//! then needs `Authorization: Bearer` with one of those tokens; node tokens do
+//! not open the read API); the per-node rate limit of reports
+//! ([`ServerConfig::rate_limit`], [`crate::limit`]).
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +43,7 @@ use serde_json::json;
 use crate::agg::{self, merge_by_key, PathSummary, Res, ServiceSummary};
 use crate::alerts::{self, Alert, AlertConfig, Series};
 use crate::auth::{Grant, Tokens};
+use crate::limit::{Limiter, RateLimit};
 use crate::report::NodeReport;
 use crate::store::{FlowQuery, FlowSort, Retention, SqliteStore, Store, StoreError};
 use crate::{now_ns, parse_since, utc};
@@ -46,10 +55,34 @@ pub const DEFAULT_BODY_LIMIT: usize = 8 << 20;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub db: PathBuf,
+    /// Tokens nodes report with.
     pub tokens: Tokens,
     pub body_limit: usize,
     pub retention: Retention,
     pub alerts: AlertConfig,
+    /// Serve https with this certificate chain and key (PEM); plain http when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Reports per node; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// Tokens of the read API; `None`: GETs need no token.
+    pub api_tokens: Option<Tokens>,
+}
+
+/// The server's certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where the server's log lines go.
+#[derive(Debug, Clone, Default)]
+pub enum LogSink {
+    /// One line per event on stderr.
+    #[default]
+    Stderr,
+    /// Kept in memory (tests read what would have been logged).
+    Memory(Arc<Mutex<Vec<String>>>),
 }
 
 /// Counters of the control plane itself.
@@ -65,10 +98,13 @@ struct SelfStats {
 pub struct AppState {
     store: Mutex<Box<dyn Store>>,
     tokens: Tokens,
+    api_tokens: Option<Tokens>,
     body_limit: usize,
     retention: Retention,
     alerts: AlertConfig,
+    limiter: Option<Mutex<Limiter>>,
     stats: SelfStats,
+    log: LogSink,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,15 +117,56 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// Logging to stderr.
     pub fn new(store: Box<dyn Store>, cfg: &ServerConfig) -> Arc<AppState> {
+        AppState::with_log(store, cfg, LogSink::Stderr)
+    }
+
+    pub fn with_log(store: Box<dyn Store>, cfg: &ServerConfig, log: LogSink) -> Arc<AppState> {
         Arc::new(AppState {
             store: Mutex::new(store),
             tokens: cfg.tokens.clone(),
+            api_tokens: cfg.api_tokens.clone(),
             body_limit: cfg.body_limit,
             retention: cfg.retention,
             alerts: cfg.alerts.clone(),
+            limiter: cfg.rate_limit.map(|l| Mutex::new(Limiter::new(l))),
             stats: SelfStats::default(),
+            log,
         })
+    }
+
+    /// Logs one line (never a token: callers pass node names and reasons).
+    fn log(&self, msg: impl std::fmt::Display) {
+        let line = format!("{} wirelens ctrl: {msg}", utc(now_ns()));
+        match &self.log {
+            LogSink::Stderr => eprintln!("{line}"),
+            LogSink::Memory(v) => v.lock().unwrap_or_else(PoisonError::into_inner).push(line),
+        }
+    }
+
+    /// `Some(429 answer)` when `node` is over its rate limit now.
+    fn rate_limited(&self, node: &str) -> Option<Response> {
+        let limiter = self.limiter.as_ref()?;
+        let mut l = limiter.lock().unwrap_or_else(PoisonError::into_inner);
+        let limit = l.limit();
+        let secs = l.check(node, now_ns()).err()?;
+        drop(l);
+        self.reject("rate_limited");
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({
+                "error": format!(
+                    "node {node:?} is over its rate limit of {} reports/s (bursts of {}); retry in {secs} s",
+                    limit.per_sec, limit.burst
+                ),
+                "retry_after_s": secs,
+            })),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        Some(r)
     }
 
     fn reject(&self, why: &'static str) {
@@ -103,11 +180,6 @@ impl AppState {
     }
 }
 
-/// Logs one line to stderr.
-fn log(msg: impl std::fmt::Display) {
-    eprintln!("{} wirelens ctrl: {msg}", utc(now_ns()));
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{0}")]
@@ -119,6 +191,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// An error answer: `{"error": reason}`.
@@ -131,23 +205,23 @@ async fn with_store<T: Send + 'static>(
     st: &Arc<AppState>,
     f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
-    let st = Arc::clone(st);
+    let st2 = Arc::clone(st);
     let r = tokio::task::spawn_blocking(move || {
-        let mut g = st.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut g = st2.store.lock().unwrap_or_else(PoisonError::into_inner);
         f(g.as_mut())
     })
     .await;
     match r {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
-            log(format_args!("store error: {e}"));
+            st.log(format_args!("store error: {e}"));
             Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("store: {e}"),
             ))
         }
         Err(e) => {
-            log(format_args!("store task failed: {e}"));
+            st.log(format_args!("store task failed: {e}"));
             Err(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "store task failed",
@@ -158,16 +232,62 @@ async fn with_store<T: Send + 'static>(
 
 /// The router with every route.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/api/v1/report", post(post_report))
+    // The read API, behind the API token check when one is configured.
+    let read = Router::new()
         .route("/api/v1/nodes", get(get_nodes))
         .route("/api/v1/services", get(get_services))
         .route("/api/v1/flows", get(get_flows))
         .route("/api/v1/alerts", get(get_alerts))
         .route("/metrics", get(get_metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_api_token,
+        ));
+    Router::new()
+        .route("/api/v1/report", post(post_report))
         .route("/healthz", get(get_healthz))
+        .merge(read)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /api/v1/{report,nodes,services,flows,alerts}, /metrics, /healthz") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: POST /api/v1/report, GET everything else",
+            )
+        })
         .with_state(state)
+}
+
+/// 401 with `WWW-Authenticate: Bearer`.
+fn unauthorized(reason: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, reason);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"wirelens\""),
+    );
+    r
+}
+
+/// With `--api-token-file`: a read request needs one of its tokens.
+async fn require_api_token(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(tokens) = &st.api_tokens {
+        let Some(token) = bearer(req.headers()) else {
+            st.reject("api_unauthenticated");
+            return unauthorized(
+                "this control plane requires `Authorization: Bearer TOKEN` for the API \
+                 (wirelens: --api-token-file or WIRELENS_API_TOKEN_FILE)",
+            );
+        };
+        if tokens.check(token).is_none() {
+            st.reject("api_unauthenticated");
+            st.log("API request refused: unknown token");
+            return unauthorized("unknown API token");
+        }
+    }
+    next.run(req).await
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
@@ -183,16 +303,33 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
     let headers = req.headers();
     let Some(token) = bearer(headers) else {
         st.reject("unauthenticated");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer TOKEN` header",
-        );
+        return unauthorized("missing `Authorization: Bearer TOKEN` header");
     };
     let Some(grant) = st.tokens.check(token) else {
         st.reject("unauthenticated");
-        log("report refused: unknown token");
-        return error(StatusCode::UNAUTHORIZED, "unknown token");
+        st.log("report refused: unknown token");
+        return unauthorized("unknown token");
     };
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let json = ct.to_str().ok().is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if !json {
+            st.reject("unsupported_media_type");
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a report is JSON: send `Content-Type: application/json`",
+            );
+        }
+    }
+    // A token bound to a node is limited before its body is read.
+    if let Grant::Node(n) = &grant {
+        if let Some(r) = st.rate_limited(n) {
+            return r;
+        }
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -235,10 +372,10 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
             format!("invalid report: {e}"),
         );
     }
-    if let Grant::Node(n) = &grant {
-        if *n != report.node {
+    match &grant {
+        Grant::Node(n) if *n != report.node => {
             st.reject("forbidden");
-            log(format_args!(
+            st.log(format_args!(
                 "report refused: node {:?} used a token bound to another node",
                 report.node
             ));
@@ -246,6 +383,13 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
                 StatusCode::FORBIDDEN,
                 format!("this token may not report as node {:?}", report.node),
             );
+        }
+        Grant::Node(_) => {}
+        // A shared token names its node in the body.
+        Grant::AnyNode => {
+            if let Some(r) = st.rate_limited(&report.node) {
+                return r;
+            }
         }
     }
     let (node, instance, seq, n) = (
@@ -270,7 +414,7 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
                     st.stats.duplicate.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            log(format_args!(
+            st.log(format_args!(
                 "report node={node} instance={instance} seq={seq} flows={n} {} in {} ms",
                 serde_json::to_value(outcome)
                     .ok()
@@ -693,6 +837,30 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
 ) -> Result<(), ServeError> {
+    serve_on(listener, state, shutdown_signal()).await
+}
+
+/// Serves https on `listener` with `tls` until SIGINT/SIGTERM.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+) -> Result<(), ServeError> {
+    let l = crate::tls::TlsListener::new(listener, tls)?;
+    serve_on(l, state, shutdown_signal()).await
+}
+
+/// Serves on any axum listener (plain or [`crate::tls::TlsListener`]) until
+/// `shutdown` completes; prunes old rows every minute.
+pub async fn serve_on<L>(
+    listener: L,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let pruner = {
         let st = Arc::clone(&state);
         tokio::spawn(async move {
@@ -702,23 +870,28 @@ pub async fn serve(
                 let keep = st.retention;
                 if let Ok(n) = with_store(&st, move |s| s.prune(now_ns(), &keep)).await {
                     if n > 0 {
-                        log(format_args!("pruned {n} rows past retention"));
+                        st.log(format_args!("pruned {n} rows past retention"));
                     }
                 }
             }
         })
     };
-    let r = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    let r = axum::serve(listener, router(Arc::clone(&state)))
+        .with_graceful_shutdown(shutdown)
         .await;
     pruner.abort();
-    log("stopped");
+    state.log("stopped");
     Ok(r?)
 }
 
 /// `wirelens ctrl serve`: opens the store, binds `listen`, serves until a
-/// signal. Logs to stderr, starting with `listening on http://ADDR`.
+/// signal. Logs to stderr, starting with `listening on http://ADDR` (or
+/// `https://`).
 pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
+    let tls = match &cfg.tls {
+        Some(f) => Some(crate::tls::server_config(&f.cert, &f.key)?),
+        None => None,
+    };
     let store = SqliteStore::open(&cfg.db)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -732,13 +905,22 @@ pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
                 source,
             })?;
         let addr: SocketAddr = listener.local_addr()?;
-        log(format_args!(
-            "listening on http://{addr} (db {}, {} token entries, body limit {} bytes)",
+        let state = AppState::new(Box::new(store), &cfg);
+        let rate = match cfg.rate_limit {
+            Some(l) => format!("{} reports/s per node, bursts of {}", l.per_sec, l.burst),
+            None => "no rate limit".into(),
+        };
+        state.log(format_args!(
+            "listening on {}://{addr} (db {}, {} token entries, body limit {} bytes, {rate}, read API {})",
+            if tls.is_some() { "https" } else { "http" },
             cfg.db.display(),
             cfg.tokens.len(),
-            cfg.body_limit
+            cfg.body_limit,
+            if cfg.api_tokens.is_some() { "needs a token" } else { "open" },
         ));
-        let state = AppState::new(Box::new(store), &cfg);
-        serve(listener, state).await
+        match tls {
+            Some(t) => serve_tls(listener, t, state).await,
+            None => serve(listener, state).await,
+        }
     })
 }

@@ -251,7 +251,10 @@ fn arbitrary_frames_are_each_accounted_for_once() {
     // the live summary's TCP totals (taken before finish) are what the
     // records add up to
     let mut totals = wirelens_dataplane::report::TcpTotals::default();
-    for r in out.iter().filter(|r| r.proto == wirelens_dataplane::report::Proto::Tcp) {
+    for r in out
+        .iter()
+        .filter(|r| r.proto == wirelens_dataplane::report::Proto::Tcp)
+    {
         totals.add(&r.c2s);
         totals.add(&r.s2c);
     }

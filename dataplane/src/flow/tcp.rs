@@ -306,6 +306,10 @@ pub struct TcpConn {
     refused: bool,
     fin_seen: [bool; 2],
     rst_from: Option<Side>,
+    /// The connection's clock: the latest timestamp of its segments. Stalls
+    /// are timed on it, so a segment stamped earlier than one before it
+    /// (merged or multi-queue captures) cannot shorten a stall already
+    /// reported as open: zero-window time never goes down.
     last_ns: u64,
 }
 
@@ -336,7 +340,8 @@ impl TcpConn {
         let rst = flags & F::RST != 0;
         let seglen = m.payload_len;
         let r = 1 - d;
-        self.last_ns = now;
+        self.last_ns = self.last_ns.max(now);
+        let clock = self.last_ns;
         let ack_advanced = ack_flag && {
             let fwd = &self.dirs[d];
             !fwd.acked || seq::gt(t.ack, fwd.lastack)
@@ -396,11 +401,11 @@ impl TcpConn {
             if t.window == 0 {
                 bump(&mut st.zero_window);
                 if dir.stall_since.is_none() {
-                    dir.stall_since = Some(now);
+                    dir.stall_since = Some(clock);
                     bump(&mut st.zero_window_events);
                 }
             } else if let Some(since) = dir.stall_since.take() {
-                st.zero_window_ns += now.saturating_sub(since);
+                st.zero_window_ns += clock.saturating_sub(since);
             }
         }
 

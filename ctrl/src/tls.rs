@@ -1,0 +1,234 @@
+//! TLS for the control plane (rustls with the ring provider, TLS 1.2 and 1.3):
+//! the server's certificate and key ([`server_config`]), an axum listener
+//! that completes handshakes off the accept loop ([`TlsListener`]), and the
+//! client's trust roots ([`client_roots`]).
+//!
+//! Handshakes run in their own tasks with a deadline ([`HANDSHAKE_TIMEOUT`]),
+//! so a client that opens a connection and says nothing holds neither the
+//! accept loop nor other clients; a failed handshake is counted, not logged
+//! per connection (a port scan would flood the log).
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// Longest a client may take to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshakes completed but not yet taken by the server.
+const BACKLOG: usize = 128;
+
+/// Handshakes in progress at once; connections beyond are closed at once
+/// (and counted), so a connection flood cannot pile up tasks.
+pub const MAX_HANDSHAKES: usize = 1024;
+
+/// Why TLS could not be set up; names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS certificate file {path}: {reason}")]
+    Cert { path: PathBuf, reason: String },
+    #[error("TLS key file {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("TLS certificate {cert} and key {key} do not fit together: {reason}")]
+    Config {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("CA file {path}: {reason}")]
+    Ca { path: PathBuf, reason: String },
+}
+
+/// The crypto provider of every TLS endpoint here: ring.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server's TLS configuration from a PEM certificate chain (the server's
+/// certificate first) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let cert_err = |reason: String| TlsError::Cert {
+        path: cert.to_path_buf(),
+        reason,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| cert_err(pem_reason(&e)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| cert_err(pem_reason(&e)))?;
+    if chain.is_empty() {
+        return Err(cert_err(
+            "no CERTIFICATE block; give the server's certificate (and its chain) in PEM".into(),
+        ));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        reason: match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "no PRIVATE KEY block (PKCS#8, RSA or EC) in PEM; encrypted keys are not read"
+                    .into()
+            }
+            e => pem_reason(&e),
+        },
+    })?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key_der))
+        .map_err(|e| TlsError::Config {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mut cfg = cfg;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+        e => format!("not valid PEM ({e:?})"),
+    }
+}
+
+/// Accepts TCP connections and hands out those whose TLS handshake completed.
+#[derive(Debug)]
+pub struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    failed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Starts accepting on `tcp` (inside a tokio runtime).
+    pub fn new(tcp: TcpListener, cfg: Arc<rustls::ServerConfig>) -> io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(cfg);
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let failed = Arc::new(AtomicU64::new(0));
+        let f2 = Arc::clone(&failed);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, addr) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        // Out of file descriptors and the like: back off as
+                        // axum's own listener does.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    f2.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                };
+                let (acceptor, tx, failed) = (acceptor.clone(), tx.clone(), Arc::clone(&f2));
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, addr)).await;
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            rx,
+            local,
+            failed,
+            task,
+        })
+    }
+
+    /// Handshakes that failed or timed out so far (shared counter).
+    pub fn failed_handshakes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.failed)
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept task ended (aborted at shutdown): nothing more comes.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Where Linux distributions keep the system's CA bundle (as openssl-probe
+/// looks for it); `SSL_CERT_FILE` first.
+const SYSTEM_BUNDLES: [&str; 5] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+];
+
+/// The certificates a client trusts: those of `ca_file` (PEM), else the
+/// system's CA bundle.
+pub fn client_roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read = |path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let ca_err = |reason: String| TlsError::Ca {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| ca_err(pem_reason(&e)))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| ca_err(pem_reason(&e)))?;
+        if certs.is_empty() {
+            return Err(ca_err("no CERTIFICATE block in PEM".into()));
+        }
+        Ok(certs)
+    };
+    if let Some(p) = ca_file {
+        return read(p);
+    }
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let candidates = env
+        .into_iter()
+        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from));
+    for p in candidates {
+        if p.is_file() {
+            return read(&p);
+        }
+    }
+    Err(TlsError::Ca {
+        path: PathBuf::from(SYSTEM_BUNDLES[0]),
+        reason: "no system CA bundle found (install ca-certificates, set SSL_CERT_FILE, or \
+                 pass --ca-file / WIRELENS_CA_FILE)"
+            .into(),
+    })
+}
