@@ -261,6 +261,13 @@ impl Capture {
     pub fn discard(&self) {
         if !self.reused && std::env::var_os("WL_LAB_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
+            // The per-process work dir, once the last capture is gone (a
+            // non-empty one stays: remove_dir fails).
+            if std::env::var_os("WL_LAB_DIR").is_none() {
+                if let Some(root) = self.dir.parent() {
+                    let _ = std::fs::remove_dir(root);
+                }
+            }
         }
     }
 
