@@ -15,9 +15,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::flow::frag::FragPorts;
 use crate::flow::key::FlowKey;
 use crate::flow::table::{Exit, Flow, FlowExport, FlowTable, TableConfig};
-use crate::meta::{Addr, Frag, PacketMeta};
+use crate::meta::{Frag, PacketMeta};
 use crate::report::{FlowCounts, FlowRecord, Fragments, IcmpSummary, Proto, Summary, TcpTotals};
 use crate::stats::BurstMeter;
 use crate::wire::{self, LinkType, ParseError};
@@ -31,24 +32,9 @@ pub struct EngineConfig {
 /// Distinct announced MTUs kept for the summary (bounded: hostile traffic
 /// could announce every value).
 const MAX_MTUS: usize = 64;
-/// Entries of the fragment cache (direct-mapped).
-const FRAG_CACHE: usize = 1024;
 /// Packets between two automatic expiry passes, and slots scanned per pass.
 const EXPIRE_EVERY: u32 = 1024;
 const EXPIRE_BUDGET: usize = 2048;
-
-/// Ports of a fragmented datagram, learnt from its first fragment so that
-/// later fragments (which carry no L4 header) land in the same flow.
-#[derive(Clone, Copy, Debug, Default)]
-struct FragEntry {
-    src: Addr,
-    dst: Addr,
-    id: u32,
-    proto: u8,
-    valid: bool,
-    sport: u16,
-    dport: u16,
-}
 
 /// One engine per worker core.
 #[derive(Debug)]
@@ -67,7 +53,7 @@ pub struct Engine {
     frag_needed: u64,
     packet_too_big: u64,
     mtus: BTreeSet<u32>,
-    frag_cache: Vec<FragEntry>,
+    frags: FragPorts,
     /// Totals of the flows that already left the table.
     exited_tcp: TcpTotals,
     exited_flows: FlowCounts,
@@ -91,7 +77,7 @@ impl Engine {
             frag_needed: 0,
             packet_too_big: 0,
             mtus: BTreeSet::new(),
-            frag_cache: vec![FragEntry::default(); FRAG_CACHE],
+            frags: FragPorts::new(),
             exited_tcp: TcpTotals::default(),
             exited_flows: FlowCounts::default(),
             since_expiry: 0,
@@ -145,7 +131,7 @@ impl Engine {
             } else {
                 self.fragments.ipv4 += 1;
             }
-            self.learn_fragment(&mut m);
+            self.frags.learn(&mut m);
         }
         if m.is_icmp() && m.icmp.is_pmtu(m.is_v6) {
             self.handle_pmtu(&m);
@@ -161,45 +147,6 @@ impl Engine {
         if self.since_expiry >= EXPIRE_EVERY {
             self.since_expiry = 0;
             self.poll_expired(now, EXPIRE_BUDGET);
-        }
-    }
-
-    fn frag_slot(src: &Addr, dst: &Addr, id: u32, proto: u8) -> usize {
-        let mut h = u64::from(id) ^ (u64::from(proto) << 32);
-        for b in src.0[12..].iter().chain(dst.0[12..].iter()) {
-            h = h.rotate_left(5) ^ u64::from(*b);
-        }
-        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h >> 54) as usize % FRAG_CACHE
-    }
-
-    fn learn_fragment(&mut self, m: &mut PacketMeta) {
-        let slot = Self::frag_slot(&m.src, &m.dst, m.frag_id, m.proto);
-        let e = &mut self.frag_cache[slot];
-        match m.frag {
-            Frag::First => {
-                *e = FragEntry {
-                    src: m.src,
-                    dst: m.dst,
-                    id: m.frag_id,
-                    proto: m.proto,
-                    valid: true,
-                    sport: m.sport,
-                    dport: m.dport,
-                };
-            }
-            Frag::Later => {
-                if e.valid
-                    && e.id == m.frag_id
-                    && e.proto == m.proto
-                    && e.src == m.src
-                    && e.dst == m.dst
-                {
-                    m.sport = e.sport;
-                    m.dport = e.dport;
-                }
-            }
-            Frag::None => {}
         }
     }
 

@@ -63,8 +63,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineConfig};
+use crate::flow::frag::FragPorts;
 use crate::flow::key::FlowKey;
-use crate::meta::{Addr, Frag, PacketMeta};
+use crate::meta::{Frag, PacketMeta};
 use crate::report::{FlowRecord, Summary, TcpTotals};
 use crate::source::{Frame, FrameSource};
 use crate::wire::{self, LinkType};
@@ -217,73 +218,6 @@ pub struct NoHook;
 impl WorkerHook for NoHook {
     #[inline]
     fn between_batches(&mut self, _: WorkerContext<'_>) {}
-}
-
-/// Entries of the fragment port cache (direct-mapped, as in the engine).
-const FRAG_CACHE: usize = 1024;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct FragEntry {
-    src: Addr,
-    dst: Addr,
-    id: u32,
-    proto: u8,
-    valid: bool,
-    sport: u16,
-    dport: u16,
-}
-
-/// Ports of fragmented datagrams, learnt from their first fragment, so that
-/// later fragments go to the flow's owner.
-#[derive(Debug)]
-struct FragPorts {
-    slots: Vec<FragEntry>,
-}
-
-impl FragPorts {
-    fn new() -> FragPorts {
-        FragPorts {
-            slots: vec![FragEntry::default(); FRAG_CACHE],
-        }
-    }
-
-    fn slot(m: &PacketMeta) -> usize {
-        let mut h = u64::from(m.frag_id) ^ (u64::from(m.proto) << 32);
-        for b in m.src.0[12..].iter().chain(m.dst.0[12..].iter()) {
-            h = h.rotate_left(5) ^ u64::from(*b);
-        }
-        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h >> 54) as usize % FRAG_CACHE
-    }
-
-    fn learn(&mut self, m: &mut PacketMeta) {
-        let e = &mut self.slots[Self::slot(m)];
-        match m.frag {
-            Frag::First => {
-                *e = FragEntry {
-                    src: m.src,
-                    dst: m.dst,
-                    id: m.frag_id,
-                    proto: m.proto,
-                    valid: true,
-                    sport: m.sport,
-                    dport: m.dport,
-                };
-            }
-            Frag::Later => {
-                if e.valid
-                    && e.id == m.frag_id
-                    && e.proto == m.proto
-                    && e.src == m.src
-                    && e.dst == m.dst
-                {
-                    m.sport = e.sport;
-                    m.dport = e.dport;
-                }
-            }
-            Frag::None => {}
-        }
-    }
 }
 
 /// The key that decides a packet's owner: its own flow's, or for an ICMP

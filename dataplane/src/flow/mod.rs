@@ -5,6 +5,7 @@
 //! burst counters per direction; TCP adds [`tcp::TcpConn`]'s analysis.
 
 pub mod dir;
+pub(crate) mod frag;
 pub mod key;
 pub mod seq;
 pub mod table;
