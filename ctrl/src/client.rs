@@ -42,6 +42,10 @@ pub enum ClientError {
     },
     #[error("the control plane at {url} answered something unreadable: {reason}")]
     Decode { url: String, reason: String },
+    /// The TLS handshake failed (an untrusted certificate, a plain-HTTP
+    /// server behind an https URL).
+    #[error("TLS with the control plane at {url} failed: {reason}")]
+    Tls { url: String, reason: String },
     /// The client's own TLS or token settings are unusable (a CA file that
     /// does not read, a token file without a token).
     #[error("cannot talk to the control plane at {url}: {reason}")]
@@ -55,29 +59,40 @@ impl ClientError {
             ClientError::Unreachable { .. } => true,
             ClientError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             ClientError::Decode { .. } => true,
+            // A certificate problem may be fixed on the server while a node waits.
+            ClientError::Tls { .. } => true,
             ClientError::Setup { .. } => false,
         }
     }
 }
 
-fn reason_of(e: &ureq::Error) -> String {
+/// The rustls error inside `e`, if the failure was TLS's.
+fn tls_error(e: &ureq::Error) -> Option<&rustls::Error> {
     match e {
-        ureq::Error::Io(io) => {
-            // rustls' handshake errors come wrapped in an io::Error.
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return tls_reason(tls);
-            }
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-                std::io::ErrorKind::TimedOut => "timed out".into(),
-                _ => io.to_string(),
-            }
-        }
+        ureq::Error::Rustls(tls) => Some(tls),
+        // rustls' handshake errors come wrapped in an io::Error.
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }
+}
+
+fn reason_of(e: &ureq::Error) -> String {
+    if let Some(tls) = tls_error(e) {
+        return tls_reason(tls);
+    }
+    match e {
+        ureq::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+            std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+            std::io::ErrorKind::TimedOut => "timed out".into(),
+            _ => io.to_string(),
+        },
         ureq::Error::ConnectionFailed => "connection failed".into(),
         ureq::Error::HostNotFound => "host not found".into(),
         ureq::Error::Timeout(_) => "timed out".into(),
-        ureq::Error::Rustls(tls) => tls_reason(tls),
+        ureq::Error::Protocol(p) => {
+            format!("{p} (the answer is not HTTP: if the control plane serves https, use an https:// URL)")
+        }
         other => other.to_string(),
     }
 }
@@ -94,7 +109,7 @@ fn tls_reason(e: &rustls::Error) -> String {
         }
         _ => "",
     };
-    format!("TLS: {e}{hint}")
+    format!("{e}{hint}")
 }
 
 /// How a [`Client`] reaches the control plane.
@@ -263,9 +278,13 @@ impl Client {
         r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         url: &str,
     ) -> Result<T, ClientError> {
-        let mut resp = r.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: reason_of(&e),
+        let mut resp = r.map_err(|e| {
+            let (url, reason) = (self.base.clone(), reason_of(&e));
+            if tls_error(&e).is_some() {
+                ClientError::Tls { url, reason }
+            } else {
+                ClientError::Unreachable { url, reason }
+            }
         })?;
         let status = resp.status().as_u16();
         let body = resp
