@@ -137,6 +137,9 @@ def main():
     p.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay, both directions")
     p.add_argument("--step-after-frames", type=int, default=0,
                    help="after this many matched ab frames, switch to --step-delay-ms")
+    p.add_argument("--step-after-seconds", type=float, default=0.0,
+                   help="or: this long after the first matched ab frame, switch to "
+                        "--step-delay-ms (whichever of the two comes first)")
     p.add_argument("--step-delay-ms", type=float, default=None)
     p.add_argument("--match", choices=("data", "ip"), default="data",
                    help="frames loss/reordering may touch: TCP with payload, or any IP")
@@ -171,6 +174,7 @@ def main():
     netdown = 0
     late = []
     step = {"at_frame": None, "at_ns": None}
+    first_ab = None  # monotonic time of the first matched ab frame
     delay = a.delay_ms / 1000.0
     heap = []  # (due, seq, out_socket, dir, frame)
     seq = 0
@@ -225,9 +229,14 @@ def main():
                     m = is_ip(frame)
                 if m:
                     matched[d] += 1
-                    if (d == "ab" and a.step_after_frames and step["at_frame"] is None
-                            and matched["ab"] >= a.step_after_frames
-                            and a.step_delay_ms is not None):
+                    if d == "ab" and first_ab is None:
+                        first_ab = now
+                    if (d == "ab" and step["at_frame"] is None
+                            and a.step_delay_ms is not None
+                            and ((a.step_after_frames
+                                  and matched["ab"] >= a.step_after_frames)
+                                 or (a.step_after_seconds
+                                     and now - first_ab >= a.step_after_seconds))):
                         delay = a.step_delay_ms / 1000.0
                         due = now + delay
                         step["at_frame"] = matched["ab"]

@@ -49,6 +49,7 @@ use wirelens_dataplane::xdp::enter_netns;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const TRAFFIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/labtraffic.py");
+const FORWARDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/forwarder.py");
 const CLIENT: &str = "198.18.1.2";
 const SERVER: &str = "198.18.2.2";
 const PORT: u16 = 24830;
@@ -149,6 +150,15 @@ impl Lab {
 
     /// Builds the lab; `queues`: rx/tx queues of the SPAN veth pair.
     fn new(tag: char, queues: u32) -> Lab {
+        Lab::build(tag, queues, false)
+    }
+
+    /// `delayed`: the router reaches the server through the lab forwarder
+    /// (`scripts/forwarder.py`, an impairing L2 wire; no netem here):
+    /// `[rs]--veth--[fa] forwarder [fb]--veth--[s]`, all of rs, fa, fb in
+    /// the router namespace. The tap on rc sees both directions, so its RTT
+    /// includes the forwarder's delay both ways. Start it with `forwarder`.
+    fn build(tag: char, queues: u32, delayed: bool) -> Lab {
         let id = format!("wlr{}{tag}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(&id);
         let lab = Lab {
@@ -190,6 +200,7 @@ impl Lab {
             "netns",
             &r,
         ]);
+        let s_peer = if delayed { "fb" } else { "rs" };
         sh(&[
             "ip",
             "link",
@@ -201,10 +212,27 @@ impl Lab {
             "veth",
             "peer",
             "name",
-            &lab.dev("rs"),
+            &lab.dev(s_peer),
             "netns",
             &r,
         ]);
+        if delayed {
+            sh(&[
+                "ip",
+                "link",
+                "add",
+                &lab.dev("rs"),
+                "netns",
+                &r,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &lab.dev("fa"),
+                "netns",
+                &r,
+            ]);
+        }
         sh(&[
             "ip",
             "link",
@@ -228,14 +256,18 @@ impl Lab {
             "numtxqueues",
             &q,
         ]);
-        for (n, d) in [
+        let mut links = vec![
             ("c", "c"),
             ("r", "rc"),
             ("r", "rs"),
             ("s", "s"),
             ("r", "sa"),
             ("t", "sb"),
-        ] {
+        ];
+        if delayed {
+            links.extend([("r", "fa"), ("r", "fb")]);
+        }
+        for (n, d) in links {
             let dev = lab.dev(d);
             // Real <= MTU frames on the wire and at the tap.
             let _ = Command::new("ip")
@@ -621,6 +653,52 @@ impl Lab {
         assert!(st.success(), "server failed: {}", self.log("server"));
     }
 
+    /// Starts the forwarder between fa and fb (a `build(.., true)` lab)
+    /// with `args` (delay, step, loss: see scripts/forwarder.py); returns
+    /// once both its sockets are bound.
+    fn forwarder(&mut self, args: &[&str]) -> usize {
+        let ready = self.dir.join("fwd.ready");
+        let stats = self.dir.join("fwd.json");
+        let (fa, fb) = (self.dev("fa"), self.dev("fb"));
+        let mut v = vec![
+            "python3",
+            FORWARDER,
+            "--a",
+            &fa,
+            "--b",
+            &fb,
+            "--stats",
+            stats.to_str().unwrap(),
+            "--ready",
+            ready.to_str().unwrap(),
+            "--max-seconds",
+            "240",
+            "--wait-up",
+            "30",
+        ];
+        v.extend_from_slice(args);
+        let i = self.spawn("r", "forwarder", &v);
+        let end = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(
+                Instant::now() < end,
+                "forwarder not ready: {}",
+                self.log("forwarder")
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        i
+    }
+
+    /// Stops the forwarder; returns its statistics (see forwarder.py).
+    fn stop_forwarder(&mut self, i: usize) -> Value {
+        signal(&self.children[i], "-TERM");
+        wait_for(&mut self.children[i], Duration::from_secs(10)).expect("forwarder exits");
+        let f = self.dir.join("fwd.json");
+        serde_json::from_str(&std::fs::read_to_string(&f).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("forwarder stats: {e}: {}", self.log("forwarder")))
+    }
+
     /// `wirelens ctrl serve` in ns t; returns the daemon's push options.
     fn start_ctrl(&mut self) -> Vec<String> {
         let tokens = self.dir.join("tokens");
@@ -737,7 +815,15 @@ impl Drop for Lab {
             }
         }
         if thread::panicking() {
-            for name in ["daemon", "daemon2", "tcpdump-", "client", "server", "ctrl"] {
+            for name in [
+                "daemon",
+                "daemon2",
+                "tcpdump-",
+                "client",
+                "server",
+                "ctrl",
+                "forwarder",
+            ] {
                 for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
                     let f = e.file_name().to_string_lossy().into_owned();
                     if f.starts_with(name) && f.ends_with(".err") {
@@ -1169,6 +1255,206 @@ fn run_fail_open_and_stale_program() {
 }
 
 /// TCP packets in a capture (via `wirelens analyze`).
+/// Seconds of steady RTT before the forwarder's delay step.
+const STEP_AFTER_S: u64 = 45;
+/// Seconds of upload in all (the step, then 25 s at the new RTT).
+const UPLOAD_S: u64 = 70;
+/// The upload's pace, bytes/s (SO_MAX_PACING_RATE): ~28 segments/s.
+const UPLOAD_PACE: u64 = 40_000;
+
+/// The RTT-spike alert on a delay step made in the lab: a live `wirelens
+/// run --ctrl` taps a path whose RTT steps from 40 ms to 160 ms after 45 s
+/// of steady traffic (the forwarder's one-way delay 20 -> 80 ms). The
+/// control plane must stay quiet through the steady part (checked just
+/// before the step, with >= 3 full 10 s buckets of baseline) and then fire
+/// `rtt_spike` for the service, naming the node and a `since` at the step.
+#[test]
+fn run_ctrl_rtt_spike_on_delay_step() {
+    require_root!("run_ctrl_rtt_spike_on_delay_step");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let mut lab = Lab::build('d', 1, true);
+    let step_s = STEP_AFTER_S.to_string();
+    let fwd = lab.forwarder(&[
+        "--delay-ms",
+        "20",
+        "--step-after-seconds",
+        &step_s,
+        "--step-delay-ms",
+        "80",
+    ]);
+    let push_args = lab.start_ctrl();
+    let push_refs: Vec<&str> = push_args.iter().map(String::as_str).collect();
+    let daemon = lab.start_daemon("daemon", &push_refs);
+
+    // One long paced upload: the forwarder's step clock starts at its
+    // first data segment.
+    let ready = lab.dir.join("server.ready");
+    let port = PORT.to_string();
+    let (pace, timeout) = (UPLOAD_PACE.to_string(), (UPLOAD_S + 60).to_string());
+    let send = (UPLOAD_PACE * UPLOAD_S).to_string();
+    let srv = lab.spawn(
+        "s",
+        "server",
+        &[
+            "python3",
+            TRAFFIC,
+            "server",
+            "--bind",
+            SERVER,
+            "--port",
+            &port,
+            "--count",
+            "1",
+            "--timeout",
+            &timeout,
+            "--ready",
+            ready.to_str().unwrap(),
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            Instant::now() < end,
+            "server not ready: {}",
+            lab.log("server")
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let cli = lab.spawn(
+        "c",
+        "client",
+        &[
+            "python3",
+            TRAFFIC,
+            "client",
+            "--connect",
+            SERVER,
+            "--port",
+            &port,
+            "--send",
+            &send,
+            "--pace",
+            &pace,
+            "--cc",
+            "cubic",
+            "--timeout",
+            &timeout,
+        ],
+    );
+    let service = format!("{SERVER}:{PORT}/tcp");
+    let alerts = |lab: &Lab| -> Vec<Value> {
+        let (st, body) = lab
+            .http_at(CTRL_PORT, &format!("/api/v1/alerts?service={service}"))
+            .expect("GET /api/v1/alerts");
+        assert_eq!(st, 200, "{body}");
+        serde_json::from_str(&body).expect("alerts JSON")
+    };
+    let spikes = |v: &[Value]| -> Vec<Value> {
+        v.iter()
+            .filter(|a| a["rule"] == "rtt_spike")
+            .cloned()
+            .collect()
+    };
+
+    // Steady part: 3 s before the step the control plane has the baseline
+    // and must not fire.
+    thread::sleep(Duration::from_secs(STEP_AFTER_S - 3).saturating_sub(started.elapsed()));
+    let (st, body) = lab
+        .http_at(CTRL_PORT, "/api/v1/services")
+        .expect("GET /api/v1/services");
+    assert_eq!(st, 200, "{body}");
+    let rows: Vec<Value> = serde_json::from_str(&body).expect("services JSON");
+    let samples = rows
+        .iter()
+        .find(|r| r["service"] == service.as_str())
+        .and_then(|r| r["rtt_server"]["n"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        samples >= 100,
+        "the control plane has {samples} RTT samples for {service} after {} s of traffic: {body}",
+        started.elapsed().as_secs()
+    );
+    let steady = alerts(&lab);
+    assert!(
+        spikes(&steady).is_empty(),
+        "rtt_spike fired on steady traffic (before the step): {steady:#?}"
+    );
+
+    let st =
+        wait_for(&mut lab.children[cli], Duration::from_secs(UPLOAD_S + 60)).expect("client ends");
+    assert!(st.success(), "client failed: {}", lab.log("client"));
+    wait_for(&mut lab.children[srv], Duration::from_secs(30)).expect("server ends");
+    // Two pushes (1 s apart) carry the last ACKs to the control plane.
+    thread::sleep(Duration::from_secs(3));
+    let fwd_stats = lab.stop_forwarder(fwd);
+    let step_ns = fwd_stats["step"]["at_ns"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the forwarder never stepped: {fwd_stats}"));
+
+    let fired = alerts(&lab);
+    let spike = spikes(&fired);
+    if spike.len() != 1 {
+        for q in ["/api/v1/services", "/api/v1/flows?limit=10"] {
+            eprintln!("run_lab[delay step]: {q}: {:?}", lab.http_at(CTRL_PORT, q));
+        }
+        eprintln!("run_lab[delay step]: forwarder {fwd_stats}");
+    }
+    assert_eq!(
+        spike.len(),
+        1,
+        "one rtt_spike for {service} after the step; got {fired:#?}"
+    );
+    let a = &spike[0];
+    assert_eq!(a["service"], service.as_str(), "{a:#}");
+    assert_eq!(a["nodes"], serde_json::json!(["wl-node-1"]), "{a:#}");
+    let since = a["since_ns"].as_u64().expect("since_ns");
+    const BUCKET: u64 = 10_000_000_000;
+    assert!(
+        since <= step_ns + BUCKET && since + BUCKET > step_ns,
+        "since {since} is not the step's bucket or the next (step at {step_ns}): {a:#}"
+    );
+    let ev = &a["evidence"];
+    let base = ev["baseline_p90_ns"].as_f64().expect("baseline");
+    let p90 = ev["max_p90_ns"].as_f64().expect("max_p90");
+    // Baseline ~40 ms plus the tap-to-server share of queueing; after the
+    // step ~160 ms.
+    assert!(
+        (38e6..80e6).contains(&base),
+        "baseline p90 {:.1} ms is not the 40 ms path: {a:#}",
+        base / 1e6
+    );
+    assert!(
+        (150e6..320e6).contains(&p90),
+        "spike p90 {:.1} ms is not the 160 ms path: {a:#}",
+        p90 / 1e6
+    );
+
+    // The operator's view: `wirelens alerts --ctrl URL`.
+    let url = format!("http://127.0.0.1:{CTRL_PORT}");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("t"), BIN, "alerts", "--ctrl", &url])
+        .output()
+        .expect("wirelens alerts");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("rtt_spike") && table.contains(&service) && table.contains("wl-node-1"),
+        "`wirelens alerts` does not show the spike: {table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    signal(&lab.children[daemon], "-TERM");
+    wait_for(&mut lab.children[daemon], Duration::from_secs(20)).expect("daemon stops");
+    eprintln!("run_lab[delay step]: steady alerts {steady:?}");
+    eprintln!("run_lab[delay step]: {table}");
+    eprintln!(
+        "run_lab[delay step]: forwarder late_ms {}; passed in {:.1} s",
+        fwd_stats["late_ms"],
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 fn count_tcp(pcap: &Path) -> u64 {
     let out = Command::new(BIN)
         .args(["analyze", pcap.to_str().unwrap(), "--format", "ndjson"])
