@@ -13,7 +13,9 @@
 //! Threads: the caller's (setup; then it runs the pipeline and blocks; at
 //! the end it detaches XDP, in the network namespace it attached in), one
 //! pinned worker per queue (the pipeline's), the HTTP thread (which also
-//! turns SIGINT/SIGTERM into the stop flag) and, with `--ctrl`, a pusher.
+//! turns SIGINT/SIGTERM into the stop flag), with `--ctrl` a pusher, and
+//! with `--probe` one prober thread per target (started before the workers
+//! are pinned: never on a worker's core loop, see [`probes`]).
 //!
 //! Start order: refuse a host interface (unless `--force`), raise
 //! RLIMIT_MEMLOCK, bind the HTTP port (fails before touching the interface),
@@ -27,6 +29,7 @@ pub mod config;
 pub mod export;
 mod http;
 pub mod metrics;
+pub mod probes;
 pub mod push;
 pub mod services;
 mod source;
@@ -106,6 +109,8 @@ pub struct NodeState {
     /// Set on SIGINT/SIGTERM: the pipeline's stop flag.
     pub stopping: Arc<AtomicBool>,
     pub push: Option<Arc<Mutex<PushState>>>,
+    /// `--probe` results; `None` without targets.
+    pub probes: Option<Arc<probes::ProbeBoard>>,
 }
 
 fn log(msg: impl AsRef<str>) {
@@ -218,6 +223,8 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         prog: Mutex::new(None),
         stopping: stop.clone(),
         push: push_state.clone(),
+        probes: (!cfg.probes.is_empty())
+            .then(|| Arc::new(probes::ProbeBoard::new(&cfg.probes, cfg.ctrl.is_some()))),
     });
     let mut http =
         http::HttpServer::start(listener, state.clone(), stop.clone()).map_err(|source| {
@@ -231,7 +238,37 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         cfg.listen
     ));
 
+    // Probes run on their own threads, before the workers restrict the
+    // process to --cores; they end with the daemon.
+    let probe_stop = Arc::new(AtomicBool::new(false));
+    let probe_threads = match &state.probes {
+        Some(board) => {
+            let t = probes::start(board, &cfg.probes, &probe_stop).map_err(|source| {
+                NodeError::Io {
+                    what: "starting the probe threads".into(),
+                    source,
+                }
+            })?;
+            for p in &cfg.probes {
+                log(format!(
+                    "probing {} (TWAMP-light) every {} ms, {} bytes, DSCP {}, {} s windows",
+                    p.target,
+                    p.interval_ns / 1_000_000,
+                    p.size,
+                    p.dscp,
+                    p.window_ns as f64 / 1e9
+                ));
+            }
+            t
+        }
+        None => Vec::new(),
+    };
+
     let result = attach_and_run(cfg, &state, &stop, push_state);
+    probe_stop.store(true, Ordering::SeqCst);
+    for t in probe_threads {
+        let _ = t.join();
+    }
 
     // Orderly stop: the sockets closed when the pipeline returned; now the
     // program (this thread is in the namespace it attached in).
@@ -353,10 +390,11 @@ fn attach_and_run(
         let pc = push::pusher_config(&c.url, &c.node, token, &cfg.iface, Duration::from_secs(10));
         let (tx, rx) = push::channel();
         let (every, thread_ps) = (c.every, ps.clone());
+        let board = state.probes.clone();
         pusher = Some(
             std::thread::Builder::new()
                 .name("wirelens-push".into())
-                .spawn(move || push::pusher_thread(pc, every, rx, thread_ps))
+                .spawn(move || push::pusher_thread(pc, every, rx, thread_ps, board))
                 .map_err(|source| NodeError::Io {
                     what: "starting the pusher thread".into(),
                     source,
