@@ -522,6 +522,10 @@ pub struct ServiceSummary {
     /// Client subnets, worst first (when asked for).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathSummary>,
+    /// The active probes to this service's `ip:port` (`wirelens run --probe`),
+    /// merged over the nodes that probe it; filled in by `wirelens services`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeSummary>,
 }
 
 /// One client subnet of a service ("which path").
@@ -588,6 +592,7 @@ impl ServiceSummary {
             rtt_server: RttSummary::of(&c.rtt_server),
             rtt_client: RttSummary::of(&c.rtt_client),
             paths: Vec::new(),
+            probe: None,
         }
     }
 
@@ -657,9 +662,10 @@ pub struct ProbeSummary {
     pub last_ok_ns: Option<u64>,
     /// Windows by state (`ok`, `no_reply`, ...).
     pub states: BTreeMap<String, u64>,
-    #[serde(skip)]
+    /// The merged histograms, so that a client can merge rows again exactly.
+    #[serde(default)]
     pub rtt_histogram: Histogram,
-    #[serde(skip)]
+    #[serde(default)]
     pub ipdv_histogram: Histogram,
 }
 
