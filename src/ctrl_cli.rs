@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use wirelens_ctrl::agg::{service_addr, ProbeSummary};
 use wirelens_ctrl::alerts::{Alert, AlertConfig};
 use wirelens_ctrl::auth::Tokens;
 use wirelens_ctrl::client::{
     api_token_from_file, Client, ClientOptions, Pusher, PusherConfig, ENV_API_TOKEN_FILE,
 };
 use wirelens_ctrl::limit::RateLimit;
+use wirelens_ctrl::report::ProbeWindow;
 use wirelens_ctrl::report::{FlowDelta, NodeMeta};
 use wirelens_ctrl::server::{self, ServerConfig, TlsFiles};
 use wirelens_ctrl::store::{FlowRow, NodeInfo, Retention};
-use wirelens_ctrl::agg::{service_addr, ProbeSummary};
-use wirelens_ctrl::report::ProbeWindow;
 use wirelens_ctrl::{agg::ServiceSummary, now_ns, utc};
 use wirelens_dataplane::flow::FlowExport;
 use wirelens_dataplane::report::Summary;
@@ -543,7 +543,10 @@ pub fn probes(a: &ProbesArgs) -> u8 {
         ("since", a.since.clone()),
         ("target", a.target.clone()),
         ("node", a.node.clone()),
-        ("limit", a.limit.filter(|_| a.windows).map(|l| l.to_string())),
+        (
+            "limit",
+            a.limit.filter(|_| a.windows).map(|l| l.to_string()),
+        ),
     ] {
         if let Some(v) = v {
             q.push(format!("{k}={}", enc(&v)));

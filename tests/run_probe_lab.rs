@@ -435,8 +435,7 @@ fn run_probe_loss_rtt_and_ctrl() {
     // Wait until every probe of the good target is in a finished window
     // and the dead target has reported at least one window.
     let sent = format!("wirelens_probe_packets_total{{target=\"{GOOD}\",result=\"sent\"}}");
-    let dead_state =
-        format!("wirelens_probe_state{{target=\"{DEAD}\",state=\"no_reply\"}}");
+    let dead_state = format!("wirelens_probe_state{{target=\"{DEAD}\",state=\"no_reply\"}}");
     let end = Instant::now() + Duration::from_secs(40);
     let text = loop {
         if let Some((200, body)) = lab.http(HTTP, "/metrics") {
@@ -488,7 +487,10 @@ fn run_probe_loss_rtt_and_ctrl() {
     assert_eq!(received + up + down, COUNT);
     // The forwarder never sends early: 10 ms each way.
     assert!(rmin >= 0.0199, "rtt min {rmin} s below 20 ms");
-    assert!((0.020..=0.030).contains(&p50), "rtt p50 {p50} s not in [20, 30] ms");
+    assert!(
+        (0.020..=0.030).contains(&p50),
+        "rtt p50 {p50} s not in [20, 30] ms"
+    );
     let hist_count = metric(
         &text,
         &format!("wirelens_probe_rtt_histogram_seconds_count{{target=\"{GOOD}\"}}"),
@@ -507,7 +509,18 @@ fn run_probe_loss_rtt_and_ctrl() {
         )),
         Some(1.0)
     );
-    assert!(counts[2] >= 3, "the dead target's hellos were dropped: {counts:?}");
+    assert!(
+        counts[2] >= 3,
+        "the dead target's hellos were dropped: {counts:?}"
+    );
+    // The capture port's driver counters, per queue.
+    let q0 = metric(
+        &text,
+        &format!(
+            "wirelens_interface_driver_stat{{iface=\"{sb}\",name=\"rx_queue_0_xdp_packets\",dir=\"rx\",queue=\"0\"}}"
+        ),
+    );
+    assert!(q0.is_some_and(|v| v > 0.0), "per-queue XDP counter: {q0:?}");
     assert_eq!(
         lab.http(HTTP, "/healthz").map(|x| x.0),
         Some(200),
@@ -595,7 +608,10 @@ fn run_probe_loss_rtt_and_ctrl() {
             assert_eq!(u(&s["probe"], "lost_up"), counts[0]);
             break;
         }
-        assert!(Instant::now() < end, "no passive service for the probes: {v}");
+        assert!(
+            Instant::now() < end,
+            "no passive service for the probes: {v}"
+        );
         thread::sleep(Duration::from_millis(300));
     }
 
@@ -607,7 +623,10 @@ fn run_probe_loss_rtt_and_ctrl() {
     lab.stop("forwarder", Duration::from_secs(5));
     if let Ok(s) = std::fs::read_to_string(&stats) {
         let f: Value = serde_json::from_str(&s).unwrap_or_default();
-        assert_eq!(f["socket_drops"], 0, "the forwarder lost frames itself: {f}");
+        assert_eq!(
+            f["socket_drops"], 0,
+            "the forwarder lost frames itself: {f}"
+        );
     }
     eprintln!("run_probe_loss_rtt_and_ctrl: {:?}", t0.elapsed());
 }

@@ -433,7 +433,8 @@ pub(crate) mod tests {
     fn bad_probe_windows_are_refused_with_a_reason() {
         let ok = window("[2001:db8::1]:862", 7, &[1_000_000], 1, 0);
         assert_eq!(ok.check(), Ok(()));
-        let cases: Vec<(fn(&mut ProbeWindow), &str)> = vec![
+        type Mutate = fn(&mut ProbeWindow);
+        let cases: Vec<(Mutate, &str)> = vec![
             (|w| w.target = "not-an-address".into(), "target"),
             (|w| w.target = "198.18.2.2".into(), "target"),
             (|w| w.start_ns = 0, "start_ns"),

@@ -305,7 +305,9 @@ pub fn parse_probe(spec: &str) -> Result<TargetConfig, NodeError> {
     let mut parts = spec.split(',').map(str::trim);
     let target_s = parts.next().unwrap_or_default();
     if target_s.is_empty() {
-        return Err(err("no target: TARGET[,interval=..,size=..,dscp=..,window=..]".into()));
+        return Err(err(
+            "no target: TARGET[,interval=..,size=..,dscp=..,window=..]".into(),
+        ));
     }
     let target: SocketAddr = if let Ok(a) = target_s.parse::<SocketAddr>() {
         a
@@ -325,7 +327,9 @@ pub fn parse_probe(spec: &str) -> Result<TargetConfig, NodeError> {
             .ok_or_else(|| err(format!("cannot resolve {target_s:?}")))?
     };
     if target.port() == 0 || target.ip().is_unspecified() {
-        return Err(err("the target needs an address and a port other than 0".into()));
+        return Err(err(
+            "the target needs an address and a port other than 0".into()
+        ));
     }
     let mut t = TargetConfig {
         target,
@@ -378,7 +382,9 @@ pub fn parse_probe(spec: &str) -> Result<TargetConfig, NodeError> {
         return Err(err("interval below 1ms".into()));
     }
     if t.window_ns < t.interval_ns || t.window_ns > 3_600_000_000_000 {
-        return Err(err("window must be at least one interval and at most 1h".into()));
+        return Err(err(
+            "window must be at least one interval and at most 1h".into()
+        ));
     }
     Ok(t)
 }
@@ -453,8 +459,9 @@ mod tests {
         assert_eq!(t.target, "198.18.2.2:862".parse().unwrap());
         assert_eq!((t.interval_ns, t.size, t.dscp), (100_000_000, 128, 0));
         assert_eq!((t.window_ns, t.count), (10_000_000_000, None));
-        let t = parse_probe("[2001:db8::2]:9000, interval=10ms,size=200,dscp=46,window=2s,count=400")
-            .unwrap();
+        let t =
+            parse_probe("[2001:db8::2]:9000, interval=10ms,size=200,dscp=46,window=2s,count=400")
+                .unwrap();
         assert_eq!(t.target, "[2001:db8::2]:9000".parse().unwrap());
         assert_eq!((t.interval_ns, t.size, t.dscp), (10_000_000, 200, 46));
         assert_eq!((t.window_ns, t.count), (2_000_000_000, Some(400)));
@@ -464,7 +471,10 @@ mod tests {
             ("198.18.2.2,size=20", "41 to 65507"),
             ("198.18.2.2,dscp=64", "0 to 63"),
             ("198.18.2.2,speed=1", "unknown option"),
-            ("198.18.2.2,window=5ms,interval=10ms", "at least one interval"),
+            (
+                "198.18.2.2,window=5ms,interval=10ms",
+                "at least one interval",
+            ),
             ("198.18.2.2,count=0", "positive"),
             ("198.18.2.2,interval", "key=value"),
             ("0.0.0.0:862", "address"),
@@ -473,7 +483,8 @@ mod tests {
             assert!(e.contains(why), "{bad}: {e}");
         }
         // Repeatable, in the file too; the same target twice is refused.
-        let file: Options = toml::from_str("iface = \"x\"\nprobe = [\"198.18.2.2\", \"198.18.3.3:7\"]\n").unwrap();
+        let file: Options =
+            toml::from_str("iface = \"x\"\nprobe = [\"198.18.2.2\", \"198.18.3.3:7\"]\n").unwrap();
         assert_eq!(file.clone().resolve().unwrap().probes.len(), 2);
         let twice = Options {
             probe: Some(vec!["198.18.2.2".into(), "198.18.2.2:862".into()]),

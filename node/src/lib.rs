@@ -243,12 +243,11 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
     let probe_stop = Arc::new(AtomicBool::new(false));
     let probe_threads = match &state.probes {
         Some(board) => {
-            let t = probes::start(board, &cfg.probes, &probe_stop).map_err(|source| {
-                NodeError::Io {
+            let t =
+                probes::start(board, &cfg.probes, &probe_stop).map_err(|source| NodeError::Io {
                     what: "starting the probe threads".into(),
                     source,
-                }
-            })?;
+                })?;
             for p in &cfg.probes {
                 log(format!(
                     "probing {} (TWAMP-light) every {} ms, {} bytes, DSCP {}, {} s windows",

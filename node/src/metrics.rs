@@ -28,9 +28,9 @@ use wirelens_dataplane::report::Summary;
 
 use crate::export::now_ns;
 use crate::probes::ProbeBoard;
-use wirelens_probe::monitor::WindowState;
 use crate::services::{prometheus_buckets, ServiceStats, ServiceTable, DIRECTIONS, HALVES};
 use crate::NodeState;
+use wirelens_probe::monitor::WindowState;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -479,7 +479,8 @@ impl Collector for NodeCollector {
 
 fn encode_probes(e: &mut DescriptorEncoder<'_>, board: &ProbeBoard) -> fmt::Result {
     let slots = board.slots();
-    let t = |s: &crate::probes::TargetSlot| -> Labels { vec![("target", s.cfg.target.to_string())] };
+    let t =
+        |s: &crate::probes::TargetSlot| -> Labels { vec![("target", s.cfg.target.to_string())] };
     let with = |s: &crate::probes::TargetSlot, k: &'static str, v: &str| -> Labels {
         let mut lb = t(s);
         lb.push((k, v.to_string()));
@@ -569,7 +570,8 @@ fn encode_probes(e: &mut DescriptorEncoder<'_>, board: &ProbeBoard) -> fmt::Resu
                 ("unattributed", w.lost_unattributed),
             ] {
                 let v = n as f64 / w.sent as f64;
-                m.encode_family(&with(s, "direction", d))?.encode_gauge(&v)?;
+                m.encode_family(&with(s, "direction", d))?
+                    .encode_gauge(&v)?;
             }
         }
     }

@@ -272,7 +272,11 @@ mod tests {
         let s = &b.slots()[0];
         assert_eq!((s.totals.sent, s.totals.received), (14, 7));
         assert_eq!(
-            (s.totals.lost_up, s.totals.lost_down, s.totals.lost_unattributed),
+            (
+                s.totals.lost_up,
+                s.totals.lost_down,
+                s.totals.lost_unattributed
+            ),
             (2, 1, 4)
         );
         assert_eq!(s.totals.by_state, [1, 1, 0, 0, 0]);

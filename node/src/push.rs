@@ -277,7 +277,10 @@ pub(crate) fn pusher_thread(
             continue;
         }
         last_send = Instant::now();
-        let mut windows = probes.as_ref().map(|b| b.take_pending()).unwrap_or_default();
+        let mut windows = probes
+            .as_ref()
+            .map(|b| b.take_pending())
+            .unwrap_or_default();
         if !pending.is_empty() || !windows.is_empty() {
             let at = crate::export::now_ns();
             let flows = std::mem::take(&mut pending);

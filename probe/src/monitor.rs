@@ -167,6 +167,7 @@ pub fn run_target(
         }
         // The next window starts when this one has sent its last
         // measurement probe, or when it failed.
+        let spawned_ns = sys::now_ns();
         loop {
             match rx.recv_timeout(Duration::from_nanos(STOP_POLL_NS)) {
                 Ok(sent) => {
@@ -180,7 +181,14 @@ pub fn run_target(
                         break;
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // A failed session lasts a window; one that ended at
+                    // once (a local error) must not make this loop spin.
+                    if sys::now_ns().saturating_sub(spawned_ns) < SEC {
+                        sleep_unless(stop, SEC);
+                    }
+                    break;
+                }
             }
         }
         threads.retain(|t| !t.is_finished());
