@@ -441,12 +441,19 @@ fn probe_cells(p: Option<&ProbeSummary>) -> [String; 2] {
     match p {
         None => ["-".into(), "-".into()],
         Some(p) => {
-            let loss = format!("{}/{}", pct(p.loss_up_rate), pct(p.loss_down_rate));
+            let mut loss = format!("{}/{}", pct(p.loss_up_rate), pct(p.loss_down_rate));
+            if p.lost_unattributed > 0 {
+                loss.push_str(&format!(
+                    " +{} either way",
+                    pct(Some(p.lost_unattributed as f64 / p.sent.max(1) as f64))
+                ));
+            }
             [
                 format!("{}/{}", human_ns(p.rtt.p50_ns), human_ns(p.rtt.p90_ns)),
                 match p.state {
+                    // The latest window failed: say so first.
                     Some(st) if st != wirelens_ctrl::report::ProbeState::Ok => {
-                        format!("{loss} ({})", st.as_str())
+                        format!("{}: {} lost", st.as_str(), pct(p.loss_rate))
                     }
                     _ => loss,
                 },
@@ -969,5 +976,15 @@ mod tests {
         let cells = probe_cells(Some(p));
         assert_eq!(cells[1], "9.09%/0.00%");
         assert_eq!(probe_cells(None), ["-", "-"]);
+        let mut dead = p.clone();
+        dead.state = Some(wirelens_ctrl::report::ProbeState::NoReply);
+        dead.loss_rate = Some(1.0);
+        assert_eq!(probe_cells(Some(&dead))[1], "no_reply: 100.00% lost");
+        dead.state = Some(wirelens_ctrl::report::ProbeState::Ok);
+        dead.lost_unattributed = 11;
+        assert_eq!(
+            probe_cells(Some(&dead))[1],
+            "9.09%/0.00% +10.00% either way"
+        );
     }
 }

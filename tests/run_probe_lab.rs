@@ -586,6 +586,7 @@ fn run_probe_loss_rtt_and_ctrl() {
     );
     let out = lab.wirelens(&["probes", "--ctrl", &ctrl_url]);
     let table = String::from_utf8_lossy(&out.stdout);
+    eprintln!("wirelens probes:\n{table}");
     assert!(
         table.contains(GOOD) && table.contains("no_reply"),
         "{table}"
@@ -602,10 +603,18 @@ fn run_probe_loss_rtt_and_ctrl() {
             .find(|s| s["service"] == "198.18.2.2:862/udp")
             .cloned();
         if let Some(s) = svc {
-            eprintln!("service: {s}");
+            eprintln!(
+                "service {}: {} packets passive; probe {}",
+                s["service"], s["packets"], s["probe"]["rtt"]
+            );
             assert!(u(&s, "packets") > 0, "{s}");
             assert_eq!(u(&s["probe"], "sent"), COUNT, "{s}");
             assert_eq!(u(&s["probe"], "lost_up"), counts[0]);
+            let out = lab.wirelens(&["services", "--ctrl", &ctrl_url, "--limit", "3"]);
+            eprintln!(
+                "wirelens services:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
             break;
         }
         assert!(
