@@ -20,7 +20,8 @@
 //! Loss is iptables `-m statistic` on the 228-byte measurement packets
 //! only (the 69-byte anchors pass), one rule per direction: its packet
 //! counters are the truth the daemon's up/down split must equal exactly.
-//! A third rule drops everything to port 864 silently: a dead reflector.
+//! A third rule drops everything to port 864 silently: a dead reflector;
+//! a third target has no route at all.
 //!
 //! Teardown is a Drop guard: our children killed by pid, our namespaces
 //! deleted, also when the test fails. Without root the test says SKIP.
@@ -42,6 +43,8 @@ const HTTP: &str = "127.0.0.1:9651";
 const CTRL: &str = "127.0.0.1:7891";
 const GOOD: &str = "198.18.2.2:862";
 const DEAD: &str = "198.18.2.2:864";
+/// Inside 198.18.0.0/15 but without a route in ns s (which has no default route).
+const NOROUTE: &str = "198.19.0.1:862";
 const COUNT: u64 = 400;
 
 fn is_root() -> bool {
@@ -404,6 +407,7 @@ fn run_probe_loss_rtt_and_ctrl() {
     let sb = format!("{p}sb");
     let good = format!("{GOOD},interval=10ms,size=200,window=1s,count={COUNT}");
     let dead = format!("{DEAD},interval=100ms,window=2s");
+    let noroute = format!("{NOROUTE},window=1s");
     let ctrl_url = format!("http://{CTRL}");
     lab.spawn(
         "s",
@@ -421,6 +425,8 @@ fn run_probe_loss_rtt_and_ctrl() {
             &good,
             "--probe",
             &dead,
+            "--probe",
+            &noroute,
             "--ctrl",
             &ctrl_url,
             "--token-file",
@@ -436,10 +442,14 @@ fn run_probe_loss_rtt_and_ctrl() {
     // and the dead target has reported at least one window.
     let sent = format!("wirelens_probe_packets_total{{target=\"{GOOD}\",result=\"sent\"}}");
     let dead_state = format!("wirelens_probe_state{{target=\"{DEAD}\",state=\"no_reply\"}}");
+    let unrouted = format!("wirelens_probe_state{{target=\"{NOROUTE}\",state=\"unreachable\"}}");
     let end = Instant::now() + Duration::from_secs(40);
     let text = loop {
         if let Some((200, body)) = lab.http(HTTP, "/metrics") {
-            if metric(&body, &sent) == Some(COUNT as f64) && metric(&body, &dead_state).is_some() {
+            if metric(&body, &sent) == Some(COUNT as f64)
+                && metric(&body, &dead_state).is_some()
+                && metric(&body, &unrouted).is_some()
+            {
                 break body;
             }
         }
