@@ -555,7 +555,10 @@ fn run_probe_loss_rtt_and_ctrl() {
     };
     let rows = rows.as_array().unwrap();
     let g = rows.iter().find(|r| r["target"] == GOOD).unwrap();
-    eprintln!("ctrl: {g}");
+    eprintln!(
+        "ctrl: sent {} lost up {} down {} rtt {}",
+        g["sent"], g["lost_up"], g["lost_down"], g["rtt"]
+    );
     assert_eq!(g["node"], "wl-probe-node");
     assert_eq!(u(g, "lost_up"), counts[0]);
     assert_eq!(u(g, "lost_down"), counts[1]);
@@ -633,6 +636,56 @@ fn run_probe_loss_rtt_and_ctrl() {
         );
         thread::sleep(Duration::from_millis(300));
     }
+
+    // The probe threads never share a core with the packet worker (when the
+    // machine has a core to spare): their allowed CPUs exclude the worker's.
+    let log = lab.log("daemon");
+    let worker_core: Option<usize> = log
+        .lines()
+        .find_map(|l| l.split("queue -> core: ").nth(1))
+        .and_then(|m| m.trim().split("->").nth(1)?.parse().ok());
+    let pid = lab.child("daemon").id();
+    let mut probe_threads = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !(comm.starts_with("wirelens-probe") || comm.starts_with("wl-probe")) {
+            continue;
+        }
+        probe_threads += 1;
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if log.contains("no core left for the probes") {
+            continue;
+        }
+        let w = worker_core.unwrap_or_else(|| panic!("no worker core in the log:\n{log}"));
+        let cpus: Vec<usize> = allowed
+            .split(',')
+            .flat_map(|p| match p.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap_or(0)..=b.parse().unwrap_or(0)).collect(),
+                None => p.parse().ok().into_iter().collect::<Vec<usize>>(),
+            })
+            .collect();
+        assert!(
+            !cpus.contains(&w),
+            "probe thread {} may run on the worker's core {w}: {allowed}",
+            comm.trim()
+        );
+    }
+    assert!(probe_threads >= 3, "one prober thread per target at least");
+    eprintln!(
+        "worker core {worker_core:?}; {probe_threads} probe threads; {}",
+        log.lines()
+            .find(|l| l.contains("probing"))
+            .unwrap_or_default()
+    );
 
     // SIGTERM ends the daemon promptly although a target is still silent.
     let st = lab

@@ -14,8 +14,8 @@
 //! the end it detaches XDP, in the network namespace it attached in), one
 //! pinned worker per queue (the pipeline's), the HTTP thread (which also
 //! turns SIGINT/SIGTERM into the stop flag), with `--ctrl` a pusher, and
-//! with `--probe` one prober thread per target (started before the workers
-//! are pinned: never on a worker's core loop, see [`probes`]).
+//! with `--probe` one prober thread per target (pinned to the cores the
+//! workers do not get, see [`probes`]).
 //!
 //! Start order: refuse a host interface (unless `--force`), raise
 //! RLIMIT_MEMLOCK, bind the HTTP port (fails before touching the interface),
@@ -238,32 +238,17 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         cfg.listen
     ));
 
-    // Probes run on their own threads, before the workers restrict the
-    // process to --cores; they end with the daemon.
+    // Probes run on their own threads, off the workers' cores (see
+    // `start_probes`); they end with the daemon, also when a step failed.
     let probe_stop = Arc::new(AtomicBool::new(false));
-    let probe_threads = match &state.probes {
-        Some(board) => {
-            let t =
-                probes::start(board, &cfg.probes, &probe_stop).map_err(|source| NodeError::Io {
-                    what: "starting the probe threads".into(),
-                    source,
-                })?;
-            for p in &cfg.probes {
-                log(format!(
-                    "probing {} (TWAMP-light) every {} ms, {} bytes, DSCP {}, {} s windows",
-                    p.target,
-                    p.interval_ns / 1_000_000,
-                    p.size,
-                    p.dscp,
-                    p.window_ns as f64 / 1e9
-                ));
-            }
-            t
-        }
-        None => Vec::new(),
-    };
-
-    let result = attach_and_run(cfg, &state, &stop, push_state);
+    let mut probe_threads = Vec::new();
+    let result = attach_and_run(
+        cfg,
+        &state,
+        &stop,
+        push_state,
+        (&probe_stop, &mut probe_threads),
+    );
     probe_stop.store(true, Ordering::SeqCst);
     for t in probe_threads {
         let _ = t.join();
@@ -287,11 +272,65 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
     result.and(detached)
 }
 
+type ProbeThreads<'a> = (
+    &'a Arc<AtomicBool>,
+    &'a mut Vec<std::thread::JoinHandle<()>>,
+);
+
+/// Starts the `--probe` threads on the cores the workers do not get: every
+/// core this process may use minus the first `workers` of the workers'
+/// list (`--cores`, else those same cores), as the pipeline pins worker i
+/// to `cores[i % len]`. With no core left they share the workers' cores,
+/// unpinned (they sleep in `recv` nearly all the time).
+fn start_probes(
+    cfg: &NodeConfig,
+    state: &NodeState,
+    workers: usize,
+    (stop, threads): ProbeThreads<'_>,
+) -> Result<(), NodeError> {
+    let Some(board) = &state.probes else {
+        return Ok(());
+    };
+    let all = core_ids();
+    let worker_list = cfg.cores.clone().unwrap_or_else(|| all.clone());
+    let taken: Vec<usize> = worker_list.iter().copied().take(workers).collect();
+    let free: Vec<usize> = all.iter().copied().filter(|c| !taken.contains(c)).collect();
+    let pin = (!free.is_empty()).then(|| free.clone());
+    *threads = probes::start(board, &cfg.probes, stop, pin).map_err(|source| NodeError::Io {
+        what: "starting the probe threads".into(),
+        source,
+    })?;
+    for p in &cfg.probes {
+        log(format!(
+            "probing {} (TWAMP-light) every {} ms, {} bytes, DSCP {}, {} s windows, {}",
+            p.target,
+            p.interval_ns / 1_000_000,
+            p.size,
+            p.dscp,
+            p.window_ns as f64 / 1e9,
+            if free.is_empty() {
+                "on the workers' cores (no core left for the probes)".to_string()
+            } else {
+                format!(
+                    "on core{} {}",
+                    if free.len() == 1 { "" } else { "s" },
+                    free.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
+        ));
+    }
+    Ok(())
+}
+
 fn attach_and_run(
     cfg: &NodeConfig,
     state: &Arc<NodeState>,
     stop: &Arc<AtomicBool>,
     push_state: Option<Arc<Mutex<PushState>>>,
+    probe_threads: ProbeThreads<'_>,
 ) -> Result<(), NodeError> {
     let mut prog = XdpProgram::load().map_err(xdp_err("loading the XDP program"))?;
     prog.set_filter(&cfg.filter)
@@ -376,6 +415,8 @@ fn attach_and_run(
         .map(|&q| Arc::new(WorkerShared::new(q, cfg.max_services)))
         .collect();
     let _ = state.workers.set(shared.clone());
+    // Before this thread is restricted to --cores.
+    start_probes(cfg, state, queues.len(), probe_threads)?;
 
     // Pushing to a control plane.
     let mut pusher = None;

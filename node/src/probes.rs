@@ -1,9 +1,9 @@
 //! `--probe TARGET`: TWAMP-light probes from the daemon to reflectors.
 //!
 //! One thread per target (plus one per live session, see
-//! [`wirelens_probe::monitor`]), started before the workers are pinned, so
-//! they never run the packet loop and are not confined to `--cores`: they
-//! sleep in `recv` nearly all the time. Each finished window goes into the
+//! [`wirelens_probe::monitor`]), never the packet loop, pinned to the cores
+//! the workers do not get (when there is one left; they sleep in `recv`
+//! nearly all the time). Each finished window goes into the
 //! target's slot of the [`ProbeBoard`]: cumulative counters and RTT
 //! histogram, and the latest window, for `/metrics`; and, when pushing to
 //! a control plane, into a bounded queue the pusher thread empties into the
@@ -185,18 +185,29 @@ pub fn to_report(w: &Window) -> ProbeWindow {
     }
 }
 
-/// Starts one prober thread per target; they end when `stop` is set.
+/// Starts one prober thread per target, pinned to `cores` when given (its
+/// session threads inherit that); they end when `stop` is set.
 pub fn start(
     board: &Arc<ProbeBoard>,
     targets: &[TargetConfig],
     stop: &Arc<AtomicBool>,
+    cores: Option<Vec<usize>>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut out = Vec::new();
     for (i, cfg) in targets.iter().enumerate() {
         let (b, st, c) = (board.clone(), stop.clone(), cfg.clone());
+        let cores = cores.clone();
         let h = std::thread::Builder::new()
             .name(format!("wirelens-probe-{i}"))
             .spawn(move || {
+                if let Some(cores) = &cores {
+                    if let Err(e) = crate::sys::restrict_to_cores(cores) {
+                        eprintln!(
+                            "wirelens: probe {}: cannot pin to cores {cores:?}: {e}",
+                            c.target
+                        );
+                    }
+                }
                 let sink: Arc<dyn Fn(Window) + Send + Sync> = {
                     let b = b.clone();
                     Arc::new(move |w: Window| b.record(i, w))
