@@ -11,7 +11,8 @@
 //! address, so the two sockets are two independent reflector sessions.
 //!
 //! Each finished session becomes a [`Window`] handed to the caller's sink,
-//! about one loss timeout after the window's last probe.
+//! about one loss timeout after the window's last probe. A window cut short
+//! by the stop flag (the daemon stopping) is not reported.
 //!
 //! # Failures are windows too
 //!
@@ -296,8 +297,9 @@ fn run_session(
     let sock = match open(cfg) {
         Ok(s) => s,
         Err((state, why)) => {
-            // Try again once a second for one window: each try is a probe
-            // that could not even leave.
+            // Nothing can leave for one window (then the next session opens
+            // a socket again): one probe a second counts as sent and lost,
+            // as the hellos of a silent target do.
             let mut tries = 1u64;
             while sys::now_ns() < start + window {
                 sleep_unless(
