@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use wirelens_ctrl::agg::{service_addr, ProbeSummary};
 use wirelens_ctrl::alerts::{Alert, AlertConfig};
 use wirelens_ctrl::auth::Tokens;
 use wirelens_ctrl::client::{
     api_token_from_file, Client, ClientOptions, Pusher, PusherConfig, ENV_API_TOKEN_FILE,
 };
 use wirelens_ctrl::limit::RateLimit;
+use wirelens_ctrl::report::ProbeWindow;
 use wirelens_ctrl::report::{FlowDelta, NodeMeta};
 use wirelens_ctrl::server::{self, ServerConfig, TlsFiles};
 use wirelens_ctrl::store::{FlowRow, NodeInfo, Retention};
@@ -403,15 +405,80 @@ pub fn nodes(a: &QueryArgs) -> u8 {
     })
 }
 
+/// The probe rows of the window `since` (the API's default without it),
+/// or none when the control plane has no probe route (an older one).
+fn probe_rows(url: &CtrlUrl, since: Option<&str>) -> Vec<ProbeSummary> {
+    let path = match since {
+        Some(s) => format!("/api/v1/probes?since={}", enc(s)),
+        None => "/api/v1/probes".to_string(),
+    };
+    client(url).get(&path).unwrap_or_default()
+}
+
+/// Puts beside each service the probes whose target is its `ip:port`,
+/// merged over the nodes that probe it.
+pub fn join_probes(services: &mut [ServiceSummary], probes: &[ProbeSummary]) {
+    for s in services {
+        let addr = service_addr(&s.service);
+        let mut merged: Option<ProbeSummary> = None;
+        let mut nodes: Vec<&str> = Vec::new();
+        for p in probes.iter().filter(|p| p.target == addr) {
+            nodes.push(&p.node);
+            match merged.as_mut() {
+                None => merged = Some(p.clone()),
+                Some(m) => m.merge(p),
+            }
+        }
+        if let Some(m) = merged.as_mut() {
+            m.node = nodes.join(",");
+        }
+        s.probe = merged;
+    }
+}
+
+/// `probe rtt p50/p90` and `probe loss up/down` cells of a service row.
+fn probe_cells(p: Option<&ProbeSummary>) -> [String; 2] {
+    match p {
+        None => ["-".into(), "-".into()],
+        Some(p) => {
+            let mut loss = format!("{}/{}", pct(p.loss_up_rate), pct(p.loss_down_rate));
+            if p.lost_unattributed > 0 {
+                loss.push_str(&format!(
+                    " +{} either way",
+                    pct(Some(p.lost_unattributed as f64 / p.sent.max(1) as f64))
+                ));
+            }
+            [
+                format!("{}/{}", human_ns(p.rtt.p50_ns), human_ns(p.rtt.p90_ns)),
+                match p.state {
+                    // The latest window failed: say so first.
+                    Some(st) if st != wirelens_ctrl::report::ProbeState::Ok => {
+                        format!("{}: {} lost", st.as_str(), pct(p.loss_rate))
+                    }
+                    _ => loss,
+                },
+            ]
+        }
+    }
+}
+
 pub fn services(a: &QueryArgs) -> u8 {
-    let rows: Vec<ServiceSummary> = match fetch(a, "/api/v1/services") {
+    let mut rows: Vec<ServiceSummary> = match fetch(a, "/api/v1/services") {
         Ok(r) => r,
         Err(c) => return c,
     };
+    join_probes(&mut rows, &probe_rows(&a.url, a.since.as_deref()));
+    let head: Vec<&str> = SERVICE_HEAD
+        .iter()
+        .copied()
+        .chain(["probe rtt p50/p90", "probe loss up/down"])
+        .collect();
     output(&rows, a.format, |w| {
         let mut t = Vec::new();
         for s in &rows {
-            t.push(service_row(s));
+            let mut r = service_row(s);
+            r.extend(probe_cells(s.probe.as_ref()));
+            t.push(r);
             for p in &s.paths {
                 t.push(vec![
                     format!("  from {}", p.subnet),
@@ -434,10 +501,185 @@ pub fn services(a: &QueryArgs) -> u8 {
                     String::new(),
                     String::new(),
                     String::new(),
+                    String::new(),
+                    String::new(),
                 ]);
             }
         }
-        print_table(w, &SERVICE_HEAD, &t)
+        print_table(w, &head, &t)
+    })
+}
+
+/// Options of `wirelens probes`.
+#[derive(Debug, Args)]
+pub struct ProbesArgs {
+    #[command(flatten)]
+    pub url: CtrlUrl,
+    /// Only windows that ended since: an age (15m, 2h, 7d) or ns since the
+    /// Unix epoch [default: 1h].
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this target (`ip:port`, `[v6]:port`).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The windows themselves (a time series, oldest first) instead of one
+    /// row per target and node.
+    #[arg(long)]
+    pub windows: bool,
+    /// Most windows with --windows (the newest) [default: 1000].
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// A window as `/api/v1/probes/windows` serves it.
+#[derive(Debug, serde::Deserialize, Serialize)]
+pub struct WindowRow {
+    pub node: String,
+    pub window: ProbeWindow,
+}
+
+/// `wirelens probes`: what the nodes' probes (`wirelens run --probe`) measured.
+pub fn probes(a: &ProbesArgs) -> u8 {
+    let mut q = Vec::new();
+    for (k, v) in [
+        ("since", a.since.clone()),
+        ("target", a.target.clone()),
+        ("node", a.node.clone()),
+        (
+            "limit",
+            a.limit.filter(|_| a.windows).map(|l| l.to_string()),
+        ),
+    ] {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", enc(&v)));
+        }
+    }
+    let route = if a.windows {
+        "/api/v1/probes/windows"
+    } else {
+        "/api/v1/probes"
+    };
+    let path = if q.is_empty() {
+        route.to_string()
+    } else {
+        format!("{route}?{}", q.join("&"))
+    };
+    let c = client(&a.url);
+    if a.windows {
+        let rows: Vec<WindowRow> = match c.get(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("wirelens: {e}");
+                return EXIT_CTRL;
+            }
+        };
+        return output(&rows, a.format, |w| {
+            if rows.is_empty() {
+                return writeln!(w, "no probe windows");
+            }
+            let t: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let x = &r.window;
+                    vec![
+                        utc(x.start_ns),
+                        r.node.clone(),
+                        x.target.clone(),
+                        x.state.as_str().to_string(),
+                        x.sent.to_string(),
+                        format!("{}/{}/{}", x.lost_up, x.lost_down, x.lost_unattributed),
+                        format!(
+                            "{}/{}/{}",
+                            human_ns(x.rtt.min()),
+                            human_ns(x.rtt.quantile(0.5)),
+                            human_ns(x.rtt.quantile(0.99))
+                        ),
+                        human_ns(x.ipdv.mean()),
+                        x.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(
+                w,
+                &[
+                    "start",
+                    "node",
+                    "target",
+                    "state",
+                    "sent",
+                    "lost up/down/?",
+                    "rtt min/p50/p99",
+                    "jitter",
+                    "error",
+                ],
+                &t,
+            )
+        });
+    }
+    let rows: Vec<ProbeSummary> = match c.get(&path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wirelens: {e}");
+            return EXIT_CTRL;
+        }
+    };
+    output(&rows, a.format, |w| {
+        if rows.is_empty() {
+            return writeln!(
+                w,
+                "no probe results (nodes probe with `wirelens run --probe TARGET`)"
+            );
+        }
+        let t: Vec<Vec<String>> = rows
+            .iter()
+            .map(|p| {
+                vec![
+                    p.target.clone(),
+                    p.node.clone(),
+                    p.state.map_or("-", |s| s.as_str()).to_string(),
+                    p.windows.to_string(),
+                    p.sent.to_string(),
+                    pct(p.loss_rate),
+                    format!(
+                        "{}/{}/{}",
+                        pct(p.loss_up_rate),
+                        pct(p.loss_down_rate),
+                        p.lost_unattributed
+                    ),
+                    format!(
+                        "{}/{}/{}",
+                        human_ns(p.rtt.p50_ns),
+                        human_ns(p.rtt.p90_ns),
+                        human_ns(p.rtt.p99_ns)
+                    ),
+                    human_ns(p.jitter_ns),
+                    age(p.last_ns),
+                    p.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(
+            w,
+            &[
+                "target",
+                "node",
+                "state",
+                "windows",
+                "sent",
+                "loss",
+                "up/down/?",
+                "rtt p50/p90/p99",
+                "jitter",
+                "last",
+                "error",
+            ],
+            &t,
+        )
     })
 }
 
@@ -669,4 +911,80 @@ pub fn push_analysis(
         s.accepted, s.duplicates
     );
     exit::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(node: &str, target: &str, rtts: &[u64], up: u64) -> ProbeSummary {
+        let mut h = wirelens_dataplane::stats::Histogram::new();
+        for &r in rtts {
+            h.record(r);
+        }
+        let w = ProbeWindow {
+            target: target.into(),
+            start_ns: 1,
+            end_ns: 2,
+            interval_ns: 1,
+            size: 128,
+            dscp: 0,
+            state: wirelens_ctrl::report::ProbeState::Ok,
+            error: None,
+            sent: rtts.len() as u64 + up,
+            received: rtts.len() as u64,
+            lost: up,
+            lost_up: up,
+            lost_down: 0,
+            lost_unattributed: 0,
+            late: 0,
+            duplicates: 0,
+            reordered: 0,
+            rtt: h,
+            ipdv: Default::default(),
+        };
+        wirelens_ctrl::agg::probe_summaries([(node, &w)]).remove(0)
+    }
+
+    /// A probe whose target is a service's ip:port lands beside it, merged
+    /// over nodes through the JSON the API serves; other targets do not.
+    #[test]
+    fn probes_join_services_by_address() {
+        let a = probe("n1", "198.18.2.2:862", &[20_000_000; 90], 10);
+        let b = probe("n2", "198.18.2.2:862", &[40_000_000; 10], 0);
+        let other = probe("n1", "198.18.9.9:862", &[1_000_000], 0);
+        let wire: Vec<ProbeSummary> =
+            serde_json::from_str(&serde_json::to_string(&[a, b, other]).unwrap()).unwrap();
+        let mut svc = vec![
+            ServiceSummary {
+                service: "198.18.2.2:862/udp".into(),
+                ..ServiceSummary::default()
+            },
+            ServiceSummary {
+                service: "198.18.2.2:80/tcp".into(),
+                ..ServiceSummary::default()
+            },
+        ];
+        join_probes(&mut svc, &wire);
+        let p = svc[0].probe.as_ref().expect("joined");
+        assert_eq!(p.node, "n1,n2");
+        assert_eq!((p.sent, p.lost_up, p.received), (110, 10, 100));
+        assert_eq!(p.rtt.n, 100);
+        assert!(p.rtt.p90_ns.unwrap() < 21_000_000, "{:?}", p.rtt);
+        assert!(p.rtt.max_ns.unwrap() > 39_000_000, "{:?}", p.rtt);
+        assert!(svc[1].probe.is_none());
+        let cells = probe_cells(Some(p));
+        assert_eq!(cells[1], "9.09%/0.00%");
+        assert_eq!(probe_cells(None), ["-", "-"]);
+        let mut dead = p.clone();
+        dead.state = Some(wirelens_ctrl::report::ProbeState::NoReply);
+        dead.loss_rate = Some(1.0);
+        assert_eq!(probe_cells(Some(&dead))[1], "no_reply: 100.00% lost");
+        dead.state = Some(wirelens_ctrl::report::ProbeState::Ok);
+        dead.lost_unattributed = 11;
+        assert_eq!(
+            probe_cells(Some(&dead))[1],
+            "9.09%/0.00% +10.00% either way"
+        );
+    }
 }

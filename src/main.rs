@@ -38,6 +38,8 @@ enum Command {
     Flows(ctrl_cli::QueryArgs),
     /// Alerts of a control plane: which service, which nodes, since when, the evidence.
     Alerts(ctrl_cli::QueryArgs),
+    /// Probe results of the nodes (`run --probe`): loss up/down, RTT, jitter, state.
+    Probes(ctrl_cli::ProbesArgs),
     Top(ctrl_top::TopArgs),
     Probe(probe_cli::ProbeArgs),
     #[cfg(feature = "live")]
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Services(args) => ctrl_cli::services(&args),
         Command::Flows(args) => ctrl_cli::flows(&args),
         Command::Alerts(args) => ctrl_cli::alerts(&args),
+        Command::Probes(args) => ctrl_cli::probes(&args),
         Command::Top(args) => ctrl_top::run(&args),
         Command::Probe(args) => probe_cli::run(&args),
         #[cfg(feature = "live")]

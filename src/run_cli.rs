@@ -75,6 +75,12 @@ pub struct RunArgs {
     /// Seconds between two pushes (default 5).
     #[arg(long)]
     pub push_secs: Option<u64>,
+    /// Probe a TWAMP-light reflector continuously (repeatable):
+    /// `TARGET[,interval=100ms,size=128,dscp=0,window=10s,count=N]`. TARGET is
+    /// IP, IP:PORT or [V6]:PORT (port 862 by default). Results per window on
+    /// /metrics (wirelens_probe_*) and, with --ctrl, pushed to the control plane.
+    #[arg(long, value_name = "TARGET[,OPT=V..]")]
+    pub probe: Vec<String>,
 }
 
 pub fn run(args: &RunArgs) -> u8 {
@@ -107,6 +113,7 @@ fn start(args: &RunArgs) -> Result<(), NodeError> {
         token_file: args.token_file.clone(),
         node: args.node.clone(),
         push_secs: args.push_secs,
+        probe: (!args.probe.is_empty()).then(|| args.probe.clone()),
     };
     let opts = match &args.config {
         Some(path) => cli.or(Options::from_file(path)?),

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use wirelens_dataplane::report::{Direction, FlowRecord, Proto, Rtt, TcpState};
 use wirelens_dataplane::stats::Histogram;
 
-use crate::report::{FlowDelta, NodeReport};
+use crate::report::{FlowDelta, NodeReport, ProbeState, ProbeWindow};
 
 pub const SEC: u64 = 1_000_000_000;
 
@@ -522,6 +522,10 @@ pub struct ServiceSummary {
     /// Client subnets, worst first (when asked for).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathSummary>,
+    /// The active probes to this service's `ip:port` (`wirelens run --probe`),
+    /// merged over the nodes that probe it; filled in by `wirelens services`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeSummary>,
 }
 
 /// One client subnet of a service ("which path").
@@ -588,6 +592,7 @@ impl ServiceSummary {
             rtt_server: RttSummary::of(&c.rtt_server),
             rtt_client: RttSummary::of(&c.rtt_client),
             paths: Vec::new(),
+            probe: None,
         }
     }
 
@@ -616,6 +621,161 @@ impl PathSummary {
             rtt_client: RttSummary::of(&c.rtt_client),
         }
     }
+}
+
+/// Probe windows of one (node, target) merged over a time range: the
+/// counters add up, the histograms merge exactly, the state is the latest
+/// window's. What `/api/v1/probes` serves, one row per node and target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeSummary {
+    pub target: String,
+    pub node: String,
+    /// Windows merged.
+    pub windows: u64,
+    /// Start of the first and end of the last window.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub lost_up: u64,
+    pub lost_down: u64,
+    pub lost_unattributed: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    /// `lost / sent`; `null` without probes.
+    pub loss_rate: Option<f64>,
+    /// `lost_up / sent` and `lost_down / sent`.
+    pub loss_up_rate: Option<f64>,
+    pub loss_down_rate: Option<f64>,
+    /// RTT net of the reflector's dwell.
+    pub rtt: RttSummary,
+    pub rtt_min_ns: Option<u64>,
+    /// Mean |IPDV| of consecutive probes (jitter).
+    pub jitter_ns: Option<u64>,
+    /// The latest window's state and error.
+    pub state: Option<ProbeState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// End of the latest window in which the reflector answered.
+    pub last_ok_ns: Option<u64>,
+    /// Windows by state (`ok`, `no_reply`, ...).
+    pub states: BTreeMap<String, u64>,
+    /// The merged histograms, so that a client can merge rows again exactly.
+    #[serde(default)]
+    pub rtt_histogram: Histogram,
+    #[serde(default)]
+    pub ipdv_histogram: Histogram,
+}
+
+fn rate(n: u64, d: u64) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
+}
+
+impl ProbeSummary {
+    /// Adds one window (any order: the state follows the latest `end_ns`).
+    pub fn add(&mut self, w: &ProbeWindow) {
+        if self.windows == 0 {
+            self.target = w.target.clone();
+            self.first_ns = w.start_ns;
+        }
+        self.windows += 1;
+        self.first_ns = self.first_ns.min(w.start_ns);
+        if w.end_ns >= self.last_ns {
+            self.last_ns = w.end_ns;
+            self.state = Some(w.state);
+            self.error = w.error.clone();
+        }
+        if w.state == ProbeState::Ok {
+            self.last_ok_ns = self.last_ok_ns.max(Some(w.end_ns));
+        }
+        *self.states.entry(w.state.as_str().to_string()).or_default() += 1;
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.sent, w.sent);
+        add(&mut self.received, w.received);
+        add(&mut self.lost, w.lost);
+        add(&mut self.lost_up, w.lost_up);
+        add(&mut self.lost_down, w.lost_down);
+        add(&mut self.lost_unattributed, w.lost_unattributed);
+        add(&mut self.late, w.late);
+        add(&mut self.duplicates, w.duplicates);
+        add(&mut self.reordered, w.reordered);
+        self.rtt_histogram.merge(&w.rtt);
+        self.ipdv_histogram.merge(&w.ipdv);
+        self.finish();
+    }
+
+    /// Recomputes the derived fields from the counters and histograms.
+    fn finish(&mut self) {
+        self.loss_rate = rate(self.lost, self.sent);
+        self.loss_up_rate = rate(self.lost_up, self.sent);
+        self.loss_down_rate = rate(self.lost_down, self.sent);
+        self.rtt = RttSummary::of(&self.rtt_histogram);
+        self.rtt_min_ns = self.rtt_histogram.min();
+        self.jitter_ns = self.ipdv_histogram.mean();
+    }
+
+    /// Merges another summary of the same target (e.g. another node's).
+    pub fn merge(&mut self, o: &ProbeSummary) {
+        if o.windows == 0 {
+            return;
+        }
+        if self.windows == 0 {
+            *self = o.clone();
+            return;
+        }
+        self.windows += o.windows;
+        self.first_ns = self.first_ns.min(o.first_ns);
+        if o.last_ns >= self.last_ns {
+            self.last_ns = o.last_ns;
+            self.state = o.state;
+            self.error = o.error.clone();
+        }
+        self.last_ok_ns = self.last_ok_ns.max(o.last_ok_ns);
+        for (k, v) in &o.states {
+            *self.states.entry(k.clone()).or_default() += v;
+        }
+        for (a, b) in [
+            (&mut self.sent, o.sent),
+            (&mut self.received, o.received),
+            (&mut self.lost, o.lost),
+            (&mut self.lost_up, o.lost_up),
+            (&mut self.lost_down, o.lost_down),
+            (&mut self.lost_unattributed, o.lost_unattributed),
+            (&mut self.late, o.late),
+            (&mut self.duplicates, o.duplicates),
+            (&mut self.reordered, o.reordered),
+        ] {
+            *a = a.saturating_add(b);
+        }
+        self.rtt_histogram.merge(&o.rtt_histogram);
+        self.ipdv_histogram.merge(&o.ipdv_histogram);
+        self.finish();
+    }
+}
+
+/// Windows `(node, window)` merged per (target, node), sorted by target then node.
+pub fn probe_summaries<'a>(
+    windows: impl IntoIterator<Item = (&'a str, &'a ProbeWindow)>,
+) -> Vec<ProbeSummary> {
+    let mut m: BTreeMap<(String, String), ProbeSummary> = BTreeMap::new();
+    for (node, w) in windows {
+        let e = m
+            .entry((w.target.clone(), node.to_string()))
+            .or_insert_with(|| ProbeSummary {
+                node: node.to_string(),
+                ..ProbeSummary::default()
+            });
+        e.add(w);
+    }
+    m.into_values().collect()
+}
+
+/// The `ip:port` part of a service name (`198.18.2.2:862/udp` -> `198.18.2.2:862`),
+/// which a probe target equals when it probes that service's address.
+pub fn service_addr(service: &str) -> &str {
+    service.rsplit_once('/').map_or(service, |(a, _)| a)
 }
 
 #[cfg(test)]
@@ -657,6 +817,68 @@ pub(crate) mod tests {
         d.at_ns = at_ns;
         d.rtt_c2s = Some(h);
         d
+    }
+
+    #[test]
+    fn probe_windows_merge_exactly() {
+        use crate::report::tests::window;
+        let t = 1_700_000_000 * SEC;
+        let a: Vec<u64> = (0..200).map(|i| 20_000_000 + i * 11_000).collect();
+        let b: Vec<u64> = (0..100).map(|i| 45_000_000 + i * 7_000).collect();
+        let mut all = Histogram::new();
+        for &v in a.iter().chain(&b) {
+            all.record(v);
+        }
+        let w1 = window("198.18.2.2:862", t, &a, 5, 7);
+        let w2 = window("198.18.2.2:862", t + 10 * SEC, &b, 1, 0);
+        let mut dead = window("198.18.2.2:862", t + 20 * SEC, &[], 0, 0);
+        dead.state = ProbeState::NoReply;
+        dead.error = Some("no reply".into());
+        dead.sent = 10;
+        dead.lost = 10;
+        dead.lost_unattributed = 10;
+        let other = window("198.18.3.3:862", t, &[1_000_000], 0, 0);
+        // Out of order on purpose: the state follows the latest window.
+        let rows = probe_summaries([
+            ("n1", &w2),
+            ("n1", &dead),
+            ("n1", &w1),
+            ("n2", &w1),
+            ("n1", &other),
+        ]);
+        assert_eq!(rows.len(), 3);
+        let s = &rows[0];
+        assert_eq!(
+            (s.target.as_str(), s.node.as_str()),
+            ("198.18.2.2:862", "n1")
+        );
+        assert_eq!(s.windows, 3);
+        assert_eq!(s.sent, 200 + 12 + 100 + 1 + 10);
+        assert_eq!((s.lost_up, s.lost_down, s.lost_unattributed), (6, 7, 10));
+        assert_eq!(s.lost, s.lost_up + s.lost_down + s.lost_unattributed);
+        assert_eq!(s.received + s.lost, s.sent);
+        assert_eq!(s.rtt_histogram, all);
+        assert_eq!(s.rtt.n, 300);
+        assert_eq!(s.state, Some(ProbeState::NoReply));
+        assert_eq!(s.error.as_deref(), Some("no reply"));
+        assert_eq!(s.last_ok_ns, Some(w2.end_ns));
+        assert_eq!(s.states.get("no_reply"), Some(&1));
+        assert_eq!(s.states.get("ok"), Some(&2));
+        assert_eq!(s.first_ns, t);
+        assert!((s.loss_up_rate.unwrap() - 6.0 / 323.0).abs() < 1e-12);
+        // Merging the per-node summaries equals adding every window.
+        let mut m = rows[0].clone();
+        m.merge(&rows[1]);
+        let mut direct = ProbeSummary::default();
+        for w in [&w2, &dead, &w1, &w1] {
+            direct.add(w);
+        }
+        assert_eq!(m.sent, direct.sent);
+        assert_eq!(m.rtt_histogram, direct.rtt_histogram);
+        assert_eq!(m.lost_down, direct.lost_down);
+        assert_eq!(m.state, direct.state);
+        assert_eq!(service_addr("198.18.2.2:862/udp"), "198.18.2.2:862");
+        assert_eq!(service_addr("[2001:db8::1]:443/tcp"), "[2001:db8::1]:443");
     }
 
     #[test]

@@ -478,6 +478,20 @@ impl Pusher {
     pub fn config(&self) -> &PusherConfig {
         &self.cfg
     }
+
+    /// [`Pusher::enqueue`] with the probe windows finished since the last
+    /// report (`wirelens run --probe`) in the report's probe section.
+    pub fn enqueue_with_probes(
+        &mut self,
+        flows: Vec<FlowDelta>,
+        probes: Vec<crate::report::ProbeWindow>,
+        sent_ns: u64,
+    ) {
+        self.enqueue(flows, sent_ns);
+        if let Some(r) = self.queue.back_mut() {
+            r.probes = probes;
+        }
+    }
 }
 
 #[cfg(test)]

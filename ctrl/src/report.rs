@@ -25,6 +25,12 @@ pub const REPORT_SCHEMA: &str = "wirelens.report.v1";
 pub const REPORT_VERSION: u32 = 1;
 /// Most flow deltas in one report (the body limit bounds it too).
 pub const MAX_FLOWS_PER_REPORT: usize = 100_000;
+/// Most probe windows in one report.
+pub const MAX_PROBES_PER_REPORT: usize = 10_000;
+/// Longest probe target text.
+pub const MAX_TARGET_LEN: usize = 64;
+/// Longest probe error text.
+pub const MAX_PROBE_ERROR_LEN: usize = 512;
 /// Longest node name.
 pub const MAX_NODE_NAME: usize = 64;
 /// Latest time a report may carry (`sent_ns`, `at_ns`, `first_ns`,
@@ -58,6 +64,141 @@ pub struct NodeReport {
     #[serde(default)]
     pub dropped_flows: u64,
     pub flows: Vec<FlowDelta>,
+    /// Probe windows finished since the previous report (`wirelens run
+    /// --probe`). Optional: reports without it (older nodes, `analyze
+    /// --push`) are the same report.v1, and a control plane that does not
+    /// know the field ignores it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeWindow>,
+}
+
+/// The state of a probe window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeState {
+    /// The reflector answered (some probes may be lost).
+    Ok,
+    /// No answer at all.
+    NoReply,
+    /// ICMP port unreachable: nothing listens on the target port.
+    Refused,
+    /// No route, or ICMP host/network unreachable.
+    Unreachable,
+    /// A local error on the node (socket, MTU).
+    Error,
+}
+
+impl ProbeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeState::Ok => "ok",
+            ProbeState::NoReply => "no_reply",
+            ProbeState::Refused => "refused",
+            ProbeState::Unreachable => "unreachable",
+            ProbeState::Error => "error",
+        }
+    }
+}
+
+/// One window of TWAMP-light probes from a node to a target (a reflector at
+/// `ip:port`), schema of `wirelens probe send`'s intervals with the loss
+/// split made additive: `sent = received + lost` and
+/// `lost = lost_up + lost_down + lost_unattributed` (losses whose direction
+/// cannot be known, e.g. with a stateless reflector or no reply at all, are
+/// unattributed). `rtt` holds one sample per received probe: the round trip
+/// minus the reflector's dwell time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeWindow {
+    /// The reflector, `ip:port` (`[v6]:port`), as a service is named.
+    pub target: String,
+    /// First probe of the window (ns since the epoch).
+    pub start_ns: u64,
+    /// Last probe plus one interval (or when a failed window was given up).
+    pub end_ns: u64,
+    pub interval_ns: u64,
+    /// TWAMP test packet size (UDP payload).
+    pub size: u32,
+    pub dscp: u8,
+    pub state: ProbeState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub lost_up: u64,
+    pub lost_down: u64,
+    pub lost_unattributed: u64,
+    /// Replies after the loss timeout (counted in `lost`).
+    #[serde(default)]
+    pub late: u64,
+    #[serde(default)]
+    pub duplicates: u64,
+    #[serde(default)]
+    pub reordered: u64,
+    /// RTT net of the reflector's dwell: `received` samples.
+    pub rtt: Histogram,
+    /// |IPDV| of consecutive probes (jitter).
+    #[serde(default)]
+    pub ipdv: Histogram,
+}
+
+impl ProbeWindow {
+    /// What is wrong with this window, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        let t = &self.target;
+        if t.is_empty() || t.len() > MAX_TARGET_LEN || t.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "target {:?} is not ip:port ([v6]:port)",
+                t.chars().take(MAX_TARGET_LEN).collect::<String>()
+            ));
+        }
+        if self.start_ns == 0 || self.start_ns > self.end_ns {
+            return Err("start_ns is 0 or after end_ns".into());
+        }
+        if self.end_ns > MAX_TIME_NS {
+            return Err("end_ns is past 2262-04-11 (i64::MAX ns)".into());
+        }
+        if self.received.checked_add(self.lost) != Some(self.sent) {
+            return Err(format!(
+                "received {} + lost {} is not sent {}",
+                self.received, self.lost, self.sent
+            ));
+        }
+        let split = self
+            .lost_up
+            .checked_add(self.lost_down)
+            .and_then(|x| x.checked_add(self.lost_unattributed));
+        if split != Some(self.lost) {
+            return Err(format!(
+                "lost_up {} + lost_down {} + lost_unattributed {} is not lost {}",
+                self.lost_up, self.lost_down, self.lost_unattributed, self.lost
+            ));
+        }
+        if self.late > self.lost {
+            return Err("late is more than lost".into());
+        }
+        if self.rtt.count() != self.received {
+            return Err(format!(
+                "rtt holds {} samples for {} received probes",
+                self.rtt.count(),
+                self.received
+            ));
+        }
+        if self.ipdv.count() > self.received {
+            return Err("ipdv holds more samples than received probes".into());
+        }
+        if self.state == ProbeState::Ok && self.sent > 0 && self.received == 0 {
+            return Err("state ok without a single reply".into());
+        }
+        if self
+            .error
+            .as_ref()
+            .is_some_and(|e| e.len() > MAX_PROBE_ERROR_LEN)
+        {
+            return Err(format!("error longer than {MAX_PROBE_ERROR_LEN} bytes"));
+        }
+        Ok(())
+    }
 }
 
 /// What the node is and where its data came from.
@@ -131,6 +272,10 @@ pub enum ReportError {
     Time(u64),
     #[error("flow delta {index}: {what}")]
     Flow { index: usize, what: String },
+    #[error("{0} probe windows in one report; at most {MAX_PROBES_PER_REPORT}")]
+    TooManyProbes(usize),
+    #[error("probe window {index}: {what}")]
+    Probe { index: usize, what: String },
 }
 
 /// Whether `name` is a valid node name.
@@ -156,6 +301,7 @@ impl NodeReport {
             dropped_reports: 0,
             dropped_flows: 0,
             flows: Vec::new(),
+            probes: Vec::new(),
         }
     }
 
@@ -198,12 +344,19 @@ impl NodeReport {
                 ));
             }
         }
+        if self.probes.len() > MAX_PROBES_PER_REPORT {
+            return Err(ReportError::TooManyProbes(self.probes.len()));
+        }
+        for (index, w) in self.probes.iter().enumerate() {
+            w.check()
+                .map_err(|what| ReportError::Probe { index, what })?;
+        }
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -221,6 +374,118 @@ mod tests {
         assert_eq!(r.validate(), Ok(()));
         r.version = 2;
         assert_eq!(r.validate(), Err(ReportError::Version(2)));
+    }
+
+    pub(crate) fn window(
+        target: &str,
+        start_ns: u64,
+        rtts: &[u64],
+        up: u64,
+        down: u64,
+    ) -> ProbeWindow {
+        let mut rtt = Histogram::new();
+        for &r in rtts {
+            rtt.record(r);
+        }
+        let received = rtts.len() as u64;
+        ProbeWindow {
+            target: target.into(),
+            start_ns,
+            end_ns: start_ns + 10_000_000_000,
+            interval_ns: 100_000_000,
+            size: 128,
+            dscp: 0,
+            state: ProbeState::Ok,
+            error: None,
+            sent: received + up + down,
+            received,
+            lost: up + down,
+            lost_up: up,
+            lost_down: down,
+            lost_unattributed: 0,
+            late: 0,
+            duplicates: 0,
+            reordered: 0,
+            rtt,
+            ipdv: Histogram::new(),
+        }
+    }
+
+    #[test]
+    fn probes_are_optional_both_ways() {
+        // A report.v1 of before the probe section parses, with no probes.
+        let mut r = NodeReport::new("n1", 1, 0, 5, NodeMeta::default());
+        let mut v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("probes").is_none(), "empty probes are not written");
+        v.as_object_mut().unwrap().remove("probes");
+        let back: NodeReport = serde_json::from_value(v).unwrap();
+        assert!(back.probes.is_empty());
+        // With probes: a round trip keeps them, histogram included.
+        r.probes
+            .push(window("198.18.2.2:862", 1, &[20_000_000, 21_000_000], 3, 1));
+        let text = serde_json::to_string(&r).unwrap();
+        let back: NodeReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_probe_windows_are_refused_with_a_reason() {
+        let ok = window("[2001:db8::1]:862", 7, &[1_000_000], 1, 0);
+        assert_eq!(ok.check(), Ok(()));
+        type Mutate = fn(&mut ProbeWindow);
+        let cases: Vec<(Mutate, &str)> = vec![
+            (|w| w.target = "not-an-address".into(), "target"),
+            (|w| w.target = "198.18.2.2".into(), "target"),
+            (|w| w.start_ns = 0, "start_ns"),
+            (|w| w.end_ns = 1, "start_ns"),
+            (|w| w.end_ns = u64::MAX, "end_ns"),
+            (|w| w.sent += 1, "received"),
+            (|w| w.lost_up += 1, "lost_up"),
+            (|w| w.late = 5, "late"),
+            (|w| w.rtt.record(5), "rtt holds"),
+            (
+                |w| {
+                    w.ipdv.record(1);
+                    w.ipdv.record(2);
+                },
+                "ipdv",
+            ),
+            (
+                |w| {
+                    w.received = 0;
+                    w.lost = w.sent;
+                    w.lost_unattributed = w.sent - w.lost_up - w.lost_down;
+                    w.rtt = Histogram::new();
+                },
+                "state ok",
+            ),
+            (|w| w.error = Some("x".repeat(600)), "error longer"),
+        ];
+        for (f, want) in cases {
+            let mut w = ok.clone();
+            f(&mut w);
+            let e = w.check().unwrap_err();
+            assert!(e.contains(want), "{e:?} should mention {want:?}");
+            let mut r = NodeReport::new("n1", 1, 0, 5, NodeMeta::default());
+            r.probes.push(ok.clone());
+            r.probes.push(w);
+            assert!(matches!(
+                r.validate(),
+                Err(ReportError::Probe { index: 1, .. })
+            ));
+        }
+        // A failed window: everything lost, unattributed.
+        let mut dead = window("198.18.2.2:862", 7, &[], 0, 0);
+        dead.state = ProbeState::NoReply;
+        dead.sent = 10;
+        dead.lost = 10;
+        dead.lost_unattributed = 10;
+        assert_eq!(dead.check(), Ok(()));
+        // Malformed histogram JSON is a serde error (HTTP 400), not a panic.
+        let mut v = serde_json::to_value(&ok).unwrap();
+        v["rtt"]["min"] = serde_json::json!(999_999_999_999u64);
+        assert!(serde_json::from_value::<ProbeWindow>(v).is_err());
     }
 
     /// Found by the report fuzz checks (ctrl/tests/fuzz_regressions.rs): a

@@ -7,6 +7,8 @@
 //! | `GET /api/v1/services` | services merged over nodes: `since`, `sort=worst\|bytes\|packets\|flows\|rtt\|retrans\|name`, `limit`, `service`, `paths` (client subnets per service, default 3) |
 //! | `GET /api/v1/flows` | flows: `since`, `sort=worst\|rtt\|bytes\|stall\|last`, `limit`, `service`, `node` |
 //! | `GET /api/v1/alerts` | firing alerts: `since`, `service`, `limit` |
+//! | `GET /api/v1/probes` | probe results per target and node (`wirelens run --probe`), merged over `since` (default `1h`): loss up/down, RTT, jitter, latest state; `target`, `node` |
+//! | `GET /api/v1/probes/windows` | the probe windows themselves, oldest first: `since` (default `1h`), `target`, `node`, `limit` (default 1000, the newest) |
 //! | `GET /metrics` | OpenMetrics text: per-service totals and recent RTT quantiles (no per-flow labels), report counters |
 //! | `GET /healthz` | `{"status":"ok"}` when the store answers |
 //!
@@ -238,6 +240,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/services", get(get_services))
         .route("/api/v1/flows", get(get_flows))
         .route("/api/v1/alerts", get(get_alerts))
+        .route("/api/v1/probes", get(get_probes))
+        .route("/api/v1/probes/windows", get(get_probe_windows))
         .route("/metrics", get(get_metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -657,6 +661,62 @@ async fn get_alerts(State(st): State<Arc<AppState>>, Query(p): Params) -> Respon
     let mut out = alerts_of(rows, &st.alerts);
     out.truncate(limit);
     Json(out).into_response()
+}
+
+/// Most windows one `/api/v1/probes` request merges (the newest).
+const MAX_PROBE_WINDOWS: usize = 500_000;
+
+/// `since` (default one hour ago), `target`, `node` of the probe routes.
+fn probe_query(
+    p: &HashMap<String, String>,
+) -> Result<(u64, Option<String>, Option<String>), String> {
+    let since = match p.get("since") {
+        None => now_ns().saturating_sub(3600 * 1_000_000_000),
+        Some(v) => parse_since(v, now_ns())?,
+    };
+    Ok((since, p.get("target").cloned(), p.get("node").cloned()))
+}
+
+async fn get_probes(State(st): State<Arc<AppState>>, Query(p): Params) -> Response {
+    let (since, target, node) = match probe_query(&p) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let res = with_store(&st, move |s| {
+        s.probe_windows(since, target.as_deref(), node.as_deref(), MAX_PROBE_WINDOWS)
+    })
+    .await;
+    match res {
+        Ok(rows) => Json(agg::probe_summaries(
+            rows.iter().map(|(n, w)| (n.as_str(), w)),
+        ))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn get_probe_windows(State(st): State<Arc<AppState>>, Query(p): Params) -> Response {
+    let (since, target, node) = match probe_query(&p) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let limit = match limit_of(&p, 1000) {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let res = with_store(&st, move |s| {
+        s.probe_windows(since, target.as_deref(), node.as_deref(), limit)
+    })
+    .await;
+    match res {
+        Ok(rows) => Json(
+            rows.into_iter()
+                .map(|(node, w)| json!({"node": node, "window": w}))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
 }
 
 async fn get_healthz(State(st): State<Arc<AppState>>) -> Response {

@@ -24,7 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::agg::{merge_flow, Counters, FlowState, Res, Rows};
-use crate::report::{NodeMeta, NodeReport};
+use crate::report::{NodeMeta, NodeReport, ProbeWindow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -162,6 +162,16 @@ pub trait Store: Send {
         service: Option<&str>,
     ) -> Result<Vec<BucketRow>, StoreError>;
     fn flows(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError>;
+    /// Probe windows `(node, window)` that end at or after `since_ns`,
+    /// optionally of one target and/or node, oldest first, at most `limit`
+    /// (the newest ones when there are more).
+    fn probe_windows(
+        &mut self,
+        since_ns: u64,
+        target: Option<&str>,
+        node: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ProbeWindow)>, StoreError>;
     /// Cumulative per-service counters since the store was created (never pruned).
     fn totals(&mut self) -> Result<Vec<(String, Counters)>, StoreError>;
     /// Deletes what is older than the retention; returns rows deleted.
@@ -203,6 +213,10 @@ CREATE TABLE IF NOT EXISTS flows (
   state TEXT NOT NULL, PRIMARY KEY (node, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS flows_last ON flows(last_ns);
 CREATE TABLE IF NOT EXISTS service_totals (service TEXT PRIMARY KEY, c TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS probe_windows (
+  node TEXT NOT NULL, target TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
+  w TEXT NOT NULL, PRIMARY KEY (node, target, start_ns)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS probe_windows_end ON probe_windows(end_ns);
 PRAGMA user_version = 1;
 ";
 
@@ -389,8 +403,44 @@ impl Store for SqliteStore {
                 serde_json::to_string(&merged)?
             ])?;
         }
+        for w in &report.probes {
+            // A window is named by (node, target, start): the same window in
+            // two reports (which a node never sends) is kept once.
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO probe_windows(node, target, start_ns, end_ns, w) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                node,
+                w.target,
+                i(w.start_ns),
+                i(w.end_ns),
+                serde_json::to_string(w)?
+            ])?;
+        }
         tx.commit()?;
         Ok(Ingest::Accepted)
+    }
+
+    fn probe_windows(
+        &mut self,
+        since_ns: u64,
+        target: Option<&str>,
+        node: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ProbeWindow)>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT node, w FROM probe_windows WHERE end_ns >= ?1 AND (?2 IS NULL OR target = ?2)
+             AND (?3 IS NULL OR node = ?3) ORDER BY end_ns DESC, node, target LIMIT ?4",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = st.query(params![i(since_ns), target, node, limit])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let w: String = r.get(1)?;
+            out.push((r.get(0)?, serde_json::from_str(&w)?));
+        }
+        out.reverse();
+        Ok(out)
     }
 
     fn nodes(&mut self) -> Result<Vec<NodeInfo>, StoreError> {
@@ -513,6 +563,10 @@ impl Store for SqliteStore {
             params![cut(r.flows_ns)],
         )?;
         n += tx.execute(
+            "DELETE FROM probe_windows WHERE end_ns < ?1",
+            params![cut(r.flows_ns)],
+        )?;
+        n += tx.execute(
             "DELETE FROM reports WHERE received_ns < ?1",
             params![cut(r.reports_ns)],
         )?;
@@ -547,6 +601,67 @@ mod tests {
         f.c2s.packets = packets;
         r.flows.push(delta_with_rtt(f, t + SEC, &[40_000_000]));
         r
+    }
+
+    #[test]
+    fn probe_windows_are_stored_once_and_survive_reopen() {
+        use crate::report::tests::window;
+        let path = tmp("probes");
+        let t = 1_700_000_000 * SEC;
+        let mut r = report("n1", 0, 5);
+        r.probes
+            .push(window("198.18.2.2:862", t, &[20_000_000; 50], 3, 2));
+        r.probes.push(window(
+            "198.18.2.2:862",
+            t + 10 * SEC,
+            &[21_000_000; 50],
+            0,
+            1,
+        ));
+        r.probes
+            .push(window("198.18.3.3:862", t, &[1_000_000], 0, 0));
+        {
+            let mut s = SqliteStore::open(&path).unwrap();
+            assert_eq!(s.ingest(&r, &rows_of(&r), 1).unwrap(), Ingest::Accepted);
+            // A retried report adds no window twice.
+            assert_eq!(s.ingest(&r, &rows_of(&r), 2).unwrap(), Ingest::Duplicate);
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        let all = s.probe_windows(0, None, None, 100).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all.windows(2).all(|p| p[0].1.end_ns <= p[1].1.end_ns));
+        let one = s
+            .probe_windows(0, Some("198.18.2.2:862"), Some("n1"), 100)
+            .unwrap();
+        assert_eq!(one.len(), 2);
+        assert_eq!(one[0].1, r.probes[0], "a window comes back as it went in");
+        let sum = crate::agg::probe_summaries(one.iter().map(|(n, w)| (n.as_str(), w)));
+        assert_eq!(
+            (sum[0].lost_up, sum[0].lost_down, sum[0].received),
+            (3, 3, 100)
+        );
+        assert!(s
+            .probe_windows(0, None, Some("n2"), 100)
+            .unwrap()
+            .is_empty());
+        // The newest ones when limited; `since` by window end.
+        let last = s.probe_windows(0, None, None, 1).unwrap();
+        assert_eq!(last[0].1.start_ns, t + 10 * SEC);
+        assert_eq!(
+            s.probe_windows(t + 15 * SEC, None, None, 100)
+                .unwrap()
+                .len(),
+            1
+        );
+        // Retention: by window end, with the flows'.
+        let keep = Retention {
+            flows_ns: 5 * SEC,
+            ..Retention::default()
+        };
+        s.prune(t + 21 * SEC, &keep).unwrap();
+        let left = s.probe_windows(0, None, None, 100).unwrap();
+        assert_eq!(left.len(), 1, "only the window ending at t + 20 s is kept");
+        assert_eq!(left[0].1.start_ns, t + 10 * SEC);
     }
 
     #[test]

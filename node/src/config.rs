@@ -12,6 +12,7 @@
 //! mode = "auto"          # auto | driver | generic
 //! poll = "adaptive"      # adaptive | busy | wait
 //! tcp_idle_secs = 300
+//! probe = ["198.18.2.2:862,interval=100ms,size=128,dscp=46,window=10s"]
 //! ```
 //!
 //! The command line wins over the file, field by field.
@@ -24,6 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use wirelens_dataplane::flow::TableConfig;
 use wirelens_dataplane::xdp::{Cidr, Filter, ModePreference};
+use wirelens_probe::monitor::TargetConfig;
 
 use crate::NodeError;
 
@@ -89,6 +91,8 @@ pub struct Options {
     pub node: Option<String>,
     /// Seconds between two pushes.
     pub push_secs: Option<u64>,
+    /// TWAMP-light probe targets: `TARGET[,interval=..,size=..,dscp=..,window=..,count=..]`.
+    pub probe: Option<Vec<String>>,
 }
 
 macro_rules! take_over {
@@ -129,7 +133,8 @@ impl Options {
             ctrl,
             token_file,
             node,
-            push_secs
+            push_secs,
+            probe
         );
         self
     }
@@ -216,6 +221,14 @@ impl Options {
                 })
             }
         };
+        let mut probes: Vec<TargetConfig> = Vec::new();
+        for spec in self.probe.as_deref().unwrap_or_default() {
+            let t = parse_probe(spec)?;
+            if probes.iter().any(|p| p.target == t.target) {
+                return bad(format!("--probe {}: the target is given twice", t.target));
+            }
+            probes.push(t);
+        }
         Ok(NodeConfig {
             iface,
             queues: self.queues,
@@ -231,6 +244,7 @@ impl Options {
             table,
             export_every: Duration::from_secs(1),
             ctrl,
+            probes,
         })
     }
 }
@@ -262,6 +276,119 @@ pub fn parse_filter<S: AsRef<str>>(items: &[S]) -> Result<Filter, NodeError> {
     Ok(f)
 }
 
+/// Parses `250ms`, `2s`, `1.5s`, `1m`, `500us`; a bare number is seconds.
+fn parse_duration_ns(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "s" => 1e9,
+        "ms" => 1e6,
+        "us" => 1e3,
+        "m" | "min" => 60e9,
+        _ => return None,
+    };
+    let ns = v * mult;
+    (ns.is_finite() && (0.0..=1e15).contains(&ns)).then_some(ns as u64)
+}
+
+/// Default TWAMP port (RFC 5357 reserves 862).
+const TWAMP_PORT: u16 = 862;
+
+/// Parses one `--probe` item: `TARGET[,interval=..,size=..,dscp=..,window=..,count=..]`;
+/// TARGET is `IP`, `IP:PORT`, `[V6]:PORT` or `HOST[:PORT]` (port 862 by default).
+pub fn parse_probe(spec: &str) -> Result<TargetConfig, NodeError> {
+    let err = |m: String| NodeError::Config(format!("--probe {spec:?}: {m}"));
+    let mut parts = spec.split(',').map(str::trim);
+    let target_s = parts.next().unwrap_or_default();
+    if target_s.is_empty() {
+        return Err(err(
+            "no target: TARGET[,interval=..,size=..,dscp=..,window=..]".into(),
+        ));
+    }
+    let target: SocketAddr = if let Ok(a) = target_s.parse::<SocketAddr>() {
+        a
+    } else if let Ok(ip) = target_s.parse::<std::net::IpAddr>() {
+        SocketAddr::new(ip, TWAMP_PORT)
+    } else {
+        use std::net::ToSocketAddrs;
+        let with_port = if target_s.contains(':') {
+            target_s.to_string()
+        } else {
+            format!("{target_s}:{TWAMP_PORT}")
+        };
+        with_port
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| err(format!("cannot resolve {target_s:?}")))?
+    };
+    if target.port() == 0 || target.ip().is_unspecified() {
+        return Err(err(
+            "the target needs an address and a port other than 0".into()
+        ));
+    }
+    let mut t = TargetConfig {
+        target,
+        interval_ns: 100_000_000,
+        size: 128,
+        dscp: 0,
+        window_ns: 10_000_000_000,
+        count: None,
+    };
+    for kv in parts.filter(|p| !p.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| err(format!("{kv:?}: expected key=value")))?;
+        let dur = || {
+            parse_duration_ns(v).ok_or_else(|| err(format!("{k}={v:?}: expected e.g. 100ms, 10s")))
+        };
+        match k.trim() {
+            "interval" => t.interval_ns = dur()?,
+            "window" => t.window_ns = dur()?,
+            "size" => {
+                t.size = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|s| (41..=65507).contains(s))
+                    .ok_or_else(|| err(format!("size={v:?}: 41 to 65507 bytes")))?
+            }
+            "dscp" => {
+                t.dscp = v
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|d| *d <= 63)
+                    .ok_or_else(|| err(format!("dscp={v:?}: 0 to 63")))?
+            }
+            "count" => {
+                t.count = Some(
+                    v.parse::<u64>()
+                        .ok()
+                        .filter(|c| *c > 0)
+                        .ok_or_else(|| err(format!("count={v:?}: a positive number")))?,
+                )
+            }
+            other => {
+                return Err(err(format!(
+                    "unknown option {other:?}: interval, size, dscp, window, count"
+                )))
+            }
+        }
+    }
+    if t.interval_ns < 1_000_000 {
+        return Err(err("interval below 1ms".into()));
+    }
+    if t.window_ns < t.interval_ns || t.window_ns > 3_600_000_000_000 {
+        return Err(err(
+            "window must be at least one interval and at most 1h".into()
+        ));
+    }
+    Ok(t)
+}
+
 /// Pushing flow deltas to a control plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CtrlConfig {
@@ -289,6 +416,8 @@ pub struct NodeConfig {
     /// How often each worker publishes its snapshot.
     pub export_every: Duration,
     pub ctrl: Option<CtrlConfig>,
+    /// `--probe` targets.
+    pub probes: Vec<TargetConfig>,
 }
 
 #[cfg(test)]
@@ -322,6 +451,46 @@ mod tests {
         assert_eq!(c.poll, PollMode::Wait);
         assert_eq!(c.mode, ModePreference::Auto);
         assert!(toml::from_str::<Options>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn probe_targets() {
+        let t = parse_probe("198.18.2.2").unwrap();
+        assert_eq!(t.target, "198.18.2.2:862".parse().unwrap());
+        assert_eq!((t.interval_ns, t.size, t.dscp), (100_000_000, 128, 0));
+        assert_eq!((t.window_ns, t.count), (10_000_000_000, None));
+        let t =
+            parse_probe("[2001:db8::2]:9000, interval=10ms,size=200,dscp=46,window=2s,count=400")
+                .unwrap();
+        assert_eq!(t.target, "[2001:db8::2]:9000".parse().unwrap());
+        assert_eq!((t.interval_ns, t.size, t.dscp), (10_000_000, 200, 46));
+        assert_eq!((t.window_ns, t.count), (2_000_000_000, Some(400)));
+        for (bad, why) in [
+            ("", "no target"),
+            ("198.18.2.2,interval=0.1ms", "below 1ms"),
+            ("198.18.2.2,size=20", "41 to 65507"),
+            ("198.18.2.2,dscp=64", "0 to 63"),
+            ("198.18.2.2,speed=1", "unknown option"),
+            (
+                "198.18.2.2,window=5ms,interval=10ms",
+                "at least one interval",
+            ),
+            ("198.18.2.2,count=0", "positive"),
+            ("198.18.2.2,interval", "key=value"),
+            ("0.0.0.0:862", "address"),
+        ] {
+            let e = parse_probe(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // Repeatable, in the file too; the same target twice is refused.
+        let file: Options =
+            toml::from_str("iface = \"x\"\nprobe = [\"198.18.2.2\", \"198.18.3.3:7\"]\n").unwrap();
+        assert_eq!(file.clone().resolve().unwrap().probes.len(), 2);
+        let twice = Options {
+            probe: Some(vec!["198.18.2.2".into(), "198.18.2.2:862".into()]),
+            ..file
+        };
+        assert!(twice.resolve().unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! Threads: the caller's (setup; then it runs the pipeline and blocks; at
 //! the end it detaches XDP, in the network namespace it attached in), one
 //! pinned worker per queue (the pipeline's), the HTTP thread (which also
-//! turns SIGINT/SIGTERM into the stop flag) and, with `--ctrl`, a pusher.
+//! turns SIGINT/SIGTERM into the stop flag), with `--ctrl` a pusher, and
+//! with `--probe` one prober thread per target (pinned to the cores the
+//! workers do not get, see [`probes`]).
 //!
 //! Start order: refuse a host interface (unless `--force`), raise
 //! RLIMIT_MEMLOCK, bind the HTTP port (fails before touching the interface),
@@ -27,6 +29,7 @@ pub mod config;
 pub mod export;
 mod http;
 pub mod metrics;
+pub mod probes;
 pub mod push;
 pub mod services;
 mod source;
@@ -106,6 +109,8 @@ pub struct NodeState {
     /// Set on SIGINT/SIGTERM: the pipeline's stop flag.
     pub stopping: Arc<AtomicBool>,
     pub push: Option<Arc<Mutex<PushState>>>,
+    /// `--probe` results; `None` without targets.
+    pub probes: Option<Arc<probes::ProbeBoard>>,
 }
 
 fn log(msg: impl AsRef<str>) {
@@ -218,6 +223,8 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         prog: Mutex::new(None),
         stopping: stop.clone(),
         push: push_state.clone(),
+        probes: (!cfg.probes.is_empty())
+            .then(|| Arc::new(probes::ProbeBoard::new(&cfg.probes, cfg.ctrl.is_some()))),
     });
     let mut http =
         http::HttpServer::start(listener, state.clone(), stop.clone()).map_err(|source| {
@@ -231,7 +238,21 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         cfg.listen
     ));
 
-    let result = attach_and_run(cfg, &state, &stop, push_state);
+    // Probes run on their own threads, off the workers' cores (see
+    // `start_probes`); they end with the daemon, also when a step failed.
+    let probe_stop = Arc::new(AtomicBool::new(false));
+    let mut probe_threads = Vec::new();
+    let result = attach_and_run(
+        cfg,
+        &state,
+        &stop,
+        push_state,
+        (&probe_stop, &mut probe_threads),
+    );
+    probe_stop.store(true, Ordering::SeqCst);
+    for t in probe_threads {
+        let _ = t.join();
+    }
 
     // Orderly stop: the sockets closed when the pipeline returned; now the
     // program (this thread is in the namespace it attached in).
@@ -251,11 +272,65 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
     result.and(detached)
 }
 
+type ProbeThreads<'a> = (
+    &'a Arc<AtomicBool>,
+    &'a mut Vec<std::thread::JoinHandle<()>>,
+);
+
+/// Starts the `--probe` threads on the cores the workers do not get: every
+/// core this process may use minus the first `workers` of the workers'
+/// list (`--cores`, else those same cores), as the pipeline pins worker i
+/// to `cores[i % len]`. With no core left they share the workers' cores,
+/// unpinned (they sleep in `recv` nearly all the time).
+fn start_probes(
+    cfg: &NodeConfig,
+    state: &NodeState,
+    workers: usize,
+    (stop, threads): ProbeThreads<'_>,
+) -> Result<(), NodeError> {
+    let Some(board) = &state.probes else {
+        return Ok(());
+    };
+    let all = core_ids();
+    let worker_list = cfg.cores.clone().unwrap_or_else(|| all.clone());
+    let taken: Vec<usize> = worker_list.iter().copied().take(workers).collect();
+    let free: Vec<usize> = all.iter().copied().filter(|c| !taken.contains(c)).collect();
+    let pin = (!free.is_empty()).then(|| free.clone());
+    *threads = probes::start(board, &cfg.probes, stop, pin).map_err(|source| NodeError::Io {
+        what: "starting the probe threads".into(),
+        source,
+    })?;
+    for p in &cfg.probes {
+        log(format!(
+            "probing {} (TWAMP-light) every {} ms, {} bytes, DSCP {}, {} s windows, {}",
+            p.target,
+            p.interval_ns / 1_000_000,
+            p.size,
+            p.dscp,
+            p.window_ns as f64 / 1e9,
+            if free.is_empty() {
+                "on the workers' cores (no core left for the probes)".to_string()
+            } else {
+                format!(
+                    "on core{} {}",
+                    if free.len() == 1 { "" } else { "s" },
+                    free.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
+        ));
+    }
+    Ok(())
+}
+
 fn attach_and_run(
     cfg: &NodeConfig,
     state: &Arc<NodeState>,
     stop: &Arc<AtomicBool>,
     push_state: Option<Arc<Mutex<PushState>>>,
+    probe_threads: ProbeThreads<'_>,
 ) -> Result<(), NodeError> {
     let mut prog = XdpProgram::load().map_err(xdp_err("loading the XDP program"))?;
     prog.set_filter(&cfg.filter)
@@ -340,6 +415,8 @@ fn attach_and_run(
         .map(|&q| Arc::new(WorkerShared::new(q, cfg.max_services)))
         .collect();
     let _ = state.workers.set(shared.clone());
+    // Before this thread is restricted to --cores.
+    start_probes(cfg, state, queues.len(), probe_threads)?;
 
     // Pushing to a control plane.
     let mut pusher = None;
@@ -353,10 +430,11 @@ fn attach_and_run(
         let pc = push::pusher_config(&c.url, &c.node, token, &cfg.iface, Duration::from_secs(10));
         let (tx, rx) = push::channel();
         let (every, thread_ps) = (c.every, ps.clone());
+        let board = state.probes.clone();
         pusher = Some(
             std::thread::Builder::new()
                 .name("wirelens-push".into())
-                .spawn(move || push::pusher_thread(pc, every, rx, thread_ps))
+                .spawn(move || push::pusher_thread(pc, every, rx, thread_ps, board))
                 .map_err(|source| NodeError::Io {
                     what: "starting the pusher thread".into(),
                     source,

@@ -9,7 +9,10 @@
 //! `interface_*{iface}` (/sys/class/net/IF/statistics) and
 //! `interface_driver_stat{iface,name}` (ethtool -S); `service_*{service,proto}`
 //! with `direction` (to_server / to_client) or `half` (server / client RTT)
-//! where it applies. No per-flow labels.
+//! where it applies; `probe_*{target}` (`--probe`: packets by result,
+//! windows by state, the latest window's loss ratio by direction, RTT
+//! quantiles, jitter, state, and an RTT histogram since the start). No
+//! per-flow labels.
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -24,8 +27,10 @@ use wirelens_dataplane::pipeline::{merge_summary, WorkerCounters};
 use wirelens_dataplane::report::Summary;
 
 use crate::export::now_ns;
+use crate::probes::ProbeBoard;
 use crate::services::{prometheus_buckets, ServiceStats, ServiceTable, DIRECTIONS, HALVES};
 use crate::NodeState;
+use wirelens_probe::monitor::WindowState;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -399,14 +404,23 @@ impl Collector for NodeCollector {
                         )?;
                     }
                     wirelens_probe::nic::Source::Driver => {
-                        driver.push((l(&[("iface", iface), ("name", &c.name)]), c.value as i64));
+                        let mut lb = l(&[("iface", iface), ("name", &c.name)]);
+                        if let Some(q) = c.queue {
+                            let dir = match q.dir {
+                                wirelens_probe::nic::QueueDir::Rx => "rx",
+                                wirelens_probe::nic::QueueDir::Tx => "tx",
+                            };
+                            lb.push(("dir", dir.to_string()));
+                            lb.push(("queue", q.index.to_string()));
+                        }
+                        driver.push((lb, c.value as i64));
                     }
                 }
             }
             gauge(
                 &mut e,
                 "interface_driver_stat",
-                "The driver's own statistics (ethtool -S), by name",
+                "The driver's own statistics (ethtool -S), by name; per-queue ones also by dir and queue",
                 driver,
             )?;
         }
@@ -421,6 +435,10 @@ impl Collector for NodeCollector {
         }
         if let Some(svc) = svc {
             encode_services(&mut e, &svc)?;
+        }
+
+        if let Some(b) = &st.probes {
+            encode_probes(&mut e, b)?;
         }
 
         if let Some(p) = &st.push {
@@ -457,6 +475,167 @@ impl Collector for NodeCollector {
         }
         Ok(())
     }
+}
+
+fn encode_probes(e: &mut DescriptorEncoder<'_>, board: &ProbeBoard) -> fmt::Result {
+    let slots = board.slots();
+    let t =
+        |s: &crate::probes::TargetSlot| -> Labels { vec![("target", s.cfg.target.to_string())] };
+    let with = |s: &crate::probes::TargetSlot, k: &'static str, v: &str| -> Labels {
+        let mut lb = t(s);
+        lb.push((k, v.to_string()));
+        lb
+    };
+    let mut rows = Vec::new();
+    for s in &slots {
+        let x = &s.totals;
+        for (r, v) in [
+            ("sent", x.sent),
+            ("received", x.received),
+            ("lost_up", x.lost_up),
+            ("lost_down", x.lost_down),
+            ("lost_unattributed", x.lost_unattributed),
+            ("late", x.late),
+            ("duplicate", x.duplicates),
+            ("reordered", x.reordered),
+            ("malformed", x.malformed),
+        ] {
+            rows.push((with(s, "result", r), v));
+        }
+    }
+    counter(
+        e,
+        "probe_packets",
+        "TWAMP-light probes of finished windows: sent = received + lost_up + lost_down + \
+         lost_unattributed (late replies are lost; duplicate, reordered and malformed are extra)",
+        rows,
+    )?;
+    counter(
+        e,
+        "probe_windows",
+        "Finished probe windows by state (ok, no_reply, refused, unreachable, error)",
+        slots.iter().flat_map(|s| {
+            WindowState::ALL
+                .iter()
+                .zip(s.totals.by_state)
+                .map(|(st, n)| (with(s, "state", st.as_str()), n))
+                .collect::<Vec<_>>()
+        }),
+    )?;
+    counter(
+        e,
+        "probe_windows_dropped",
+        "Probe windows dropped before the control plane got them (the pusher lagged)",
+        [(vec![], board.dropped())],
+    )?;
+    // The latest window.
+    let last: Vec<_> = slots
+        .iter()
+        .filter_map(|s| s.last.as_ref().map(|w| (s, w)))
+        .collect();
+    gauge(
+        e,
+        "probe_up",
+        "1 when the latest probe window got replies (state ok), else 0",
+        last.iter()
+            .map(|(s, w)| (t(s), i64::from(w.state == WindowState::Ok))),
+    )?;
+    gauge(
+        e,
+        "probe_state",
+        "The latest probe window's state: 1 for the state it is in",
+        last.iter().flat_map(|(s, w)| {
+            WindowState::ALL
+                .iter()
+                .map(|st| (with(s, "state", st.as_str()), i64::from(*st == w.state)))
+                .collect::<Vec<_>>()
+        }),
+    )?;
+    {
+        let mut m = e.encode_descriptor(
+            "probe_loss_ratio",
+            "Loss of the latest probe window: lost / sent, by direction (any, up, down, \
+             unattributed)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (s, w) in &last {
+            if w.sent == 0 {
+                continue;
+            }
+            for (d, n) in [
+                ("any", w.lost),
+                ("up", w.lost_up),
+                ("down", w.lost_down),
+                ("unattributed", w.lost_unattributed),
+            ] {
+                let v = n as f64 / w.sent as f64;
+                m.encode_family(&with(s, "direction", d))?
+                    .encode_gauge(&v)?;
+            }
+        }
+    }
+    {
+        let mut m = e.encode_descriptor(
+            "probe_rtt_seconds",
+            "RTT of the latest probe window net of the reflector's dwell, by quantile \
+             (0 = min, 1 = max)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (s, w) in &last {
+            for (q, v) in [
+                ("0", w.rtt.min()),
+                ("0.5", w.rtt.quantile(0.5)),
+                ("0.9", w.rtt.quantile(0.9)),
+                ("0.99", w.rtt.quantile(0.99)),
+                ("1", w.rtt.max()),
+            ] {
+                if let Some(v) = v {
+                    let v = v as f64 / 1e9;
+                    m.encode_family(&with(s, "quantile", q))?.encode_gauge(&v)?;
+                }
+            }
+        }
+    }
+    {
+        let mut m = e.encode_descriptor(
+            "probe_jitter_seconds",
+            "Mean |IPDV| of consecutive probes in the latest window (RFC 3393)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (s, w) in &last {
+            if let Some(v) = w.ipdv.mean() {
+                let v = v as f64 / 1e9;
+                m.encode_family(&t(s))?.encode_gauge(&v)?;
+            }
+        }
+    }
+    {
+        let mut m = e.encode_descriptor(
+            "probe_window_end_seconds",
+            "When the latest probe window ended (Unix time)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (s, w) in &last {
+            let v = w.end_ns as f64 / 1e9;
+            m.encode_family(&t(s))?.encode_gauge(&v)?;
+        }
+    }
+    let mut m = e.encode_descriptor(
+        "probe_rtt_histogram_seconds",
+        "RTT of every probe answered since the start, net of the reflector's dwell",
+        None,
+        MetricType::Histogram,
+    )?;
+    for s in &slots {
+        let (buckets, sum, count) = prometheus_buckets(&s.totals.rtt);
+        m.encode_family(&t(s))?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+    }
+    Ok(())
 }
 
 fn encode_services(e: &mut DescriptorEncoder<'_>, svc: &ServiceTable) -> fmt::Result {

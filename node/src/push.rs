@@ -8,7 +8,8 @@
 //! forgotten) and hands the batch to the pusher thread through a bounded
 //! channel: the worker never blocks on the network. The pusher thread
 //! queues the batches into [`wirelens_ctrl::client::Pusher`] (bounded
-//! backlog, in-order, idempotent `seq`) and flushes.
+//! backlog, in-order, idempotent `seq`) and flushes. With `--probe`, the
+//! probe windows finished since the previous push ride in the same report.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -256,6 +257,7 @@ pub(crate) fn pusher_thread(
     every: Duration,
     rx: Receiver<Vec<FlowDelta>>,
     state: Arc<Mutex<PushState>>,
+    probes: Option<Arc<crate::probes::ProbeBoard>>,
 ) {
     let mut pusher = Pusher::new(cfg);
     let mut pending: Vec<FlowDelta> = Vec::new();
@@ -275,11 +277,23 @@ pub(crate) fn pusher_thread(
             continue;
         }
         last_send = Instant::now();
-        if !pending.is_empty() {
+        let mut windows = probes
+            .as_ref()
+            .map(|b| b.take_pending())
+            .unwrap_or_default();
+        if !pending.is_empty() || !windows.is_empty() {
             let at = crate::export::now_ns();
-            for chunk in
-                std::mem::take(&mut pending).chunks(wirelens_ctrl::report::MAX_FLOWS_PER_REPORT)
-            {
+            let flows = std::mem::take(&mut pending);
+            let mut chunks = flows.chunks(wirelens_ctrl::report::MAX_FLOWS_PER_REPORT);
+            // The probe windows go with the first report of the interval.
+            let first = chunks.next().map(<[FlowDelta]>::to_vec).unwrap_or_default();
+            while windows.len() > wirelens_ctrl::report::MAX_PROBES_PER_REPORT {
+                let rest = windows.split_off(wirelens_ctrl::report::MAX_PROBES_PER_REPORT);
+                pusher.enqueue_with_probes(Vec::new(), windows, at);
+                windows = rest;
+            }
+            pusher.enqueue_with_probes(first, windows, at);
+            for chunk in chunks {
                 pusher.enqueue(chunk.to_vec(), at);
             }
         }

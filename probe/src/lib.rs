@@ -7,12 +7,14 @@
 //! - [`reflector`]: a stateful TWAMP-light Session-Reflector;
 //! - [`send`] and [`pmtu`]: the UDP loops of `wirelens probe send` and
 //!   `wirelens probe pmtu` (path MTU by confirmed probes, black-hole detection);
+//! - [`monitor`]: continuous probing in windows for `wirelens run --probe`;
 //! - [`nic`]: kernel and driver (ethtool) counters of an interface.
 //!
 //! The unsafe code (socket options, `recvmsg` control messages, the ethtool
 //! ioctl) is all in the private `sys` module; every other module forbids it.
 #![deny(unsafe_code)]
 
+pub mod monitor;
 pub mod nic;
 pub mod pmtu;
 pub mod reflector;

@@ -320,6 +320,13 @@ pub struct Interval {
 pub struct Report {
     pub summary: Summary,
     pub intervals: Vec<Interval>,
+    /// The RTT samples of `summary.rtt` as the engine's mergeable histogram
+    /// (what the live daemon exports and pushes; not printed).
+    #[serde(skip)]
+    pub rtt_histogram: Histogram,
+    /// The absolute IPDV samples of `summary.ipdv` (not printed).
+    #[serde(skip)]
+    pub ipdv_histogram: Histogram,
 }
 
 /// Where each lost probe went.
@@ -368,6 +375,25 @@ impl SenderSession {
     fn flush_spacing_ns(&self) -> u64 {
         let p99 = self.rtt_raw.quantile(0.99).unwrap_or(0);
         p99.saturating_mul(2).clamp(50 * MS, SEC)
+    }
+
+    /// True once the measurement probes are all sent (the session drains,
+    /// flushes or is over): a continuous prober may start the next session.
+    pub fn measurement_over(&self) -> bool {
+        !matches!(self.phase, Phase::Hello | Phase::Measure)
+    }
+
+    /// Measurement probes sent so far.
+    pub fn measurement_sent(&self) -> u64 {
+        self.measure_sent
+    }
+
+    /// Probes of any kind sent so far (hello, measurement, flush).
+    pub fn probes_sent(&self) -> u64 {
+        self.probes
+            .iter()
+            .filter(|p| p.kind != Kind::Skipped)
+            .count() as u64
     }
 
     /// True once the session has nothing more to send or wait for.
@@ -972,7 +998,12 @@ impl SenderSession {
                 i
             })
             .collect();
-        Report { summary, intervals }
+        Report {
+            summary,
+            intervals,
+            rtt_histogram: rtt,
+            ipdv_histogram: ipdv,
+        }
     }
 }
 
