@@ -157,7 +157,7 @@ pub struct QueryArgs {
     /// Only data since: an age (15m, 2h, 7d) or ns since the Unix epoch.
     #[arg(long)]
     pub since: Option<String>,
-    /// Only this service (`ip:port/proto`, as listed by `services`).
+    /// Only this service: `ip:port/proto` as listed by `services`, or `ip:port` (every protocol).
     #[arg(long)]
     pub service: Option<String>,
     /// Only this node (flows).

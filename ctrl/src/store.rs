@@ -477,7 +477,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<BucketRow>, StoreError> {
         self.bucket_rows(
             "SELECT service, node, bucket, c FROM service_buckets
-             WHERE res = ?1 AND bucket >= ?2 AND (?3 IS NULL OR service = ?3) ORDER BY bucket",
+             WHERE res = ?1 AND bucket >= ?2 AND (?3 IS NULL OR service = ?3 OR substr(service, 1, length(?3) + 1) = ?3 || '/') ORDER BY bucket",
             res,
             since_ns,
             service,
@@ -493,7 +493,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<BucketRow>, StoreError> {
         self.bucket_rows(
             "SELECT service, subnet, node, bucket, c FROM path_buckets
-             WHERE res = ?1 AND bucket >= ?2 AND (?3 IS NULL OR service = ?3) ORDER BY bucket",
+             WHERE res = ?1 AND bucket >= ?2 AND (?3 IS NULL OR service = ?3 OR substr(service, 1, length(?3) + 1) = ?3 || '/') ORDER BY bucket",
             res,
             since_ns,
             service,
@@ -510,7 +510,7 @@ impl Store for SqliteStore {
             FlowSort::Last => "last_ns DESC",
         };
         let sql = format!(
-            "SELECT node, service, state FROM flows WHERE last_ns >= ?1 AND (?2 IS NULL OR service = ?2)
+            "SELECT node, service, state FROM flows WHERE last_ns >= ?1 AND (?2 IS NULL OR service = ?2 OR substr(service, 1, length(?2) + 1) = ?2 || '/')
              AND (?3 IS NULL OR node = ?3) ORDER BY {order}, node, id LIMIT ?4"
         );
         let mut st = self.conn.prepare_cached(&sql)?;
@@ -697,6 +697,20 @@ mod tests {
         let rows = s.service_rows(Res::S10, 0, None).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].counters.packets, 12);
+        // `--service ip:port` means every protocol of that ip:port; a
+        // longer port is another service.
+        for (filter, n) in [
+            ("198.18.2.2:80/tcp", 1),
+            ("198.18.2.2:80", 1),
+            ("198.18.2.2:8", 0),
+            ("198.18.2.2:80/udp", 0),
+        ] {
+            assert_eq!(
+                s.service_rows(Res::S10, 0, Some(filter)).unwrap().len(),
+                n,
+                "{filter}"
+            );
+        }
         assert_eq!(
             s.path_rows(Res::M1, 0, Some("198.18.2.2:80/tcp"))
                 .unwrap()
