@@ -99,7 +99,12 @@ pub struct LiveArgs {
     #[arg(long, default_value_t = 1)]
     pub queues: u32,
     /// Receivers to measure, in this order.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "drop,run,tcpdump")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "drop,run,tcpdump"
+    )]
     pub modes: Vec<Mode>,
     /// Protocol mix of the synthetic traffic.
     #[arg(long, value_enum, default_value_t = MixArg::Mixed)]
@@ -246,6 +251,73 @@ impl Lab {
         cmd(&["ip", "-n", &lab.ns_tx, "link", "set", &lab.if_tx, "up"])?;
         cmd(&["ip", "-n", &lab.ns_rx, "link", "set", &lab.if_rx, "up"])?;
         Ok(lab)
+    }
+
+    /// Puts the receive side's kernel work of the path without XDP (the
+    /// backlog, AF_PACKET's copy for tcpdump) on the receiver's cores with
+    /// RPS, as a NIC's interrupt affinity would. Without it, veth does that
+    /// work in the sender's `sendto`, on the generator's core.
+    fn steer_rps(&self, rx_cores: &[usize]) -> Result<(), String> {
+        let mask = rx_cores
+            .iter()
+            .fold(0u128, |m, &c| m | 1u128.checked_shl(c as u32).unwrap_or(0));
+        if mask == 0 {
+            return Err("no rx cores".into());
+        }
+        let dev = format!("/sys/class/net/{}", self.if_rx);
+        let script =
+            format!("for q in {dev}/queues/rx-*; do echo {mask:x} > $q/rps_cpus || exit 1; done");
+        cmd(&["ip", "netns", "exec", &self.ns_rx, "sh", "-c", &script])
+            .map(drop)
+            .map_err(|e| format!("RPS: {e:#}"))
+    }
+
+    /// The same for the XDP path: threaded NAPI on the receiving veth (its
+    /// NAPI exists once an XDP program is attached), its threads
+    /// (`napi/IF-N`) pinned to `rx_cores`. Returns how many were pinned.
+    fn steer_napi(&self, rx_cores: &[usize]) -> Result<u64, String> {
+        let dev = format!("/sys/class/net/{}", self.if_rx);
+        cmd(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns_rx,
+            "sh",
+            "-c",
+            &format!("echo 1 > {dev}/threaded"),
+        ])
+        .map_err(|e| format!("threaded NAPI: {e:#}"))?;
+        Ok(self.pin_napi_threads(rx_cores))
+    }
+
+    /// Pins the receiving veth's NAPI threads (`napi/IF-N`, they exist once
+    /// an XDP program is attached) to `rx_cores`; returns how many.
+    fn pin_napi_threads(&self, rx_cores: &[usize]) -> u64 {
+        if rx_cores.is_empty() {
+            return 0;
+        }
+        let want = format!("napi/{}", self.if_rx);
+        // Thread names are cut at 15 bytes.
+        let want = &want[..want.len().min(15)];
+        let cores = rx_cores
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut n = 0;
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if comm.trim_end().starts_with(want)
+                && cmd(&["taskset", "-p", "-c", &cores, &pid]).is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
     }
 
     fn remove_namespaces(&self) {
@@ -735,7 +807,12 @@ struct DropRx {
 impl DropRx {
     /// Frames received so far.
     fn received_now(&self) -> Option<u64> {
-        Some(self.per_queue.iter().map(|c| c.load(Ordering::Relaxed)).sum())
+        Some(
+            self.per_queue
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum(),
+        )
     }
 
     /// Attaches the XDP program to the receiving veth, binds one socket per
@@ -963,7 +1040,11 @@ impl RunRx {
         }
     }
 
-    fn finish(self, lab: &mut Lab, stop: &AtomicBool) -> anyhow::Result<(u64, BTreeMap<String, u64>)> {
+    fn finish(
+        self,
+        lab: &mut Lab,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<(u64, BTreeMap<String, u64>)> {
         // Workers export about once a second: wait until the analysed count
         // stood still over 1.5 s (at most 10 s).
         let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0) as u64;
@@ -998,7 +1079,10 @@ impl RunRx {
             ("xdp_passed", "wirelens_xdp_passed_total"),
             ("xsk_rx_ring_full", "wirelens_xsk_rx_ring_full_total"),
             ("xsk_rx_dropped", "wirelens_xsk_rx_dropped_total"),
-            ("xsk_fill_ring_empty", "wirelens_xsk_rx_fill_ring_empty_descs_total"),
+            (
+                "xsk_fill_ring_empty",
+                "wirelens_xsk_rx_fill_ring_empty_descs_total",
+            ),
             ("flows", "wirelens_flows_total"),
             ("tcp_retransmits", "wirelens_tcp_retransmits_total"),
         ] {
@@ -1042,9 +1126,7 @@ impl TcpdumpRx {
         if !cores.is_empty() {
             args.extend_from_slice(&["taskset", "-c", cores.as_str()]);
         }
-        args.extend_from_slice(&[
-            "tcpdump", "-i", &iface, "-n", "-B", &buf, "-w", "/dev/null",
-        ]);
+        args.extend_from_slice(&["tcpdump", "-i", &iface, "-n", "-B", &buf, "-w", "/dev/null"]);
         let child = lab.spawn_rx("tcpdump", &args)?;
         let end = Instant::now() + Duration::from_secs(20);
         loop {
@@ -1113,6 +1195,8 @@ struct LabInfo {
     rx_cores: Vec<usize>,
     poll: String,
     tcpdump_buffer_kib: u32,
+    /// Where the receive side's kernel work runs.
+    receive_steering: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -1162,7 +1246,11 @@ fn bench_live(a: &LiveArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         .unwrap_or_else(|| cores.first().copied().into_iter().collect());
     let rx_cores = a.rx_cores.clone().unwrap_or_else(|| {
         if cores.len() > 1 {
-            cores.iter().copied().filter(|c| !tx_cores.contains(c)).collect()
+            cores
+                .iter()
+                .copied()
+                .filter(|c| !tx_cores.contains(c))
+                .collect()
         } else {
             cores.clone()
         }
@@ -1175,6 +1263,10 @@ fn bench_live(a: &LiveArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     let mean = bytes as f64 / frames.max(1) as f64;
 
     let mut lab = Lab::create(a.queues).context("building the namespace lab (are you root?)")?;
+    let rps = lab.steer_rps(&rx_cores);
+    if let Err(p) = &rps {
+        eprintln!("wirelens bench live: tcpdump's receive work stays on the sender's core: {p}");
+    }
     eprintln!(
         "wirelens bench live: lab {}/{} -> {}/{}, {} queue(s), tx cores {:?}, rx cores {:?}",
         lab.ns_tx, lab.if_tx, lab.ns_rx, lab.if_rx, a.queues, tx_cores, rx_cores
@@ -1186,7 +1278,9 @@ fn bench_live(a: &LiveArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         if stop.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
-        let (r, s) = measure(&mut lab, a, mode, &arenas, &tx_cores, &rx_cores, stop, progress)?;
+        let (r, s) = measure(
+            &mut lab, a, mode, &arenas, &tx_cores, &rx_cores, stop, progress,
+        )?;
         setup = s;
         eprintln!(
             "wirelens bench live: {:<12} offered {:.3} Mpps, received {:.3} Mpps, loss {:.2}%",
@@ -1197,12 +1291,7 @@ fn bench_live(a: &LiveArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         );
         results.push(r);
     }
-    let pps = |m: Mode| {
-        results
-            .iter()
-            .find(|r| r.mode == m)
-            .map(|r| r.received_pps)
-    };
+    let pps = |m: Mode| results.iter().find(|r| r.mode == m).map(|r| r.received_pps);
     let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
         (Some(x), Some(y)) if y > 0.0 => Some(x / y),
         _ => None,
@@ -1231,9 +1320,21 @@ fn bench_live(a: &LiveArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
             rx_cores,
             poll: a.poll.clone(),
             tcpdump_buffer_kib: a.tcpdump_buffer,
+            receive_steering: format!(
+                "XDP path: threaded NAPI pinned to the rx cores ({}); AF_PACKET path: {}",
+                napi_note(&results),
+                match &rps {
+                    Ok(()) => "RPS to the rx cores".to_string(),
+                    Err(e) => format!("on the sender's core ({e})"),
+                }
+            ),
         },
         traffic: TrafficInfo {
-            kind: if a.size == 0 { "synthetic" } else { "udp-fixed" },
+            kind: if a.size == 0 {
+                "synthetic"
+            } else {
+                "udp-fixed"
+            },
             flows: a.flows,
             size: a.size,
             rate_pps: a.rate,
@@ -1294,6 +1395,19 @@ fn measure(
         Mode::Run => Rx::Run(RunRx::start(lab, a, rx_cores)?),
         Mode::Tcpdump => Rx::Tcpdump(TcpdumpRx::start(lab, a, rx_cores)?),
     };
+    let napi_pinned = match mode {
+        Mode::Drop | Mode::Run => match lab.steer_napi(rx_cores) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!(
+                    "wirelens bench live: {}: XDP receive work stays on the sender's core: {e}",
+                    mode.label()
+                );
+                Some(0)
+            }
+        },
+        Mode::Tcpdump => None,
+    };
     let (tx0, rx0) = lab.stats();
     let q = a.queues as usize;
     let rate_q = a.rate.div_ceil(q as u64);
@@ -1320,8 +1434,7 @@ fn measure(
                 (ready_tx.clone(), &go, &abort, &sent[w], &ns_tx, &if_tx);
             hs.push(s.spawn(move || {
                 transmit(
-                    ns_tx, if_tx, w as u32, core, arena, rate_q, a.seconds, &ready, go, abort,
-                    sent,
+                    ns_tx, if_tx, w as u32, core, arena, rate_q, a.seconds, &ready, go, abort, sent,
                 )
             }));
         }
@@ -1384,11 +1497,14 @@ fn measure(
         bail!("interrupted");
     }
     let (generator, setup) = gen?;
-    let (received, counters) = match rx {
+    let (received, mut counters) = match rx {
         Rx::Drop(d) => d.finish()?,
         Rx::Run(r) => r.finish(lab, stop)?,
         Rx::Tcpdump(t) => t.finish(lab)?,
     };
+    if let Some(n) = napi_pinned {
+        counters.insert("napi_threads_pinned".into(), n);
+    }
     let (tx1, rx1) = lab.stats();
     let offered: u64 = generator.iter().map(|g| g.completed).sum();
     let seconds = generator
@@ -1405,7 +1521,10 @@ fn measure(
             let full = g.completed / n;
             let part = (g.completed % n) as usize;
             full * ar.bytes() as u64
-                + ar.slots[..part].iter().map(|s| u64::from(s.len)).sum::<u64>()
+                + ar.slots[..part]
+                    .iter()
+                    .map(|s| u64::from(s.len))
+                    .sum::<u64>()
         })
         .sum();
     let lost = offered.saturating_sub(received);
@@ -1435,6 +1554,23 @@ fn measure(
     ))
 }
 
+/// How many NAPI threads the XDP receivers got pinned, for the report.
+fn napi_note(results: &[ModeResult]) -> String {
+    let pinned: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            r.counters
+                .get("napi_threads_pinned")
+                .map(|n| format!("{}: {n} thread(s)", r.mode.label()))
+        })
+        .collect();
+    if pinned.is_empty() {
+        "no XDP receiver ran".into()
+    } else {
+        pinned.join(", ")
+    }
+}
+
 fn print_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
     let t = &r.traffic;
     let rate = if t.rate_pps == 0 {
@@ -1443,7 +1579,10 @@ fn print_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
         format!("{} pps", t.rate_pps)
     };
     let kind = if t.kind == "synthetic" {
-        format!("synthetic TCP/UDP mix, mean frame {:.0} B", t.mean_frame_bytes)
+        format!(
+            "synthetic TCP/UDP mix, mean frame {:.0} B",
+            t.mean_frame_bytes
+        )
     } else {
         format!("UDP frames of {} B", t.size)
     };
@@ -1468,6 +1607,7 @@ fn print_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
         "lab: {} -> {} (veth), generator AF_XDP {}{zc}, tx cores {:?}, rx cores {:?}",
         r.lab.links[0], r.lab.links[1], r.lab.generator_bind, r.lab.tx_cores, r.lab.rx_cores
     )?;
+    writeln!(out, "receive side: {}", r.lab.receive_steering)?;
     writeln!(out)?;
     writeln!(
         out,

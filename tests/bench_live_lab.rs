@@ -91,7 +91,11 @@ fn bench_live_measures_three_receivers_and_cleans_up() {
         assert_eq!(offered, completed, "{name}: offered = completed frames");
         assert!(completed <= submitted, "{name}: completed <= submitted");
         for g in gen {
-            assert!(u(g, "completed") > 0, "{name}: queue {} sent nothing", g["queue"]);
+            assert!(
+                u(g, "completed") > 0,
+                "{name}: queue {} sent nothing",
+                g["queue"]
+            );
         }
         // Paced at 20k pps for 2 s: the generator keeps up.
         assert!(
@@ -99,7 +103,10 @@ fn bench_live_measures_three_receivers_and_cleans_up() {
             "{name}: offered {offered} at 20k pps for 2 s"
         );
         assert!(received > 0, "{name}: received nothing");
-        assert!(received <= offered, "{name}: received {received} > offered {offered}");
+        assert!(
+            received <= offered,
+            "{name}: received {received} > offered {offered}"
+        );
         assert_eq!(u(m, "lost_packets"), offered - received, "{name}: lost");
         let secs = f(m, "seconds");
         assert!((1.9..3.5).contains(&secs), "{name}: {secs} s");
@@ -123,8 +130,14 @@ fn bench_live_measures_three_receivers_and_cleans_up() {
                 let redirected = u(c, "xdp_redirected");
                 let seen = u(c, "xdp_seen");
                 assert_eq!(received, u(c, "packets_analysed"));
-                assert!(received <= frames, "run: analysed {received} > read {frames}");
-                assert!(frames <= redirected, "run: read {frames} > redirected {redirected}");
+                assert!(
+                    received <= frames,
+                    "run: analysed {received} > read {frames}"
+                );
+                assert!(
+                    frames <= redirected,
+                    "run: read {frames} > redirected {redirected}"
+                );
                 assert!(redirected <= seen && seen <= offered, "run: {c}");
                 assert!(u(c, "flows") > 0, "run: no flows analysed");
             }
@@ -132,7 +145,10 @@ fn bench_live_measures_three_receivers_and_cleans_up() {
                 assert_eq!(received, u(c, "captured"));
                 let by_filter = u(c, "received_by_filter");
                 assert!(received <= by_filter, "tcpdump: {c}");
-                assert!(by_filter <= offered, "tcpdump: {by_filter} > offered {offered}");
+                assert!(
+                    by_filter <= offered,
+                    "tcpdump: {by_filter} > offered {offered}"
+                );
             }
             other => panic!("unexpected mode {other}"),
         }

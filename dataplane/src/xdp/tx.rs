@@ -73,8 +73,7 @@ impl XskTxConfig {
                 self.frame_size
             ));
         }
-        if !self.ring_size.is_power_of_two() || !(64..=self.frame_count).contains(&self.ring_size)
-        {
+        if !self.ring_size.is_power_of_two() || !(64..=self.frame_count).contains(&self.ring_size) {
             return bad(format!(
                 "ring_size {} must be a power of two in 64..={}",
                 self.ring_size, self.frame_count
