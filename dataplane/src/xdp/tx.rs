@@ -7,10 +7,11 @@
 //! ring. The completion ring has room for every frame, so it never
 //! overflows. In copy mode (veth, generic drivers) the kernel transmits only
 //! inside `sendto(2)` (`XDP_USE_NEED_WAKEUP` then always asks for a kick):
-//! each kick turns up to a driver-dependent budget of descriptors into skbs
-//! and hands them to the driver; a frame the driver dropped is still
-//! completed (`sendto` answers `EBUSY`), one it could not take (`EAGAIN`)
-//! stays on the ring for the next kick.
+//! each kick turns up to the kernel's tx budget of descriptors (32 on 6.18)
+//! into skbs and hands them to the driver, answering `EAGAIN` when more are
+//! left; a frame the driver dropped is still completed (`sendto` answers
+//! `EBUSY`), one it could not take (a stopped queue: `EAGAIN`) stays on the
+//! ring for the next kick.
 //!
 //! No XDP program is needed to transmit: the socket's rx ring stays empty.
 
