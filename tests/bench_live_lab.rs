@@ -97,9 +97,12 @@ fn bench_live_measures_three_receivers_and_cleans_up() {
                 g["queue"]
             );
         }
-        // Paced at 20k pps for 2 s: the generator keeps up.
+        // Paced at 20k pps for 2 s. The upper bound checks the pacing; the
+        // lower one is loose: an XDP receiver that falls behind slows the
+        // generator down (veth stops the sender's queue), and a debug build
+        // on a loaded machine falls behind.
         assert!(
-            (20_000..=44_000).contains(&offered),
+            (10_000..=44_000).contains(&offered),
             "{name}: offered {offered} at 20k pps for 2 s"
         );
         assert!(received > 0, "{name}: received nothing");
