@@ -113,6 +113,10 @@ pub struct LiveArgs {
     /// 262144 / queues).
     #[arg(long)]
     pub arena: Option<usize>,
+    /// UMEM frames per queue of the AF_XDP receivers (drop-only and
+    /// `wirelens run --frames`): how long a stalled worker can fall behind.
+    #[arg(long, default_value_t = 4096)]
+    pub frames: u32,
     /// tcpdump's buffer (-B), KiB.
     #[arg(long, default_value_t = 32_768)]
     pub tcpdump_buffer: u32,
@@ -821,7 +825,8 @@ impl DropRx {
         let stop = Arc::new(AtomicBool::new(false));
         let per_queue: Arc<Vec<AtomicU64>> =
             Arc::new((0..a.queues).map(|_| AtomicU64::new(0)).collect());
-        let (ns, iface, queues) = (lab.ns_rx.clone(), lab.if_rx.clone(), a.queues);
+        let (ns, iface, queues, frames) =
+            (lab.ns_rx.clone(), lab.if_rx.clone(), a.queues, a.frames);
         let rx_mode = match a.poll.as_str() {
             "busy" => RxMode::BusyPoll,
             "wait" => RxMode::Poll { timeout_ms: 100 },
@@ -838,6 +843,7 @@ impl DropRx {
                     .with_context(|| format!("attaching XDP to {iface}"))?;
                 let cfg = XskConfig {
                     rx_mode,
+                    frame_count: frames,
                     ..XskConfig::default()
                 };
                 let socks = (0..queues)
@@ -992,6 +998,7 @@ impl RunRx {
             .collect::<Vec<_>>()
             .join(",");
         let iface = lab.if_rx.clone();
+        let frames = a.frames.to_string();
         let mut args = vec![
             exe.as_str(),
             "run",
@@ -1007,6 +1014,8 @@ impl RunRx {
             "3600",
             "--udp-idle",
             "300",
+            "--frames",
+            &frames,
         ];
         if !cores.is_empty() {
             args.extend_from_slice(&["--cores", &cores]);
@@ -1194,6 +1203,7 @@ struct LabInfo {
     tx_cores: Vec<usize>,
     rx_cores: Vec<usize>,
     poll: String,
+    umem_frames: u32,
     tcpdump_buffer_kib: u32,
     /// Where the receive side's kernel work runs.
     receive_steering: String,
@@ -1319,6 +1329,7 @@ fn bench_live(a: &LiveArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
             tx_cores,
             rx_cores,
             poll: a.poll.clone(),
+            umem_frames: a.frames,
             tcpdump_buffer_kib: a.tcpdump_buffer,
             receive_steering: format!(
                 "XDP path: threaded NAPI pinned to the rx cores ({}); AF_PACKET path: {}",
