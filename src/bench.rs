@@ -49,6 +49,10 @@ pub enum BenchCommand {
     Pipeline(PipelineArgs),
     /// Write synthetic traffic to a pcap file.
     Pcap(PcapArgs),
+    /// The live path on a veth lab of its own (root): an AF_XDP generator
+    /// against a drop-only AF_XDP loop, `wirelens run` and tcpdump.
+    #[cfg(feature = "live")]
+    Live(crate::bench_live::LiveArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -169,6 +173,8 @@ pub fn run(args: &BenchArgs) -> u8 {
                 exit::INPUT
             }
         },
+        #[cfg(feature = "live")]
+        BenchCommand::Live(a) => crate::bench_live::run(a),
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod analyze;
 mod bench;
+#[cfg(feature = "live")]
+mod bench_live;
 mod ctrl_cli;
 mod ctrl_top;
 mod probe_cli;

@@ -25,8 +25,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Unsafe code is confined to `sys.rs` (system calls) and `socket.rs` (UMEM
-//! and ring access through xsk-rs); the other files forbid it.
+//! [`XskTx`] is the transmitting side (the generator of `wirelens bench
+//! live`): its own UMEM, tx and completion rings, batched sends with one
+//! `sendto` kick per batch.
+//!
+//! Unsafe code is confined to `sys.rs` (system calls), `socket.rs` and
+//! `tx.rs` (UMEM and ring access through xsk-rs); the other files forbid it.
 
 mod error;
 mod iface;
@@ -34,6 +38,7 @@ mod program;
 mod skel;
 mod socket;
 mod sys;
+mod tx;
 
 pub use error::XdpError;
 pub use iface::{enter_netns, iface_carries_host_traffic, rx_queue_count};
@@ -43,3 +48,4 @@ pub use program::{
 };
 pub use socket::{BindMode, RxMode, XskConfig, XskSocket, XskStats};
 pub use sys::raise_memlock_limit;
+pub use tx::{XskTx, XskTxConfig, XskTxCounters};

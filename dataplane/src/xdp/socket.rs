@@ -157,7 +157,7 @@ pub struct XskSocket {
 }
 
 /// The errno-carrying `io::Error` inside an xsk-rs error, or its message.
-fn io_of(err: &dyn std::error::Error) -> io::Error {
+pub(crate) fn io_of(err: &dyn std::error::Error) -> io::Error {
     match err
         .source()
         .and_then(|s| s.downcast_ref::<io::Error>())

@@ -2,7 +2,7 @@
 //!
 //! Everything `unsafe` in `xdp/` that is not ring or UMEM access lives here:
 //! interface lookup, `RLIMIT_MEMLOCK`, `getifaddrs`, the ethtool channel
-//! query, `setns`, the AF_XDP wakeup and `BPF_PROG_TEST_RUN`.
+//! query, `setns`, the AF_XDP rx and tx wakeups and `BPF_PROG_TEST_RUN`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -194,6 +194,35 @@ pub(crate) fn xsk_kick(fd: RawFd) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a transmit kick ([`xsk_tx_kick`]) got from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kick {
+    /// The kernel processed the tx ring.
+    Done,
+    /// `EBUSY`: the driver dropped a frame (it is completed nonetheless).
+    Busy,
+    /// `EAGAIN` / `ENOBUFS` / `ENETDOWN`: nothing more taken for now; the
+    /// frames stay on the ring.
+    Again,
+}
+
+/// Kicks the kernel to transmit what is on an AF_XDP socket's tx ring (the
+/// `XDP_USE_NEED_WAKEUP` protocol): a non-blocking zero-length sendto.
+pub(crate) fn xsk_tx_kick(fd: RawFd) -> io::Result<Kick> {
+    // SAFETY: null buffer with length 0 and null address are allowed by
+    // sendto(2) on an AF_XDP socket; a stale `fd` gives EBADF, not UB.
+    let ret = unsafe { libc::sendto(fd, ptr::null(), 0, libc::MSG_DONTWAIT, ptr::null(), 0) };
+    if ret >= 0 {
+        return Ok(Kick::Done);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EBUSY) => Ok(Kick::Busy),
+        Some(libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN) => Ok(Kick::Again),
+        _ => Err(err),
+    }
 }
 
 /// Runs an XDP program once on `frame` (BPF_PROG_TEST_RUN) and returns its
