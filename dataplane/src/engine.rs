@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::flow::frag::FragPorts;
-use crate::flow::key::{FlowKey, KeyDir};
+use crate::flow::key::FlowKey;
 use crate::flow::table::{ActiveFlow, Exit, FlowExport, FlowTable, TableConfig};
 use crate::meta::{Frag, PacketMeta};
 use crate::report::{FlowCounts, FlowRecord, Fragments, IcmpSummary, Proto, Summary, TcpTotals};
@@ -129,19 +129,18 @@ impl Engine {
     pub fn handle_metas(&mut self, metas: &[PacketMeta]) {
         let c = &mut self.core;
         for chunk in metas.chunks(BATCH) {
-            let mut pre = [None; BATCH];
+            let mut pre = [(0u64, None); BATCH];
             for (m, p) in chunk.iter().zip(pre.iter_mut()) {
                 // A fragment's key is known only after its ports are learnt.
                 if m.frag == Frag::None {
-                    let (key, kdir) = FlowKey::of(m);
-                    let hash = c.table.hash(&key);
-                    c.table.prefetch(hash, &key);
-                    *p = Some((key, kdir, hash));
+                    let (key, _) = FlowKey::of(m);
+                    let h = c.table.hash(&key);
+                    *p = (h, c.table.prefetch(h, &key));
                 }
             }
-            for (m, p) in chunk.iter().zip(pre) {
+            for (m, &p) in chunk.iter().zip(pre.iter()) {
                 c.last_ns = c.last_ns.max(m.ts_ns);
-                c.analyze(m, p);
+                c.analyze(m, (m.frag == Frag::None).then_some(p));
             }
         }
     }
@@ -243,9 +242,10 @@ impl Engine {
 }
 
 impl Core {
-    /// `pre`: the packet's key, direction and table hash, when known.
+    /// `pre`: the table's hash of the packet's flow key and the slot
+    /// [`FlowTable::prefetch`] found, when known.
     #[inline]
-    fn analyze(&mut self, m: &PacketMeta, pre: Option<(FlowKey, KeyDir, u64)>) {
+    fn analyze(&mut self, m: &PacketMeta, pre: Option<(u64, Option<u32>)>) {
         self.bytes += u64::from(m.ip_len);
         self.burst.update(m.ts_ns, u64::from(m.ip_len));
         if m.frag != Frag::None {
@@ -264,7 +264,7 @@ impl Core {
     }
 
     #[inline]
-    fn analyze_flow(&mut self, m: &PacketMeta, pre: Option<(FlowKey, KeyDir, u64)>) {
+    fn analyze_flow(&mut self, m: &PacketMeta, pre: Option<(u64, Option<u32>)>) {
         let now = m.ts_ns;
         if m.is_icmp() && m.icmp.is_pmtu(m.is_v6) {
             self.handle_pmtu(m);
@@ -272,12 +272,10 @@ impl Core {
         let done = &mut self.done;
         let totals = &mut self.exited_tcp;
         let counts = &mut self.exited_flows;
-        let (key, kdir, hash) = pre.unwrap_or_else(|| {
-            let (key, kdir) = FlowKey::of(m);
-            (key, kdir, self.table.hash(&key))
-        });
+        let (key, kdir) = FlowKey::of(m);
+        let (hash, hint) = pre.unwrap_or_else(|| (self.table.hash(&key), None));
         self.table
-            .handle_hashed(m, key, kdir, hash, &mut |rec, _exit| {
+            .handle_hashed(m, key, kdir, hash, hint, &mut |rec, _exit| {
                 account(totals, counts, &rec.record);
                 done.push_back(rec);
             });

@@ -85,7 +85,11 @@ impl FlowKey {
         vlan: Option<u16>,
     ) -> (FlowKey, KeyDir) {
         let vlan = vlan.unwrap_or(NO_VLAN);
-        if (src, sport) <= (dst, dport) {
+        // The order of (address bytes, port), compared as two integers: an
+        // address read big-endian orders as its bytes do.
+        let s = (u128::from_be_bytes(src.0), sport);
+        let d = (u128::from_be_bytes(dst.0), dport);
+        if s <= d {
             let k = FlowKey {
                 a: src,
                 b: dst,
@@ -144,6 +148,18 @@ mod tests {
         assert_eq!(k1, k2);
         assert_ne!(d1, d2);
         assert_eq!(k1.symmetric_hash(), k2.symmetric_hash());
+        // `a` is the endpoint whose (address, port) sorts lower, byte by byte.
+        for (x, px, y, py) in [
+            (c, 9, c, 8),
+            (c, 8, c, 9),
+            (Addr::from_v6([1; 16]), 1, Addr::from_v6([2; 16]), 0),
+            (Addr::from_v6([2; 16]), 0, Addr::from_v6([1; 16]), 1),
+            (Addr::from_v6([0xff; 16]), 0, c, 0),
+        ] {
+            let (k, d) = FlowKey::from_parts(x, px, y, py, 6, None);
+            assert_eq!(d == KeyDir::AtoB, (x, px) <= (y, py));
+            assert!((k.a, k.port_a) <= (k.b, k.port_b));
+        }
         let (k3, _) = FlowKey::from_parts(c, 40001, s, 80, 6, None);
         assert_ne!(k1.symmetric_hash(), k3.symmetric_hash());
         // The table's keyed hash sees every field.

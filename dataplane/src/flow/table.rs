@@ -363,17 +363,17 @@ impl FlowTable {
     /// Prepares [`FlowTable::handle_hashed`] of a packet of `key` that comes
     /// soon (a batch ahead): looks the flow up and asks the CPU to fetch its
     /// slot and TCP state into the cache, so that the lookups of a batch
-    /// overlap instead of waiting for memory one after the other. Changes
-    /// nothing in the table.
+    /// overlap instead of waiting for memory one after the other. Returns the
+    /// slot found, a hint for `handle_hashed`. Changes nothing in the table.
     #[inline]
-    pub fn prefetch(&self, hash: u64, key: &FlowKey) {
-        if let Some(i) = self.find(hash, key) {
-            let f = &self.slots[i];
-            prefetch(&f.dirs, 5);
-            if let Some(c) = self.conns.get(f.conn as usize) {
-                prefetch(c, 10);
-            }
+    pub fn prefetch(&self, hash: u64, key: &FlowKey) -> Option<u32> {
+        let i = self.find(hash, key)?;
+        let f = &self.slots[i];
+        prefetch(&f.dirs, 5);
+        if let Some(c) = self.conns.get(f.conn as usize) {
+            prefetch(c, 10);
         }
+        Some(i as u32)
     }
 
     /// Feeds one packet (`m.ts_ns` is `now`). Flows that leave the table as a
@@ -382,21 +382,31 @@ impl FlowTable {
     pub fn handle(&mut self, m: &PacketMeta, out: &mut dyn FnMut(FlowExport, Exit)) -> usize {
         let (key, kdir) = FlowKey::of(m);
         let hash = self.hash(&key);
-        self.handle_hashed(m, key, kdir, hash, out)
+        self.handle_hashed(m, key, kdir, hash, None, out)
     }
 
     /// [`FlowTable::handle`] with the packet's key, direction and hash
-    /// already computed (`FlowKey::of(m)`, [`FlowTable::hash`]).
+    /// already computed (`FlowKey::of(m)`, [`FlowTable::hash`]). `hint`: the
+    /// slot [`FlowTable::prefetch`] found for the key, perhaps since taken by
+    /// another flow: used only if the slot still holds the key (keys are
+    /// unique in the table, so then it is the flow's slot).
     pub fn handle_hashed(
         &mut self,
         m: &PacketMeta,
         key: FlowKey,
         kdir: KeyDir,
         hash: u64,
+        hint: Option<u32>,
         out: &mut dyn FnMut(FlowExport, Exit),
     ) -> usize {
         let now = m.ts_ns;
-        let idx = match self.find(hash, &key) {
+        let hit = match hint {
+            Some(i) if self.slots.get(i as usize).and_then(|f| f.key.as_ref()) == Some(&key) => {
+                Some(i as usize)
+            }
+            _ => self.find(hash, &key),
+        };
+        let idx = match hit {
             Some(i) => {
                 if self.is_new_connection(i, m) {
                     let c = self.slots[i].conn;
