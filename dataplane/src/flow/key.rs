@@ -163,7 +163,6 @@ mod tests {
         let (k3, _) = FlowKey::from_parts(c, 40001, s, 80, 6, None);
         assert_ne!(k1.symmetric_hash(), k3.symmetric_hash());
         // The table's keyed hash sees every field.
-        use std::hash::BuildHasher;
         let rs = ahash::RandomState::with_seeds(1, 2, 3, 4);
         assert_eq!(rs.hash_one(k1), rs.hash_one(k2));
         let mut k4 = k1;
