@@ -122,7 +122,9 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             }
         }
     };
-    let mut reader = match CaptureReader::new(io::BufReader::with_capacity(1 << 20, input)) {
+    // CaptureReader buffers (1 MiB reads) itself: a second buffer in front of
+    // it would copy every byte once more.
+    let mut reader = match CaptureReader::new(input) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("wirelens: {name}: {e}");

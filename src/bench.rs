@@ -491,7 +491,7 @@ fn memory(p: &Pipeline, rss0: Option<u64>, rss1: Option<u64>, live: usize) -> Me
         });
     }
     let flow_slot = FlowTable::slot_bytes() - tcp_conn_bytes();
-    let map_entry = std::mem::size_of::<(wirelens_dataplane::flow::FlowKey, u32)>() + 1;
+    let map_entry = FlowTable::map_entry_bytes();
     let live_f = live.max(1) as f64;
     // hashbrown keeps at most 7/8 of its buckets full: count that slack.
     let map_per_flow = map_entry as f64 * 8.0 / 7.0;

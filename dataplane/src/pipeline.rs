@@ -44,7 +44,10 @@
 //! [`Pipeline::finish`] and [`Pipeline::poll_record`].
 //!
 //! # Worker loop
-//! `recv_batch` from the own source -> parse, count, route each frame ->
+//! `recv_batch` from the own source -> parse, count, route each frame (the
+//! worker's own packets are parsed in place into a local batch of up to
+//! [`BATCH`]) -> analyse the local batch ([`Engine::handle_metas`]: every
+//! flow looked up and prefetched first, so the cache misses overlap) ->
 //! publish the pushed metas (one release store per ring per batch) -> drain up
 //! to `drain_budget` metas from each incoming ring -> every `hook_every`
 //! batches, [`WorkerHook::between_batches`] with the engine (the place for
@@ -62,7 +65,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, BATCH};
 use crate::flow::frag::FragPorts;
 use crate::flow::key::FlowKey;
 use crate::meta::{Frag, PacketMeta};
@@ -478,7 +481,13 @@ fn work<S: FrameSource, H: WorkerHook>(
     } = w;
     let k = shared.k;
     let mut c = WorkerCounters::default();
-    let mut meta = PacketMeta::default();
+    // The packets of this worker's own flows from the current source batch,
+    // parsed in place and analysed together (`Engine::handle_metas`).
+    let mut local = Local {
+        metas: vec![PacketMeta::default(); BATCH].into_boxed_slice(),
+        n: 0,
+    };
+    let mut last_ts_ns = 0;
     let mut link: Option<(u32, LinkType)> = None;
     let mut reading = true;
     let mut since_hook = 0u32;
@@ -493,10 +502,12 @@ fn work<S: FrameSource, H: WorkerHook>(
         }
         if reading {
             let r = src.recv_batch(&mut |f: Frame<'_>| {
+                last_ts_ns = f.ts_ns;
                 receive(
-                    id, k, &f, engine, frags, &mut out, &mut meta, &mut link, &mut c,
+                    id, k, &f, engine, frags, &mut out, &mut local, &mut link, &mut c,
                 );
             });
+            local.flush(engine);
             for p in out.iter_mut().flatten() {
                 p.flush();
             }
@@ -519,7 +530,7 @@ fn work<S: FrameSource, H: WorkerHook>(
                 worker: id,
                 engine,
                 counters: &c,
-                last_ts_ns: meta.ts_ns,
+                last_ts_ns,
                 last: false,
             });
         }
@@ -542,7 +553,7 @@ fn work<S: FrameSource, H: WorkerHook>(
         worker: id,
         engine,
         counters: &c,
-        last_ts_ns: meta.ts_ns,
+        last_ts_ns,
         last: true,
     });
     c
@@ -553,6 +564,22 @@ fn thread_schedstat() -> Option<(u64, u64)> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
     Some((it.next()??, it.next()??))
+}
+
+/// Parsed packets of the worker's own flows, waiting to be analysed as a batch.
+struct Local {
+    metas: Box<[PacketMeta]>,
+    n: usize,
+}
+
+impl Local {
+    #[inline]
+    fn flush(&mut self, engine: &mut Engine) {
+        if self.n > 0 {
+            engine.handle_metas(&self.metas[..self.n]);
+            self.n = 0;
+        }
+    }
 }
 
 /// Parses, counts and routes one frame read by worker `id`.
@@ -568,7 +595,7 @@ fn receive(
     engine: &mut Engine,
     frags: &mut FragPorts,
     out: &mut [Option<Producer<'_, PacketMeta>>],
-    meta: &mut PacketMeta,
+    local: &mut Local,
     link: &mut Option<(u32, LinkType)>,
     c: &mut WorkerCounters,
 ) {
@@ -586,6 +613,9 @@ fn receive(
             }
         },
     };
+    // Parsed in place, in the next free slot of the local batch: kept there
+    // (the slot is taken) when this worker owns the flow.
+    let meta = &mut local.metas[local.n];
     meta.ts_ns = f.ts_ns;
     if let Err(e) = wire::parse(lt, f.data, meta) {
         c.parse_errors += 1;
@@ -593,18 +623,20 @@ fn receive(
         return;
     }
     engine.count_frame(f.ts_ns, Ok(()));
-    if k == 1 {
-        c.local += 1;
-        engine.handle_meta(meta);
-        return;
-    }
-    if meta.frag != Frag::None {
-        frags.learn(meta);
-    }
-    let o = owner(meta, k);
+    let o = if k == 1 {
+        id
+    } else {
+        if meta.frag != Frag::None {
+            frags.learn(meta);
+        }
+        owner(meta, k)
+    };
     if o == id {
         c.local += 1;
-        engine.handle_meta(meta);
+        local.n += 1;
+        if local.n == local.metas.len() {
+            local.flush(engine);
+        }
     } else if let Some(p) = out[o].as_mut() {
         if p.push(*meta).is_ok() {
             c.handed_off += 1;

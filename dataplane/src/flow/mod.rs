@@ -7,9 +7,10 @@
 pub mod dir;
 pub(crate) mod frag;
 pub mod key;
+mod prefetch;
 pub mod seq;
 pub mod table;
 pub mod tcp;
 
 pub use key::FlowKey;
-pub use table::{Exit, Flow, FlowExport, FlowTable, TableConfig};
+pub use table::{ActiveFlow, Exit, Flow, FlowExport, FlowTable, TableConfig};

@@ -9,10 +9,13 @@
 //! [`FlowTable::for_each_active`] reads live flows without removing them.
 #![forbid(unsafe_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use hashbrown::HashTable;
 
 use crate::flow::dir::{bump, DirStats};
 use crate::flow::key::{FlowKey, KeyDir, NO_VLAN};
+use crate::flow::prefetch::prefetch;
 use crate::flow::tcp::TcpConn;
 use crate::meta::{proto, tcp_flags, Frag, PacketMeta};
 use crate::report::{Endpoint, FlowCounts, FlowRecord, Pmtu, Proto, TcpTotals, FLOW_SCHEMA};
@@ -49,23 +52,72 @@ impl Default for TableConfig {
     }
 }
 
-/// One flow: both directions of a conversation.
-#[derive(Clone, Debug, Default)]
+/// No TCP state (the flow is not TCP).
+const NO_CONN: u32 = u32::MAX;
+
+/// One flow: both directions of a conversation. The TCP state of a TCP flow
+/// lives in the table's connection slab (see [`ActiveFlow`] for the view
+/// with both).
+#[derive(Clone, Debug)]
 pub struct Flow {
     pub key: Option<FlowKey>,
     /// The client is the key's `a` endpoint.
     client_is_a: bool,
+    /// Index of the flow's [`TcpConn`] in the table's slab, or `NO_CONN`.
+    conn: u32,
+    pub pmtu_errors: u32,
     pub first_ns: u64,
     pub last_ns: u64,
     /// [client -> server, server -> client]
     pub dirs: [DirStats; 2],
-    pub tcp: Option<Box<TcpConn>>,
-    pub pmtu_errors: u32,
     pub pmtu_min: Option<u32>,
 }
 
+impl Default for Flow {
+    fn default() -> Self {
+        Flow {
+            key: None,
+            client_is_a: false,
+            conn: NO_CONN,
+            pmtu_errors: 0,
+            first_ns: 0,
+            last_ns: 0,
+            dirs: Default::default(),
+            pmtu_min: None,
+        }
+    }
+}
+
+/// A live flow as [`FlowTable::for_each_active`] shows it: the slot and its
+/// TCP state.
+#[derive(Clone, Copy, Debug)]
+pub struct ActiveFlow<'a> {
+    pub flow: &'a Flow,
+    /// [client -> server, server -> client]
+    pub dirs: &'a [DirStats; 2],
+    pub tcp: Option<&'a TcpConn>,
+}
+
+impl ActiveFlow<'_> {
+    /// The flow.v1 record. `expired`: it left the table by idle timeout.
+    pub fn to_record(&self, expired: bool) -> FlowRecord {
+        self.flow.to_record(self.tcp, expired)
+    }
+
+    /// Adds this flow to capture-wide totals (what its record would add).
+    pub fn add_to_totals(&self, t: &mut TcpTotals, counts: &mut FlowCounts) {
+        self.flow.add_to_totals(self.tcp, t, counts)
+    }
+
+    /// The record's `proto`.
+    pub fn proto(&self) -> Proto {
+        self.flow.proto()
+    }
+}
+
 impl Flow {
-    fn start(key: FlowKey, kdir: KeyDir, m: &PacketMeta) -> Flow {
+    /// A new flow; `conn` is its TCP state's slab index (`NO_CONN` if none).
+    fn start(key: FlowKey, kdir: KeyDir, m: &PacketMeta, conn: u32) -> Flow {
         // The client is the SYN sender; a SYN/ACK's receiver; otherwise the
         // sender of the first packet seen.
         let synack = m.is_tcp()
@@ -74,9 +126,9 @@ impl Flow {
         Flow {
             key: Some(key),
             client_is_a: if synack { !sender_is_a } else { sender_is_a },
+            conn,
             first_ns: m.ts_ns,
             last_ns: m.ts_ns,
-            tcp: (key.proto == proto::TCP).then(Box::default),
             ..Flow::default()
         }
     }
@@ -87,12 +139,8 @@ impl Flow {
         usize::from((kdir == KeyDir::AtoB) != self.client_is_a)
     }
 
-    fn is_syn_only(&self) -> bool {
-        self.tcp.as_ref().is_some_and(|t| t.is_syn_only())
-    }
-
-    fn idle_timeout(&self, cfg: &TableConfig) -> u64 {
-        match (&self.tcp, self.key.map(|k| k.proto)) {
+    fn idle_timeout(&self, tcp: Option<&TcpConn>, cfg: &TableConfig) -> u64 {
+        match (tcp, self.key.map(|k| k.proto)) {
             (Some(t), _) if t.is_closed() => cfg.tcp_closed_ns,
             (Some(t), _) if t.is_syn_only() => cfg.tcp_syn_ns,
             (Some(_), _) => cfg.tcp_idle_ns,
@@ -103,8 +151,8 @@ impl Flow {
 
     /// The record of a flow that leaves the table, with its RTT histograms
     /// moved out (they merge exactly at the control plane).
-    fn take_export(&mut self, expired: bool) -> FlowExport {
-        let record = self.to_record(expired);
+    fn take_export(&mut self, tcp: Option<&TcpConn>, expired: bool) -> FlowExport {
+        let record = self.to_record(tcp, expired);
         let rtt = [
             std::mem::take(&mut self.dirs[0].rtt),
             std::mem::take(&mut self.dirs[1].rtt),
@@ -123,12 +171,12 @@ impl Flow {
     }
 
     /// Adds this flow to capture-wide totals (what its record would add).
-    pub fn add_to_totals(&self, t: &mut TcpTotals, counts: &mut FlowCounts) {
+    fn add_to_totals(&self, tcp: Option<&TcpConn>, t: &mut TcpTotals, counts: &mut FlowCounts) {
         match self.proto() {
             Proto::Tcp => {
                 counts.tcp += 1;
                 for d in 0..2 {
-                    let stall = self.tcp.as_ref().map_or(0, |c| c.open_stall_ns(d));
+                    let stall = tcp.map_or(0, |c| c.open_stall_ns(d));
                     self.dirs[d].add_to_totals(t, stall);
                 }
             }
@@ -139,7 +187,7 @@ impl Flow {
     }
 
     /// The flow.v1 record. `expired`: it left the table by idle timeout.
-    pub fn to_record(&self, expired: bool) -> FlowRecord {
+    fn to_record(&self, tcp: Option<&TcpConn>, expired: bool) -> FlowRecord {
         let key = self.key.unwrap_or(FlowKey {
             a: Default::default(),
             b: Default::default(),
@@ -155,7 +203,7 @@ impl Flow {
             (key.b, key.port_b, key.a, key.port_a)
         };
         let proto = self.proto();
-        let stall = |d: usize| self.tcp.as_ref().map_or(0, |t| t.open_stall_ns(d));
+        let stall = |d: usize| tcp.map_or(0, |t| t.open_stall_ns(d));
         FlowRecord {
             kind: "flow".into(),
             schema: FLOW_SCHEMA.into(),
@@ -173,7 +221,7 @@ impl Flow {
             last_ns: self.last_ns,
             c2s: self.dirs[0].to_report(stall(0)),
             s2c: self.dirs[1].to_report(stall(1)),
-            tcp: self.tcp.as_ref().map(|t| t.info(expired)),
+            tcp: tcp.map(|t| t.info(expired)),
             pmtu: (self.pmtu_errors > 0).then(|| Pmtu {
                 icmp_errors: self.pmtu_errors.into(),
                 mtu: self.pmtu_min,
@@ -200,15 +248,23 @@ pub enum Exit {
     Drained,
 }
 
-/// Fast keyed hasher state for the map (resists crafted collisions).
-type Map = HashMap<FlowKey, u32, ahash::RandomState>;
-
 /// The bounded flow table.
+///
+/// Layout: `map` holds only slot indices (4 bytes a bucket), found by a
+/// keyed hash of the [`FlowKey`] computed once per packet and compared
+/// against the key stored in the slot; `slots` hold the flows; TCP flows'
+/// [`TcpConn`]s live in a slab of their own (`conns`), so UDP and other
+/// flows do not pay for them and no flow allocates.
 #[derive(Debug)]
 pub struct FlowTable {
     cfg: TableConfig,
-    map: Map,
+    /// Keyed (per-table random) hash: resists crafted collisions.
+    hasher: ahash::RandomState,
+    map: HashTable<u32>,
     slots: Vec<Flow>,
+    /// TCP state of the TCP flows, indexed by `Flow::conn`.
+    conns: Vec<TcpConn>,
+    free_conns: Vec<u32>,
     /// Generation of each slot, bumped whenever a new flow takes it.
     gens: Vec<u32>,
     free: Vec<u32>,
@@ -217,6 +273,9 @@ pub struct FlowTable {
     /// flow was answered or left are skipped lazily.
     embryonic: VecDeque<(u32, u32)>,
     cursor: usize,
+    /// The shortest idle timeout of any flow: a slot idle for less is not
+    /// looked at further by `poll_expired`.
+    min_idle_ns: u64,
     evicted: u64,
     created: u64,
 }
@@ -228,17 +287,31 @@ const EVICT_SCAN: usize = 64;
 impl FlowTable {
     pub fn new(cfg: TableConfig) -> FlowTable {
         let cap = cfg.capacity.max(1);
+        let min_idle_ns = [
+            cfg.tcp_idle_ns,
+            cfg.tcp_closed_ns,
+            cfg.tcp_syn_ns,
+            cfg.udp_idle_ns,
+            cfg.other_idle_ns,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0);
         FlowTable {
             cfg: TableConfig {
                 capacity: cap,
                 ..cfg
             },
-            map: Map::with_capacity_and_hasher(cap.min(1 << 16), ahash::RandomState::new()),
+            hasher: ahash::RandomState::new(),
+            map: HashTable::with_capacity(cap.min(1 << 16)),
             slots: Vec::new(),
+            conns: Vec::new(),
+            free_conns: Vec::new(),
             gens: Vec::new(),
             free: Vec::new(),
             embryonic: VecDeque::new(),
             cursor: 0,
+            min_idle_ns,
             evicted: 0,
             created: 0,
         }
@@ -267,24 +340,89 @@ impl FlowTable {
         self.created
     }
 
+    /// The table's hash of `key` (for [`FlowTable::handle_hashed`]).
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<usize> {
+        let slots = &self.slots;
+        self.map
+            .find(hash, |&i| slots[i as usize].key.as_ref() == Some(key))
+            .map(|&i| i as usize)
+    }
+
+    /// The TCP state of slot `i`.
+    #[inline]
+    fn conn(&self, i: usize) -> Option<&TcpConn> {
+        self.conns.get(self.slots[i].conn as usize)
+    }
+
+    /// Prepares [`FlowTable::handle_hashed`] of a packet of `key` that comes
+    /// soon (a batch ahead): looks the flow up and asks the CPU to fetch its
+    /// slot and TCP state into the cache, so that the lookups of a batch
+    /// overlap instead of waiting for memory one after the other. Returns the
+    /// slot found, a hint for `handle_hashed`. Changes nothing in the table.
+    #[inline]
+    pub fn prefetch(&self, hash: u64, key: &FlowKey) -> Option<u32> {
+        let i = self.find(hash, key)?;
+        let f = &self.slots[i];
+        prefetch(&f.dirs, 5);
+        if let Some(c) = self.conns.get(f.conn as usize) {
+            prefetch(c, 10);
+        }
+        Some(i as u32)
+    }
+
     /// Feeds one packet (`m.ts_ns` is `now`). Flows that leave the table as a
     /// consequence (eviction, 4-tuple reuse) are passed to `out`.
+    #[inline]
     pub fn handle(&mut self, m: &PacketMeta, out: &mut dyn FnMut(FlowExport, Exit)) -> usize {
-        let now = m.ts_ns;
         let (key, kdir) = FlowKey::of(m);
-        let idx = match self.map.get(&key) {
-            Some(&i) => {
-                let i = i as usize;
+        let hash = self.hash(&key);
+        self.handle_hashed(m, key, kdir, hash, None, out)
+    }
+
+    /// [`FlowTable::handle`] with the packet's key, direction and hash
+    /// already computed (`FlowKey::of(m)`, [`FlowTable::hash`]). `hint`: the
+    /// slot [`FlowTable::prefetch`] found for the key, perhaps since taken by
+    /// another flow: used only if the slot still holds the key (keys are
+    /// unique in the table, so then it is the flow's slot).
+    pub fn handle_hashed(
+        &mut self,
+        m: &PacketMeta,
+        key: FlowKey,
+        kdir: KeyDir,
+        hash: u64,
+        hint: Option<u32>,
+        out: &mut dyn FnMut(FlowExport, Exit),
+    ) -> usize {
+        let now = m.ts_ns;
+        let hit = match hint {
+            Some(i) if self.slots.get(i as usize).and_then(|f| f.key.as_ref()) == Some(&key) => {
+                Some(i as usize)
+            }
+            _ => self.find(hash, &key),
+        };
+        let idx = match hit {
+            Some(i) => {
                 if self.is_new_connection(i, m) {
-                    out(self.slots[i].take_export(false), Exit::Replaced);
-                    self.slots[i] = Flow::start(key, kdir, m);
+                    let c = self.slots[i].conn;
+                    out(
+                        self.slots[i].take_export(self.conns.get(c as usize), false),
+                        Exit::Replaced,
+                    );
+                    self.slots[i] = Flow::start(key, kdir, m, c);
+                    self.conns[c as usize] = TcpConn::default();
                     self.gens[i] = self.gens[i].wrapping_add(1);
                     self.note_embryonic(i, m);
                     self.created += 1;
                 }
                 i
             }
-            None => self.insert(key, kdir, m, out),
+            None => self.insert(key, kdir, hash, m, out),
         };
         let flow = &mut self.slots[idx];
         let d = flow.dir_index(kdir);
@@ -297,7 +435,7 @@ impl FlowTable {
         if m.frag != Frag::None {
             bump(&mut st.frags);
         }
-        if let Some(tcp) = flow.tcp.as_mut() {
+        if let Some(tcp) = self.conns.get_mut(flow.conn as usize) {
             if m.is_tcp() {
                 tcp.handle(now, m, d, &mut flow.dirs);
             }
@@ -311,7 +449,7 @@ impl FlowTable {
         if !m.is_tcp() || m.tcp.flags & (tcp_flags::SYN | tcp_flags::ACK) != tcp_flags::SYN {
             return false;
         }
-        let Some(tcp) = self.slots[i].tcp.as_ref() else {
+        let Some(tcp) = self.conn(i) else {
             return false;
         };
         match tcp.client_isn() {
@@ -324,16 +462,32 @@ impl FlowTable {
         &mut self,
         key: FlowKey,
         kdir: KeyDir,
+        hash: u64,
         m: &PacketMeta,
         out: &mut dyn FnMut(FlowExport, Exit),
     ) -> usize {
         if self.map.len() >= self.cfg.capacity {
             let victim = self.pick_victim();
-            out(self.slots[victim].take_export(false), Exit::Evicted);
+            let c = self.slots[victim].conn;
+            out(
+                self.slots[victim].take_export(self.conns.get(c as usize), false),
+                Exit::Evicted,
+            );
             self.evicted += 1;
             self.remove(victim);
         }
-        let flow = Flow::start(key, kdir, m);
+        let conn = if key.proto == proto::TCP {
+            match self.free_conns.pop() {
+                Some(c) => c,
+                None => {
+                    self.conns.push(TcpConn::default());
+                    (self.conns.len() - 1) as u32
+                }
+            }
+        } else {
+            NO_CONN
+        };
+        let flow = Flow::start(key, kdir, m, conn);
         let idx = match self.free.pop() {
             Some(i) => {
                 let i = i as usize;
@@ -347,7 +501,11 @@ impl FlowTable {
                 self.slots.len() - 1
             }
         };
-        self.map.insert(key, idx as u32);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.map.insert_unique(hash, idx as u32, |&i| {
+            // every indexed slot holds its key
+            slots[i as usize].key.map_or(0, |k| hasher.hash_one(k))
+        });
         self.note_embryonic(idx, m);
         self.created += 1;
         idx
@@ -357,9 +515,13 @@ impl FlowTable {
         if m.is_tcp() && m.tcp.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
             if self.embryonic.len() >= 2 * self.cfg.capacity {
                 // drop the stale entries so the queue stays bounded
-                let (slots, gens) = (&self.slots, &self.gens);
-                self.embryonic
-                    .retain(|&(i, g)| gens[i as usize] == g && slots[i as usize].is_syn_only());
+                let (slots, gens, conns) = (&self.slots, &self.gens, &self.conns);
+                self.embryonic.retain(|&(i, g)| {
+                    gens[i as usize] == g
+                        && conns
+                            .get(slots[i as usize].conn as usize)
+                            .is_some_and(|t| t.is_syn_only())
+                });
             }
             self.embryonic.push_back((idx as u32, self.gens[idx]));
         }
@@ -371,7 +533,10 @@ impl FlowTable {
     fn pick_victim(&mut self) -> usize {
         while let Some((i, g)) = self.embryonic.pop_front() {
             let i = i as usize;
-            if self.gens[i] == g && self.slots[i].key.is_some() && self.slots[i].is_syn_only() {
+            if self.gens[i] == g
+                && self.slots[i].key.is_some()
+                && self.conn(i).is_some_and(|t| t.is_syn_only())
+            {
                 return i;
             }
         }
@@ -398,7 +563,15 @@ impl FlowTable {
 
     fn remove(&mut self, idx: usize) {
         if let Some(key) = self.slots[idx].key.take() {
-            self.map.remove(&key);
+            let hash = self.hash(&key);
+            if let Ok(e) = self.map.find_entry(hash, |&i| i as usize == idx) {
+                e.remove();
+            }
+            let c = self.slots[idx].conn;
+            if let Some(t) = self.conns.get_mut(c as usize) {
+                *t = TcpConn::default();
+                self.free_conns.push(c);
+            }
             self.slots[idx] = Flow::default();
             self.free.push(idx as u32);
         }
@@ -419,9 +592,19 @@ impl FlowTable {
         let mut expired = 0;
         let mut i = self.cursor % n;
         for _ in 0..budget.min(n) {
-            let f = &mut self.slots[i];
-            if f.key.is_some() && now.saturating_sub(f.last_ns) > f.idle_timeout(&self.cfg) {
-                out(f.take_export(true), Exit::Expired);
+            let f = &self.slots[i];
+            // Idle for less than the shortest timeout: not expired, whatever
+            // its state (no need to look at its TCP state).
+            let idle = now.saturating_sub(f.last_ns);
+            if idle > self.min_idle_ns
+                && f.key.is_some()
+                && idle > f.idle_timeout(self.conns.get(f.conn as usize), &self.cfg)
+            {
+                let c = self.slots[i].conn;
+                out(
+                    self.slots[i].take_export(self.conns.get(c as usize), true),
+                    Exit::Expired,
+                );
                 self.remove(i);
                 expired += 1;
             }
@@ -435,34 +618,50 @@ impl FlowTable {
     pub fn drain(&mut self, out: &mut dyn FnMut(FlowExport, Exit)) {
         for i in 0..self.slots.len() {
             if self.slots[i].key.is_some() {
-                out(self.slots[i].take_export(false), Exit::Drained);
+                let c = self.slots[i].conn;
+                out(
+                    self.slots[i].take_export(self.conns.get(c as usize), false),
+                    Exit::Drained,
+                );
                 self.remove(i);
             }
         }
         self.slots.clear();
         self.gens.clear();
         self.free.clear();
+        self.conns.clear();
+        self.free_conns.clear();
         self.embryonic.clear();
         self.cursor = 0;
     }
 
     /// Reads every live flow without removing it.
-    pub fn for_each_active(&self, mut f: impl FnMut(&Flow)) {
+    pub fn for_each_active(&self, mut f: impl FnMut(&ActiveFlow<'_>)) {
         for s in &self.slots {
             if s.key.is_some() {
-                f(s);
+                f(&ActiveFlow {
+                    flow: s,
+                    dirs: &s.dirs,
+                    tcp: self.conns.get(s.conn as usize),
+                });
             }
         }
     }
 
     /// Looks a flow up by key, for ICMP errors that quote it.
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
-        let i = *self.map.get(key)? as usize;
+        let i = self.find(self.hash(key), key)?;
         self.slots.get_mut(i)
     }
 
     /// Approximate bytes held per flow slot (state, not counting the map).
     pub fn slot_bytes() -> usize {
         std::mem::size_of::<Flow>() + std::mem::size_of::<TcpConn>()
+    }
+
+    /// Bytes of one bucket of the key -> slot map (a slot index and
+    /// hashbrown's control byte); the map keeps at most 7/8 of them full.
+    pub fn map_entry_bytes() -> usize {
+        std::mem::size_of::<u32>() + 1
     }
 }

@@ -286,20 +286,45 @@ enum WsClass {
     Retransmission,
 }
 
+// Slots of [`HsTimes`].
+const FIRST_SYN: usize = 0;
+const LAST_SYN: usize = 1;
+const FIRST_SYNACK: usize = 2;
+const LAST_SYNACK: usize = 3;
+const SYN_TO_SYNACK: usize = 4;
+const SYNACK_TO_ACK: usize = 5;
+const CONNECT: usize = 6;
+const IRTT: usize = 7;
+
+/// Eight optional handshake times in 72 bytes instead of eight
+/// `Option<u64>` (128): the values, and which of them are set.
+#[derive(Clone, Copy, Debug, Default)]
+struct HsTimes {
+    v: [u64; 8],
+    set: u8,
+}
+
+impl HsTimes {
+    #[inline]
+    fn get(&self, i: usize) -> Option<u64> {
+        (self.set & (1 << i) != 0).then_some(self.v[i])
+    }
+
+    #[inline]
+    fn set(&mut self, i: usize, ns: u64) {
+        self.v[i] = ns;
+        self.set |= 1 << i;
+    }
+}
+
 /// TCP state of one connection.
 #[derive(Clone, Debug, Default)]
 pub struct TcpConn {
     /// [0] = client -> server, [1] = server -> client.
     dirs: [TcpDir; 2],
-    first_syn_ns: Option<u64>,
-    last_syn_ns: Option<u64>,
-    first_synack_ns: Option<u64>,
-    last_synack_ns: Option<u64>,
-    syn_to_synack_ns: Option<u64>,
-    synack_to_ack_ns: Option<u64>,
-    connect_ns: Option<u64>,
-    /// Wireshark's initial RTT: handshake ACK - most recent SYN.
-    irtt_ns: Option<u64>,
+    /// Handshake times and durations ([`HsTimes`]); the initial RTT
+    /// (`IRTT`) is Wireshark's: handshake ACK - most recent SYN.
+    hs: HsTimes,
     syn_count: u32,
     synack_count: u32,
     established: bool,
@@ -370,15 +395,15 @@ impl TcpConn {
         if syn {
             self.handle_syn(now, m, d, ack_flag);
         } else if ack_flag && d == 0 && !self.established {
-            if let Some(synack) = self.last_synack_ns {
+            if let Some(synack) = self.hs.get(LAST_SYNACK) {
                 if self.dirs[1].isn_valid && t.ack == self.dirs[1].isn.wrapping_add(1) {
                     self.established = true;
-                    self.synack_to_ack_ns = Some(now.saturating_sub(synack));
-                    if let Some(s) = self.first_syn_ns {
-                        self.connect_ns = Some(now.saturating_sub(s));
+                    self.hs.set(SYNACK_TO_ACK, now.saturating_sub(synack));
+                    if let Some(s) = self.hs.get(FIRST_SYN) {
+                        self.hs.set(CONNECT, now.saturating_sub(s));
                     }
-                    if let Some(s) = self.last_syn_ns {
-                        self.irtt_ns = Some(now.saturating_sub(s));
+                    if let Some(s) = self.hs.get(LAST_SYN) {
+                        self.hs.set(IRTT, now.saturating_sub(s));
                     }
                 }
             }
@@ -452,21 +477,23 @@ impl TcpConn {
             // ECN setup SYN: ECE and CWR; SYN/ACK: ECE only.
             dir.ecn_setup = t.flags & (F::ECE | F::CWR) == (F::ECE | F::CWR);
             self.syn_count = self.syn_count.saturating_add(1);
-            self.first_syn_ns.get_or_insert(now);
-            if self.first_synack_ns.is_none() {
-                self.last_syn_ns = Some(now);
+            if self.hs.get(FIRST_SYN).is_none() {
+                self.hs.set(FIRST_SYN, now);
+            }
+            if self.hs.get(FIRST_SYNACK).is_none() {
+                self.hs.set(LAST_SYN, now);
             }
         } else {
             dir.ecn_setup = t.flags & (F::ECE | F::CWR) == F::ECE;
             self.synack_count = self.synack_count.saturating_add(1);
-            if self.first_synack_ns.is_none() {
-                self.first_synack_ns = Some(now);
-                if let Some(s) = self.last_syn_ns {
-                    self.syn_to_synack_ns = Some(now.saturating_sub(s));
+            if self.hs.get(FIRST_SYNACK).is_none() {
+                self.hs.set(FIRST_SYNACK, now);
+                if let Some(s) = self.hs.get(LAST_SYN) {
+                    self.hs.set(SYN_TO_SYNACK, now.saturating_sub(s));
                 }
             }
             if !self.established {
-                self.last_synack_ns = Some(now);
+                self.hs.set(LAST_SYNACK, now);
             }
         }
     }
@@ -479,7 +506,11 @@ impl TcpConn {
         let syn = flags & F::SYN != 0;
         let fin = flags & F::FIN != 0;
         let sfr = flags & (F::SYN | F::FIN | F::RST) != 0;
-        let ooo_thres = self.irtt_ns.filter(|&v| v > 0).unwrap_or(DEFAULT_OOO_NS);
+        let ooo_thres = self
+            .hs
+            .get(IRTT)
+            .filter(|&v| v > 0)
+            .unwrap_or(DEFAULT_OOO_NS);
         let (fwd, rev) = split_pair(&mut self.dirs, d);
         let st = &mut stats[d];
 
@@ -645,9 +676,9 @@ impl TcpConn {
             TcpState::SynSent
         };
         let handshake = (self.syn_count > 0 || self.synack_count > 0).then(|| Handshake {
-            syn_to_synack_ns: self.syn_to_synack_ns,
-            synack_to_ack_ns: self.synack_to_ack_ns,
-            connect_ns: self.connect_ns,
+            syn_to_synack_ns: self.hs.get(SYN_TO_SYNACK),
+            synack_to_ack_ns: self.hs.get(SYNACK_TO_ACK),
+            connect_ns: self.hs.get(CONNECT),
             syn_count: self.syn_count.into(),
             synack_count: self.synack_count.into(),
         });

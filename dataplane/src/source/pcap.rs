@@ -47,6 +47,8 @@ pub const MAX_INTERFACES: usize = 65_536;
 
 /// Frames per [`FrameSource::recv_batch`] call.
 const BATCH: usize = 64;
+/// Bytes read from the input at once: few system calls per file.
+const READ_BUFFER: usize = 1 << 20;
 
 const NS_PER_S: u64 = 1_000_000_000;
 
@@ -409,7 +411,7 @@ impl<R: Read> CaptureReader<R> {
     /// Header Block (pcapng).
     pub fn new(reader: R) -> Result<Self, CaptureError> {
         let mut input = Input {
-            inner: BufReader::with_capacity(256 * 1024, reader),
+            inner: BufReader::with_capacity(READ_BUFFER, reader),
             offset: 0,
         };
         let mut magic = [0u8; 4];
