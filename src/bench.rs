@@ -6,6 +6,8 @@
 //!   memory per flow, scaling.
 //! - `bench pcap`: the same synthetic traffic as a pcap file, for comparisons
 //!   with other tools (`scripts/compare-tools.sh`).
+//! - `bench hostile`: the same engine under a SYN flood and garbage frames,
+//!   as a share of its speed on the healthy traffic alone ([`hostile`]).
 //!
 //! Traffic is generated ahead of time, per worker, in slices (`--slice`
 //! frames per worker): generate a slice (untimed, all workers' generators in
@@ -35,6 +37,8 @@ use wirelens_dataplane::PacketMeta;
 
 use crate::{exit, Format};
 
+mod hostile;
+
 /// Throughput benchmarks over synthetic traffic.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -49,6 +53,10 @@ pub enum BenchCommand {
     Pipeline(PipelineArgs),
     /// Write synthetic traffic to a pcap file.
     Pcap(PcapArgs),
+    /// The engine under a SYN flood of distinct spoofed 5-tuples and under
+    /// garbage frames, against the same healthy traffic alone: speed share,
+    /// table bound, memory, what was shed, which healthy flows survived.
+    Hostile(hostile::HostileArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -166,6 +174,13 @@ pub fn run(args: &BenchArgs) -> u8 {
             Ok(()) => exit::OK,
             Err(e) => {
                 eprintln!("wirelens bench pcap: {e:#}");
+                exit::INPUT
+            }
+        },
+        BenchCommand::Hostile(a) => match hostile::bench_hostile(a) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("wirelens bench hostile: {e:#}");
                 exit::INPUT
             }
         },
