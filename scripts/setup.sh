@@ -11,6 +11,8 @@ pkgs=(
   tshark tcpdump iproute2 iptables ethtool iperf3 python3 procps tmux
   # scripts/compare-tools.sh: the other analyzers and GNU time
   tcptrace time
+  # tests/ctrl_slow_clients.rs makes its CA and certificates with the openssl CLI
+  openssl
 )
 
 sudo_cmd=()
