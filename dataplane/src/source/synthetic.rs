@@ -1552,7 +1552,7 @@ impl Hostile {
             a[12..].copy_from_slice(&host.to_be_bytes());
             Addr::from_v6(a)
         } else {
-            Addr::from_v4([198, 18, 128 | (host >> 8) as u8 & 0x7f, host as u8])
+            Addr::from_v4([198, 18, 128 | ((host >> 8) as u8 & 0x7f), host as u8])
         }
     }
 
@@ -1624,7 +1624,7 @@ impl Hostile {
                 }
                 // from an attacker to the victim, whatever else the bytes say
                 // (so what parses is told apart from the healthy flows)
-                let host = 0x7f00 | (r >> 32) as u32 % GARBAGE_SOURCES;
+                let host = 0x7f00 | ((r >> 32) as u32 % GARBAGE_SOURCES);
                 match (r % 4, len) {
                     (0, 34..) => {
                         let a = self.hostile_addr(false, host);
@@ -1758,14 +1758,14 @@ impl Hostile {
                 self.frag_id = self.frag_id.wrapping_add(u16::from(r % 8 == 0));
                 let id = self.frag_id;
                 let k = (r >> 8) % 6; // the k-th piece: offsets 0, 8, 16 .. bytes
-                let data = 24 + 8 * (r >> 16 & 7) as u32; // longer than the step
+                let data = 24 + 8 * ((r >> 16) & 7) as u32; // longer than the step
                 write_eth(out, &MAC_SERVER, &MAC_CLIENT, v6);
                 let mf_off = (k as u16) | 0x2000; // MF, offset k x 8 bytes
                 if v6 {
                     let off = write_ip(out, true, 8 + data, 0, 0, 44, &src, &dst);
                     out[off] = proto::UDP;
                     out[off + 1] = 0;
-                    out[off + 2..off + 4].copy_from_slice(&((k as u16) << 3 | 1).to_be_bytes());
+                    out[off + 2..off + 4].copy_from_slice(&(((k as u16) << 3) | 1).to_be_bytes());
                     out[off + 4..off + 8].copy_from_slice(&u32::from(id).to_be_bytes());
                     out[off + 8..off + 8 + data as usize].fill(0);
                     if k == 0 {
