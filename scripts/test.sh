@@ -21,6 +21,17 @@ cargo test --workspace --all-features -- --test-threads=1
 step "benches build and link (dev profile; numbers come from cargo bench, see benches/README.md)"
 cargo test --workspace --all-features --benches --no-run
 
+# The fuzzers themselves (cargo-fuzz, ASan): opt-in, not part of CI. A cold
+# build of the four targets compiles the whole dependency tree again with
+# sanitizer and coverage instrumentation (22.6 min measured on this project's
+# shared 2-core machine, plus installing cargo-fuzz), more than CI's budget;
+# CI runs every corpus file and ~26k mutated inputs through the same invariant
+# checks instead (*/tests/fuzz_regressions.rs, in the cargo test step above).
+if [ -n "${WIRELENS_FUZZ_SECS:-}" ]; then
+  step "fuzz targets, ${WIRELENS_FUZZ_SECS} s each (WIRELENS_FUZZ_SECS; needs cargo-fuzz)"
+  bash scripts/fuzz.sh "$WIRELENS_FUZZ_SECS"
+fi
+
 leftover=$( { ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^wl' || true; ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^wl' || true; } | tr '\n' ' ')
 if [ -n "$leftover" ]; then
   echo "test.sh: lab leftovers after the tests: $leftover" >&2
