@@ -122,7 +122,7 @@ fn closed_after(s: &mut TcpStream, since: Instant) -> (Duration, String) {
 #[test]
 fn slow_headers_are_cut_off_and_others_are_served_meanwhile() {
     let dir = tmpdir("headers");
-    let srv = Server::start(&dir, &["--header-timeout", "1", "--request-timeout", "2"]);
+    let srv = Server::start(&dir, &["--header-timeout", "3", "--request-timeout", "5"]);
     // 20 connections that never send a byte
     let mut idle: Vec<TcpStream> = (0..20).map(|_| srv.connect()).collect();
     // one that sends its headers one byte every 300 ms, and never finishes
@@ -143,12 +143,13 @@ fn slow_headers_are_cut_off_and_others_are_served_meanwhile() {
     for _ in 0..3 {
         let (code, took) = srv.healthz();
         assert_eq!(code, 200);
-        assert!(took < Duration::from_secs(1), "healthz took {took:?}");
+        // well under the header timeout: not held up by the slow client
+        assert!(took < Duration::from_millis(1500), "healthz took {took:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
     let (took, sent) = closed_after(&mut slow, t0);
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(6),
         "the trickling client was cut off after {took:?}"
     );
     assert!(!sent.contains("200 OK"), "{sent}");
@@ -156,7 +157,7 @@ fn slow_headers_are_cut_off_and_others_are_served_meanwhile() {
     for (i, s) in idle.iter_mut().enumerate() {
         let (took, sent) = closed_after(s, t0);
         assert!(
-            took < Duration::from_secs(4) && sent.is_empty(),
+            took < Duration::from_secs(6) && sent.is_empty(),
             "idle connection {i}: closed after {took:?}, sent {sent:?}"
         );
     }
