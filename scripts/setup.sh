@@ -38,3 +38,10 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
+
+# cargo-fuzz for the fuzz step of scripts/test.sh (scripts/fuzz.sh); from
+# crates.io, about 40 s to build.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz" >&2
+  cargo install cargo-fuzz --locked --quiet
+fi
