@@ -11,6 +11,8 @@ pkgs=(
   tshark tcpdump iproute2 iptables ethtool iperf3 python3 procps tmux
   # scripts/compare-tools.sh: the other analyzers and GNU time
   tcptrace time
+  # tests/ctrl_slow_clients.rs makes its CA and certificates with the openssl CLI
+  openssl
 )
 
 sudo_cmd=()
@@ -35,4 +37,11 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
   exit 1
+fi
+
+# cargo-fuzz for the fuzz step of scripts/test.sh (scripts/fuzz.sh); from
+# crates.io, about 40 s to build.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz" >&2
+  cargo install cargo-fuzz --locked --quiet
 fi

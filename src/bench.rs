@@ -6,6 +6,8 @@
 //!   memory per flow, scaling.
 //! - `bench pcap`: the same synthetic traffic as a pcap file, for comparisons
 //!   with other tools (`scripts/compare-tools.sh`).
+//! - `bench hostile`: the same engine under a SYN flood and garbage frames,
+//!   as a share of its speed on the healthy traffic alone ([`hostile`]).
 //!
 //! Traffic is generated ahead of time, per worker, in slices (`--slice`
 //! frames per worker): generate a slice (untimed, all workers' generators in
@@ -35,6 +37,8 @@ use wirelens_dataplane::PacketMeta;
 
 use crate::{exit, Format};
 
+mod hostile;
+
 /// Throughput benchmarks over synthetic traffic.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -53,6 +57,10 @@ pub enum BenchCommand {
     /// against a drop-only AF_XDP loop, `wirelens run` and tcpdump.
     #[cfg(feature = "live")]
     Live(crate::bench_live::LiveArgs),
+    /// The engine under a SYN flood of distinct spoofed 5-tuples and under
+    /// garbage frames, against the same healthy traffic alone: speed share,
+    /// table bound, memory, what was shed, which healthy flows survived.
+    Hostile(hostile::HostileArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -175,6 +183,13 @@ pub fn run(args: &BenchArgs) -> u8 {
         },
         #[cfg(feature = "live")]
         BenchCommand::Live(a) => crate::bench_live::run(a),
+        BenchCommand::Hostile(a) => match hostile::bench_hostile(a) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("wirelens bench hostile: {e:#}");
+                exit::INPUT
+            }
+        },
     }
 }
 

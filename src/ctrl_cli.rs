@@ -77,6 +77,22 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC; not encrypted).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Require client certificates (mutual TLS): CA certificate(s), PEM, that
+    /// sign the nodes' and clients' certificates; a client without one is
+    /// refused at the handshake. Needs --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Seconds a client may take to send a request's headers (also how long
+    /// an idle connection stays open); slower clients are cut off.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds from a request's headers to its answer, the body included;
+    /// beyond, 408 and the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub request_timeout: f64,
+    /// Connections served at once; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub max_connections: usize,
     /// Reports per second each node may send on average (429 with Retry-After
     /// beyond); 0 turns the limit off.
     #[arg(long, value_name = "PER_SEC", default_value_t = 10.0)]
@@ -104,6 +120,14 @@ pub struct CtrlUrl {
     /// --api-token-file [default: $WIRELENS_API_TOKEN_FILE].
     #[arg(long, value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// This client's certificate (PEM), for a control plane started with
+    /// --client-ca [default: $WIRELENS_CLIENT_CERT]; needs --client-key.
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM, not encrypted)
+    /// [default: $WIRELENS_CLIENT_KEY].
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 impl CtrlUrl {
@@ -131,6 +155,10 @@ impl CtrlUrl {
         };
         if let Some(ca) = &self.ca_file {
             opts.ca_file = Some(ca.clone());
+        }
+        if let (Some(c), Some(k)) = (&self.client_cert, &self.client_key) {
+            opts.client_cert = Some(c.clone());
+            opts.client_key = Some(k.clone());
         }
         if let Some(f) = &self.api_token_file {
             match api_token_from_file(f) {
@@ -226,6 +254,29 @@ pub fn serve(a: &ServeArgs) -> u8 {
         );
         return exit::USAGE;
     }
+    let secs = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            eprintln!("wirelens: --{name} must be a number of seconds above 0 (at most 86400)");
+            Err(exit::USAGE)
+        }
+    };
+    let limits = match (
+        secs("header-timeout", a.header_timeout),
+        secs("request-timeout", a.request_timeout),
+    ) {
+        (Ok(header_timeout), Ok(request_timeout)) if a.max_connections > 0 => server::ConnLimits {
+            header_timeout,
+            request_timeout,
+            max_connections: a.max_connections,
+        },
+        (Ok(_), Ok(_)) => {
+            eprintln!("wirelens: --max-connections must be at least 1");
+            return exit::USAGE;
+        }
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
     const H: u64 = 3600 * 1_000_000_000;
     let cfg = ServerConfig {
         db: a.db.clone(),
@@ -246,6 +297,7 @@ pub fn serve(a: &ServeArgs) -> u8 {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
+                client_ca: a.client_ca.clone(),
             }),
             _ => None,
         },
@@ -254,6 +306,7 @@ pub fn serve(a: &ServeArgs) -> u8 {
             burst: a.rate_burst,
         }),
         api_tokens,
+        limits,
     };
     match server::run(&a.listen, cfg) {
         Ok(()) => exit::OK,

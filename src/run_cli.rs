@@ -81,9 +81,32 @@ pub struct RunArgs {
     /// /metrics (wirelens_probe_*) and, with --ctrl, pushed to the control plane.
     #[arg(long, value_name = "TARGET[,OPT=V..]")]
     pub probe: Vec<String>,
+    /// CA certificate(s) (PEM) that sign an https --ctrl's certificate
+    /// [default: $WIRELENS_CA_FILE, else the system's CA bundle].
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM) for a control plane that requires client
+    /// certificates (`ctrl serve --client-ca`) [default: $WIRELENS_CLIENT_CERT].
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert [default: $WIRELENS_CLIENT_KEY].
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 pub fn run(args: &RunArgs) -> u8 {
+    // The pusher reads its TLS options from the environment
+    // (`ClientOptions::from_env`); the flags win over inherited values. Set
+    // here, before any thread exists.
+    for (var, v) in [
+        (wirelens_ctrl::client::ENV_CA_FILE, &args.ca_file),
+        (wirelens_ctrl::client::ENV_CLIENT_CERT, &args.client_cert),
+        (wirelens_ctrl::client::ENV_CLIENT_KEY, &args.client_key),
+    ] {
+        if let Some(path) = v {
+            std::env::set_var(var, path);
+        }
+    }
     match start(args) {
         Ok(()) => crate::exit::OK,
         Err(e) => {

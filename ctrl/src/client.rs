@@ -13,10 +13,11 @@
 //!
 //! [`Client::new`] and [`Pusher::new`] take their options from the
 //! environment ([`ClientOptions::from_env`]: `WIRELENS_CA_FILE`,
-//! `WIRELENS_API_TOKEN_FILE`), so every command that talks to the control
-//! plane (the queries, `top`, `analyze --push`, `run`'s pusher) speaks https
-//! with a private CA without a flag of its own; the query commands also take
-//! `--ca-file` and `--api-token-file`.
+//! `WIRELENS_API_TOKEN_FILE`, `WIRELENS_CLIENT_CERT`, `WIRELENS_CLIENT_KEY`),
+//! so every command that talks to the control plane (the queries, `top`,
+//! `analyze --push`, `run`'s pusher) speaks https with a private CA and a
+//! client certificate without a flag of its own; the query commands also take
+//! `--ca-file`, `--api-token-file`, `--client-cert` and `--client-key`.
 use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -107,6 +108,16 @@ fn tls_reason(e: &rustls::Error) -> String {
         rustls::Error::InvalidMessage(_) => {
             "; does the control plane speak https (was it started with --tls-cert)?"
         }
+        rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::HandshakeFailure,
+        ) => {
+            "; the control plane may require a client certificate (ctrl serve --client-ca): \
+             pass --client-cert and --client-key (or WIRELENS_CLIENT_CERT and \
+             WIRELENS_CLIENT_KEY) with a certificate its CA signed"
+        }
         _ => "",
     };
     format!("{e}{hint}")
@@ -120,6 +131,11 @@ pub struct ClientOptions {
     pub ca_file: Option<PathBuf>,
     /// Bearer token for the read API (`ctrl serve --api-token-file`).
     pub api_token: Option<String>,
+    /// This client's certificate chain and key (PEM), for a control plane
+    /// that requires client certificates (`ctrl serve --client-ca`). Only
+    /// used for `https://`; both or neither.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -128,6 +144,8 @@ impl fmt::Debug for ClientOptions {
         f.debug_struct("ClientOptions")
             .field("ca_file", &self.ca_file)
             .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
             .finish()
     }
 }
@@ -136,10 +154,14 @@ impl fmt::Debug for ClientOptions {
 pub const ENV_CA_FILE: &str = "WIRELENS_CA_FILE";
 /// The environment variable naming the API token file.
 pub const ENV_API_TOKEN_FILE: &str = "WIRELENS_API_TOKEN_FILE";
+/// The environment variables naming the client certificate and its key
+/// ([`ClientOptions::client_cert`], [`ClientOptions::client_key`]).
+pub const ENV_CLIENT_CERT: &str = "WIRELENS_CLIENT_CERT";
+pub const ENV_CLIENT_KEY: &str = "WIRELENS_CLIENT_KEY";
 
 impl ClientOptions {
-    /// `WIRELENS_CA_FILE` and the first token of `WIRELENS_API_TOKEN_FILE`
-    /// (empty values are unset).
+    /// `WIRELENS_CA_FILE`, the first token of `WIRELENS_API_TOKEN_FILE`,
+    /// `WIRELENS_CLIENT_CERT` and `WIRELENS_CLIENT_KEY` (empty values are unset).
     pub fn from_env() -> Result<ClientOptions, String> {
         let var = |k: &str| {
             std::env::var_os(k)
@@ -153,6 +175,8 @@ impl ClientOptions {
         Ok(ClientOptions {
             ca_file: var(ENV_CA_FILE),
             api_token,
+            client_cert: var(ENV_CLIENT_CERT),
+            client_key: var(ENV_CLIENT_KEY),
         })
     }
 }
@@ -180,11 +204,39 @@ fn agent(base: &str, timeout: Duration, opts: &ClientOptions) -> Result<ureq::Ag
             .iter()
             .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
             .collect();
+        let identity = match (&opts.client_cert, &opts.client_key) {
+            (Some(cert), Some(key)) => {
+                // read and checked with rustls' PEM parser for its error
+                // messages; ureq takes the key from the same PEM
+                let (chain, _) =
+                    crate::tls::client_identity(cert, key).map_err(|e| e.to_string())?;
+                let chain: Vec<ureq::tls::Certificate<'static>> = chain
+                    .iter()
+                    .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                    .collect();
+                let key = std::fs::read(key)
+                    .map_err(|e| e.to_string())
+                    .and_then(|pem| {
+                        ureq::tls::PrivateKey::from_pem(&pem).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| format!("client key {}: {e}", key.display()))?;
+                Some(ureq::tls::ClientCert::new_with_certs(&chain, key))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "a client certificate needs both --client-cert and --client-key \
+                     (or WIRELENS_CLIENT_CERT and WIRELENS_CLIENT_KEY)"
+                        .into(),
+                )
+            }
+        };
         cfg.tls_config(
             ureq::tls::TlsConfig::builder()
                 .provider(ureq::tls::TlsProvider::Rustls)
                 .unversioned_rustls_crypto_provider(crate::tls::provider())
                 .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
+                .client_cert(identity)
                 .build(),
         )
     } else {

@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub rate_limit: Option<RateLimit>,
     /// Tokens of the read API; `None`: GETs need no token.
     pub api_tokens: Option<Tokens>,
+    /// Timeouts and the connection cap against slow or numerous clients.
+    pub limits: ConnLimits,
 }
 
 /// The server's certificate chain and private key, PEM files.
@@ -75,6 +77,38 @@ pub struct ServerConfig {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// CA certificate(s) (PEM) that sign the clients' certificates: when
+    /// given, every client must present a certificate signed by one of them
+    /// (mutual TLS), or its handshake fails.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Limits against slow clients (slowloris) and connection floods. A
+/// connection is served by its own task, so a slow client holds only its own
+/// connection, and at most `max_connections` of those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Longest a client may take to send a request's head (request line and
+    /// headers), counted from the start of the connection or from the end of
+    /// the previous response: beyond, the connection is closed. An idle
+    /// keep-alive connection is closed after this time too.
+    pub header_timeout: Duration,
+    /// Longest from a request's head to its answer, reading the body
+    /// included: beyond, 408 and the connection is closed.
+    pub request_timeout: Duration,
+    /// Connections served at once; beyond, new connections are closed at
+    /// once (and counted).
+    pub max_connections: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 512,
+        }
+    }
 }
 
 /// Where the server's log lines go.
@@ -107,6 +141,17 @@ pub struct AppState {
     limiter: Option<Mutex<Limiter>>,
     stats: SelfStats,
     log: LogSink,
+    limits: ConnLimits,
+    conns: ConnStats,
+}
+
+/// What the connection limits cut off.
+#[derive(Debug, Default)]
+struct ConnStats {
+    /// Connections closed at once because `max_connections` were open.
+    over_cap: AtomicU64,
+    /// Requests answered 408 because they did not complete in time.
+    request_timeouts: AtomicU64,
 }
 
 impl std::fmt::Debug for AppState {
@@ -135,6 +180,8 @@ impl AppState {
             limiter: cfg.rate_limit.map(|l| Mutex::new(Limiter::new(l))),
             stats: SelfStats::default(),
             log,
+            limits: cfg.limits,
+            conns: ConnStats::default(),
         })
     }
 
@@ -853,6 +900,19 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
         "Flow deltas accepted by this process",
         deltas,
     );
+    let cut = Family::<Vec<(String, String)>, Counter>::default();
+    for (why, c) in [
+        ("over_connection_cap", &st.conns.over_cap),
+        ("request_timeout", &st.conns.request_timeouts),
+    ] {
+        cut.get_or_create(&vec![("reason".to_string(), why.to_string())])
+            .inc_by(c.load(Ordering::Relaxed));
+    }
+    reg.register(
+        "wirelens_ctrl_connections_cut",
+        "Connections closed by the server's limits, by reason (header timeouts are not counted: hyper closes those)",
+        cut,
+    );
     let n = Gauge::<i64>::default();
     n.set(nodes.len() as i64);
     reg.register("wirelens_ctrl_nodes", "Nodes known to the control plane", n);
@@ -912,8 +972,17 @@ pub async fn serve_tls(
 
 /// Serves on any axum listener (plain or [`crate::tls::TlsListener`]) until
 /// `shutdown` completes; prunes old rows every minute.
+///
+/// Each connection is served by its own task with hyper's HTTP/1.1 server,
+/// under the state's [`ConnLimits`]: a head not complete within
+/// `header_timeout` closes the connection (hyper's header read timeout), a
+/// request not answered within `request_timeout` (a body that trickles in
+/// or never ends) gets 408 and the connection closes, and beyond
+/// `max_connections` open connections new ones are closed at once. At
+/// shutdown, open connections finish their request in flight (at most
+/// `request_timeout`) and close.
 pub async fn serve_on<L>(
-    listener: L,
+    mut listener: L,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError>
@@ -936,12 +1005,96 @@ where
             }
         })
     };
-    let r = axum::serve(listener, router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = router(Arc::clone(&state));
+    let limits = state.limits;
+    let max = limits
+        .max_connections
+        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, _addr) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            if state.conns.over_cap.fetch_add(1, Ordering::Relaxed) == 0 {
+                state.log(format_args!(
+                    "{max} connections open: closing new ones at once (counted in /metrics)"
+                ));
+            }
+            drop(io);
+            continue;
+        };
+        let (app, st, mut close) = (app.clone(), Arc::clone(&state), close_rx.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = hyper::service::service_fn(
+                move |req: axum::http::Request<hyper::body::Incoming>| {
+                    let (app, st) = (app.clone(), Arc::clone(&st));
+                    async move { Ok::<_, std::convert::Infallible>(answer_in_time(app, &st, req).await) }
+                },
+            );
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let mut conn =
+                std::pin::pin!(http.serve_connection(hyper_util::rt::TokioIo::new(io), svc));
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    r = close.changed(), if !closing => {
+                        closing = true;
+                        if r.is_ok() {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        });
+    }
+    // Stop: let every connection finish its request in flight, then close.
+    let _ = close_tx.send(true);
+    let _ = tokio::time::timeout(
+        limits.request_timeout + Duration::from_secs(1),
+        slots.acquire_many(max as u32),
+    )
+    .await;
     pruner.abort();
     state.log("stopped");
-    Ok(r?)
+    Ok(())
+}
+
+/// Runs the router on `req` with the request deadline: 408 and
+/// `Connection: close` when the request (its body included) takes longer.
+async fn answer_in_time(
+    mut app: Router,
+    st: &AppState,
+    req: axum::http::Request<hyper::body::Incoming>,
+) -> Response {
+    use tower_service::Service;
+    let t = st.limits.request_timeout;
+    match tokio::time::timeout(t, app.call(req.map(Body::new))).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(never)) => match never {},
+        Err(_) => {
+            st.conns.request_timeouts.fetch_add(1, Ordering::Relaxed);
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request not complete within {} ms (--request-timeout); closing the connection",
+                    t.as_millis()
+                ),
+            );
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            r
+        }
+    }
 }
 
 /// `wirelens ctrl serve`: opens the store, binds `listen`, serves until a
@@ -949,7 +1102,11 @@ where
 /// `https://`).
 pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
     let tls = match &cfg.tls {
-        Some(f) => Some(crate::tls::server_config(&f.cert, &f.key)?),
+        Some(f) => Some(crate::tls::server_config_with_client_ca(
+            &f.cert,
+            &f.key,
+            f.client_ca.as_deref(),
+        )?),
         None => None,
     };
     let store = SqliteStore::open(&cfg.db)?;
@@ -970,13 +1127,23 @@ pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
             Some(l) => format!("{} reports/s per node, bursts of {}", l.per_sec, l.burst),
             None => "no rate limit".into(),
         };
+        let l = cfg.limits;
         state.log(format_args!(
-            "listening on {}://{addr} (db {}, {} token entries, body limit {} bytes, {rate}, read API {})",
+            "listening on {}://{addr} (db {}, {} token entries, body limit {} bytes, {rate}, read API {}{}; \
+             header timeout {} ms, request timeout {} ms, at most {} connections)",
             if tls.is_some() { "https" } else { "http" },
             cfg.db.display(),
             cfg.tokens.len(),
             cfg.body_limit,
             if cfg.api_tokens.is_some() { "needs a token" } else { "open" },
+            if cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
+                ", client certificates required"
+            } else {
+                ""
+            },
+            l.header_timeout.as_millis(),
+            l.request_timeout.as_millis(),
+            l.max_connections,
         ));
         match tls {
             Some(t) => serve_tls(listener, t, state).await,

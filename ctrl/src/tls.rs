@@ -1,5 +1,7 @@
 //! TLS for the control plane (rustls with the ring provider, TLS 1.2 and 1.3):
-//! the server's certificate and key ([`server_config`]), an axum listener
+//! the server's certificate and key ([`server_config`]), optionally with
+//! client certificates required (mutual TLS, [`server_config_with_client_ca`]),
+//! a client's own certificate ([`client_identity`]), an axum listener
 //! that completes handshakes off the accept loop ([`TlsListener`]), and the
 //! client's trust roots ([`client_roots`]).
 //!
@@ -48,6 +50,10 @@ pub enum TlsError {
     },
     #[error("CA file {path}: {reason}")]
     Ca { path: PathBuf, reason: String },
+    #[error("client CA file {path} (--client-ca): {reason}")]
+    ClientCa { path: PathBuf, reason: String },
+    #[error("client certificate {path}: {reason}")]
+    ClientCert { path: PathBuf, reason: String },
 }
 
 /// The crypto provider of every TLS endpoint here: ring.
@@ -58,6 +64,17 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// The server's TLS configuration from a PEM certificate chain (the server's
 /// certificate first) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_with_client_ca(cert, key, None)
+}
+
+/// [`server_config`], and with `client_ca` (PEM CA certificates) every client
+/// must present a certificate chain to one of those CAs (mutual TLS): a
+/// client without one, or with another CA's, fails its handshake.
+pub fn server_config_with_client_ca(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let cert_err = |reason: String| TlsError::Cert {
         path: cert.to_path_buf(),
         reason,
@@ -81,9 +98,19 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
             e => pem_reason(&e),
         },
     })?;
+    let verifier = match client_ca {
+        Some(path) => Some(client_verifier(path)?),
+        None => None,
+    };
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key_der))
+        .and_then(|b| {
+            match verifier {
+                Some(v) => b.with_client_cert_verifier(v),
+                None => b.with_no_client_auth(),
+            }
+            .with_single_cert(chain, key_der)
+        })
         .map_err(|e| TlsError::Config {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
@@ -92,6 +119,67 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     let mut cfg = cfg;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// Verifies client certificates against the CA certificates in `path`.
+fn client_verifier(
+    path: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let err = |reason: String| TlsError::ClientCa {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(pem_reason(&e)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(pem_reason(&e)))?;
+    if certs.is_empty() {
+        return Err(err(
+            "no CERTIFICATE block; give the CA certificate(s) that sign the nodes' certificates in PEM"
+                .into(),
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| err(format!("not a usable CA certificate: {e}")))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| err(e.to_string()))
+}
+
+/// A client's certificate chain and private key (PEM files), for a control
+/// plane that requires client certificates.
+pub fn client_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let err = |path: &Path, reason: String| TlsError::ClientCert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| err(cert, pem_reason(&e)))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(cert, pem_reason(&e)))?;
+    if chain.is_empty() {
+        return Err(err(cert, "no CERTIFICATE block in PEM".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        err(
+            key,
+            match e {
+                rustls::pki_types::pem::Error::NoItemsFound => {
+                    "no PRIVATE KEY block (PKCS#8, RSA or EC) in PEM; encrypted keys are not read"
+                        .into()
+                }
+                e => pem_reason(&e),
+            },
+        )
+    })?;
+    Ok((chain, key_der))
 }
 
 fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {

@@ -54,6 +54,7 @@ fn config(db: &Path) -> ServerConfig {
         tls: None,
         rate_limit: None,
         api_tokens: None,
+        limits: wirelens_ctrl::server::ConnLimits::default(),
     }
 }
 
@@ -502,6 +503,7 @@ fn api_token_guards_the_read_api() {
             &ClientOptions {
                 ca_file: None,
                 api_token: t.map(String::from),
+                ..ClientOptions::default()
             },
         )
     };
@@ -563,6 +565,7 @@ fn tokens_never_reach_the_log() {
     let opts = ClientOptions {
         ca_file: None,
         api_token: Some(API_TOKEN.into()),
+        ..ClientOptions::default()
     };
     let client = Client::with_options("http://x", Duration::from_secs(1), &opts);
     for d in [
@@ -582,12 +585,13 @@ fn tls_serves_https_and_the_client_verifies() {
         c.tls = Some(TlsFiles {
             cert: data("server.pem"),
             key: data("server.key"),
+            client_ca: None,
         })
     });
     let port = s.addr.port();
     let opts = |ca: &str| ClientOptions {
         ca_file: Some(data(ca)),
-        api_token: None,
+        ..ClientOptions::default()
     };
     for host in ["127.0.0.1", "localhost"] {
         let c = Client::with_options(

@@ -40,6 +40,7 @@ fn start() -> (SocketAddr, TempDir) {
         tls: None,
         rate_limit: None,
         api_tokens: None,
+        limits: server::ConnLimits::default(),
     };
     let store = SqliteStore::open(&cfg.db).unwrap();
     let state = AppState::new(Box::new(store), &cfg);

@@ -1211,6 +1211,25 @@ impl FrameArena {
         n
     }
 
+    /// [`FrameArena::fill`] from any [`FrameWriter`] (e.g. an [`Interleave`]).
+    pub fn fill_from(&mut self, gen: &mut impl FrameWriter, n: usize) -> usize {
+        for k in 0..n {
+            if gen.is_done() {
+                return k;
+            }
+            let off = self.data.len();
+            self.data.resize(off + MAX_FRAME, 0);
+            let (ts_ns, len) = gen.write_next(&mut self.data[off..]);
+            self.data.truncate(off + len);
+            self.frames.push(Stored {
+                ts_ns,
+                off,
+                len: len as u32,
+            });
+        }
+        n
+    }
+
     /// Frame `i` (Ethernet).
     pub fn get(&self, i: usize) -> Option<Frame<'_>> {
         let s = self.frames.get(i)?;
@@ -1312,6 +1331,596 @@ pub fn write_pcap<W: Write>(w: W, gen: &mut Synthetic, frames: u64) -> io::Resul
     }
     p.into_inner().flush()?;
     Ok(n)
+}
+
+// ---------------------------------------------------------------------------
+// Hostile traffic: a SYN flood of distinct spoofed 5-tuples and garbage
+// frames, interleaved with the healthy traffic of a [`Synthetic`].
+
+/// Most distinct SYN-flood tuples of one [`Hostile`] generator's tuple space.
+pub const MAX_FLOOD_TUPLES: u64 = 1 << 30;
+/// The victim of the hostile traffic: the synthetic server 198.19.0.1 /
+/// 2001:db8:ff::1 (a server the healthy flows use too), port 443.
+pub const VICTIM_PORT: u16 = 443;
+const VICTIM_V4: [u8; 4] = [198, 19, 0, 1];
+const VICTIM_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+];
+/// Garbage comes from few attacker tuples (64 sources x 4 ports, over IPv4
+/// and IPv6), so that garbage that happens to parse cannot exhaust the
+/// table: a flood of distinct tuples is what the SYN flood measures.
+const GARBAGE_SOURCES: u32 = 64;
+const GARBAGE_PORTS: u32 = 4;
+
+/// True for the addresses hostile generators send from: 198.18.128.0/17 and
+/// 2001:db8:8000::/33, which [`Synthetic`]'s clients (198.18.0.0/17,
+/// 2001:db8:0:S::/64) never use.
+pub fn is_hostile_source(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            let o = a.octets();
+            o[0] == 198 && o[1] == 18 && o[2] >= 128
+        }
+        std::net::IpAddr::V6(a) => {
+            let o = a.octets();
+            o[..4] == [0x20, 0x01, 0x0d, 0xb8] && o[4] & 0x80 != 0
+        }
+    }
+}
+
+/// What a [`Hostile`] generator sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostileKind {
+    /// Bare SYNs from distinct spoofed 5-tuples, never answered.
+    #[default]
+    SynFlood,
+    /// Malformed frames, one [`Garbage`] kind after the other.
+    Garbage,
+    /// Every other frame a flood SYN, the others garbage.
+    Mixed,
+}
+
+/// The kinds of garbage frame, in the order of [`HostileStats::garbage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Garbage {
+    /// 0 to 1514 random bytes (the EtherType often IPv4, IPv6 or VLAN; the
+    /// IP addresses an attacker's and the victim's).
+    RandomBytes,
+    /// A TCP or UDP frame cut inside its headers.
+    TruncatedHeaders,
+    /// TCP options that loop: zero-length options, one-byte lengths, an
+    /// option running past the header, 40 bytes of NOPs.
+    TcpOptionLoop,
+    /// IPv4 total length or IHL, or IPv6 payload length, that lie.
+    BogusIpLength,
+    /// TCP data offset or UDP length that lie.
+    BogusL4Length,
+    /// IPv6 extension headers chained until the frame ends (never an L4 header).
+    Ipv6ExtChain,
+    /// IPv4 and IPv6 fragments of one datagram whose ranges overlap.
+    OverlappingFragments,
+    /// A first fragment of 8 bytes (the TCP header cut), or one at offset 8
+    /// bytes that rewrites the TCP flags (RFC 1858).
+    TinyFragments,
+}
+
+impl Garbage {
+    pub const ALL: [Garbage; 8] = [
+        Garbage::RandomBytes,
+        Garbage::TruncatedHeaders,
+        Garbage::TcpOptionLoop,
+        Garbage::BogusIpLength,
+        Garbage::BogusL4Length,
+        Garbage::Ipv6ExtChain,
+        Garbage::OverlappingFragments,
+        Garbage::TinyFragments,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Garbage::RandomBytes => "random_bytes",
+            Garbage::TruncatedHeaders => "truncated_headers",
+            Garbage::TcpOptionLoop => "tcp_option_loop",
+            Garbage::BogusIpLength => "bogus_ip_length",
+            Garbage::BogusL4Length => "bogus_l4_length",
+            Garbage::Ipv6ExtChain => "ipv6_ext_chain",
+            Garbage::OverlappingFragments => "overlapping_fragments",
+            Garbage::TinyFragments => "tiny_fragments",
+        }
+    }
+}
+
+/// What to send. The flood uses tuples `first_tuple .. first_tuple + tuples`
+/// of a space of [`MAX_FLOOD_TUPLES`], each mapped by a bijection to a
+/// source address in 198.18.128.0/17 (or 2001:db8:8000::/33) and a source
+/// port: generators with disjoint ranges never send the same tuple. After
+/// `tuples` SYNs the flood starts over from the first tuple.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostileConfig {
+    pub seed: u64,
+    pub kind: HostileKind,
+    pub first_tuple: u64,
+    pub tuples: u64,
+    /// Share of the flood SYNs and garbage frames over IPv6.
+    pub ipv6: f64,
+}
+
+impl Default for HostileConfig {
+    fn default() -> Self {
+        HostileConfig {
+            seed: 1,
+            kind: HostileKind::SynFlood,
+            first_tuple: 0,
+            tuples: 10_000_000,
+            ipv6: 0.1,
+        }
+    }
+}
+
+/// What a [`Hostile`] generator sent so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostileStats {
+    pub frames: u64,
+    pub bytes: u64,
+    pub syn_flood: u64,
+    /// Distinct flood tuples sent (at most `tuples`).
+    pub distinct_tuples: u64,
+    /// Garbage frames by kind, in the order of [`Garbage::ALL`].
+    pub garbage: [u64; 8],
+}
+
+/// The hostile generator: writes one frame at a time into a caller's buffer
+/// (at least [`MAX_FRAME`] bytes), deterministically from the seed.
+#[derive(Debug)]
+pub struct Hostile {
+    cfg: HostileConfig,
+    rng: Rng,
+    ipv6_ppm: u32,
+    next_tuple: u64,
+    next_garbage: usize,
+    frag_id: u16,
+    stats: HostileStats,
+}
+
+impl Hostile {
+    pub fn new(cfg: HostileConfig) -> Result<Hostile, SyntheticError> {
+        let ipv6_ppm = share_ppm("ipv6", cfg.ipv6)?;
+        let end = cfg.first_tuple.checked_add(cfg.tuples);
+        if cfg.tuples == 0 || end.is_none_or(|e| e > MAX_FLOOD_TUPLES) {
+            return Err(SyntheticError {
+                field: "tuples",
+                value: format!("{}..+{}", cfg.first_tuple, cfg.tuples),
+                expected: "1 or more tuples, first_tuple + tuples <= 2^30",
+            });
+        }
+        Ok(Hostile {
+            rng: Rng(cfg.seed ^ 0x686f_7374_696c_6521),
+            ipv6_ppm,
+            next_tuple: 0,
+            next_garbage: 0,
+            frag_id: 0,
+            stats: HostileStats::default(),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &HostileConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &HostileStats {
+        &self.stats
+    }
+
+    /// Writes the next hostile frame into `out`; returns its length.
+    ///
+    /// # Panics
+    /// When `out` is shorter than [`MAX_FRAME`].
+    pub fn write(&mut self, out: &mut [u8]) -> usize {
+        assert!(out.len() >= MAX_FRAME, "buffer under MAX_FRAME bytes");
+        let flood = match self.cfg.kind {
+            HostileKind::SynFlood => true,
+            HostileKind::Garbage => false,
+            HostileKind::Mixed => self.stats.frames % 2 == 0,
+        };
+        let len = if flood {
+            self.write_syn(out)
+        } else {
+            let g = Garbage::ALL[self.next_garbage];
+            self.next_garbage = (self.next_garbage + 1) % Garbage::ALL.len();
+            self.stats.garbage[g as usize] += 1;
+            self.write_garbage(g, out)
+        };
+        self.stats.frames += 1;
+        self.stats.bytes += len as u64;
+        len
+    }
+
+    /// The `j`-th tuple of the space: a bijection of 30 bits, then 15 bits
+    /// of source address and 15 bits of source port.
+    fn tuple(j: u64) -> (u32, u16) {
+        const MASK: u64 = MAX_FLOOD_TUPLES - 1;
+        let mut x = j.wrapping_mul(0x9e37_79b9) & MASK; // odd: a bijection mod 2^30
+        x ^= x >> 15; // xorshift: a bijection too
+        ((x & 0x7fff) as u32, 1024 + (x >> 15) as u16)
+    }
+
+    fn hostile_addr(&mut self, v6: bool, host: u32) -> Addr {
+        if v6 {
+            let mut a = [0u8; 16];
+            a[..5].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0x80]);
+            a[12..].copy_from_slice(&host.to_be_bytes());
+            Addr::from_v6(a)
+        } else {
+            Addr::from_v4([198, 18, 128 | ((host >> 8) as u8 & 0x7f), host as u8])
+        }
+    }
+
+    fn victim(v6: bool) -> Addr {
+        if v6 {
+            Addr::from_v6(VICTIM_V6)
+        } else {
+            Addr::from_v4(VICTIM_V4)
+        }
+    }
+
+    fn write_syn(&mut self, out: &mut [u8]) -> usize {
+        let j = self.cfg.first_tuple + self.next_tuple;
+        self.next_tuple += 1;
+        if self.next_tuple == self.cfg.tuples {
+            self.next_tuple = 0;
+        }
+        self.stats.syn_flood += 1;
+        self.stats.distinct_tuples = self.stats.syn_flood.min(self.cfg.tuples);
+        let (host, sport) = Hostile::tuple(j);
+        let v6 = self.rng.chance(self.ipv6_ppm);
+        let src = self.hostile_addr(v6, host);
+        let dst = Hostile::victim(v6);
+        write_eth(out, &MAC_SERVER, &MAC_CLIENT, v6);
+        let isn = self.rng.next() as u32;
+        // MSS option only, as flood tools send
+        let off = write_ip(out, v6, 24, isn as u16, 0x4000, proto::TCP, &src, &dst);
+        write_tcp_header(
+            &mut out[off..],
+            sport,
+            VICTIM_PORT,
+            isn,
+            0,
+            6,
+            F::SYN,
+            64240,
+        );
+        out[off + 20..off + 24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+        off + 24
+    }
+
+    /// A garbage attacker tuple: (source, source port).
+    fn garbage_source(&mut self, v6: bool) -> (Addr, u16) {
+        let host = self.rng.below(GARBAGE_SOURCES);
+        let port = 40000 + self.rng.below(GARBAGE_PORTS) as u16;
+        (self.hostile_addr(v6, 0x7f00 | host), port)
+    }
+
+    fn write_garbage(&mut self, g: Garbage, out: &mut [u8]) -> usize {
+        let v6 = self.rng.chance(self.ipv6_ppm);
+        let (src, sport) = self.garbage_source(v6);
+        let dst = Hostile::victim(v6);
+        let r = self.rng.next();
+        match g {
+            Garbage::RandomBytes => {
+                let len = self.rng.below(MAX_FRAME as u32 + 1) as usize;
+                for chunk in out[..len].chunks_mut(8) {
+                    let b = self.rng.next().to_le_bytes();
+                    chunk.copy_from_slice(&b[..chunk.len()]);
+                }
+                if len >= 14 {
+                    let et: [u8; 2] = match r % 4 {
+                        0 => [0x08, 0x00],
+                        1 => [0x86, 0xdd],
+                        2 => [0x81, 0x00],
+                        _ => [(r >> 8) as u8, (r >> 16) as u8],
+                    };
+                    out[12..14].copy_from_slice(&et);
+                }
+                // from an attacker to the victim, whatever else the bytes say
+                // (so what parses is told apart from the healthy flows)
+                let host = 0x7f00 | ((r >> 32) as u32 % GARBAGE_SOURCES);
+                match (r % 4, len) {
+                    (0, 34..) => {
+                        let a = self.hostile_addr(false, host);
+                        out[26..30].copy_from_slice(&a.0[12..]);
+                        out[30..34].copy_from_slice(&VICTIM_V4);
+                    }
+                    (1, 54..) => {
+                        let a = self.hostile_addr(true, host);
+                        out[22..38].copy_from_slice(&a.0);
+                        out[38..54].copy_from_slice(&VICTIM_V6);
+                    }
+                    _ => {}
+                }
+                len
+            }
+            Garbage::TruncatedHeaders => {
+                write_eth(out, &MAC_SERVER, &MAC_CLIENT, v6);
+                let tcp = r & 1 == 0;
+                let (p, l4) = if tcp {
+                    (proto::TCP, 40)
+                } else {
+                    (proto::UDP, 8)
+                };
+                let off = write_ip(out, v6, l4 + 100, 1, 0, p, &src, &dst);
+                if tcp {
+                    write_tcp_header(&mut out[off..], sport, VICTIM_PORT, 1, 1, 10, F::ACK, 1000);
+                } else {
+                    write_udp(&mut out[off..], sport, VICTIM_PORT, l4 + 100);
+                }
+                // cut anywhere before the end of the L4 header
+                self.rng.below(off as u32 + l4) as usize
+            }
+            Garbage::TcpOptionLoop => {
+                write_eth(out, &MAC_SERVER, &MAC_CLIENT, v6);
+                let off = write_ip(out, v6, 60, 1, 0, proto::TCP, &src, &dst);
+                let flags = if r & 0x10 == 0 {
+                    F::SYN
+                } else {
+                    F::ACK | F::PSH
+                };
+                write_tcp_header(&mut out[off..], sport, VICTIM_PORT, 7, 7, 15, flags, 1000);
+                let opts = &mut out[off + 20..off + 60];
+                match r % 4 {
+                    // zero-length options: a parser that advances by the
+                    // length field never moves
+                    0 => opts.chunks_mut(2).for_each(|c| c.copy_from_slice(&[8, 0])),
+                    // one-byte lengths (under the 2-byte minimum)
+                    1 => opts.chunks_mut(2).for_each(|c| c.copy_from_slice(&[2, 1])),
+                    // an option that runs past the header
+                    2 => {
+                        opts.fill(1);
+                        opts[36..40].copy_from_slice(&[5, 255, 0, 0]);
+                    }
+                    // NOPs to the end, no EOL
+                    _ => opts.fill(1),
+                }
+                off + 60
+            }
+            Garbage::BogusIpLength => {
+                write_eth(out, &MAC_SERVER, &MAC_CLIENT, v6);
+                let off = write_ip(out, v6, 20, 1, 0, proto::TCP, &src, &dst);
+                write_tcp_header(&mut out[off..], sport, VICTIM_PORT, 1, 1, 5, F::ACK, 1000);
+                let ip = &mut out[14..];
+                match (v6, r % 4) {
+                    (false, 0) => ip[2..4].copy_from_slice(&10u16.to_be_bytes()), // under the header
+                    (false, 1) => ip[0] = 0x43,                                   // IHL 3
+                    (false, 2) => ip[0] = 0x4f, // IHL 15: options past the packet
+                    (false, _) => ip[2..4].copy_from_slice(&u16::MAX.to_be_bytes()), // past the frame
+                    (true, 0) => ip[4..6].copy_from_slice(&u16::MAX.to_be_bytes()),
+                    (true, 1) => ip[4..6].copy_from_slice(&4u16.to_be_bytes()), // under a TCP header
+                    (true, 2) => ip[0] = 0x40, // version 4 in an IPv6 frame
+                    (true, _) => ip[4..6].copy_from_slice(&0u16.to_be_bytes()),
+                }
+                off + 20
+            }
+            Garbage::BogusL4Length => {
+                write_eth(out, &MAC_SERVER, &MAC_CLIENT, v6);
+                if r & 1 == 0 {
+                    let off = write_ip(out, v6, 20, 1, 0, proto::TCP, &src, &dst);
+                    // data offset 2 (under 5 words) or 15 (past a 20-byte segment)
+                    let doff = if r & 2 == 0 { 2 } else { 15 };
+                    write_tcp_header(
+                        &mut out[off..],
+                        sport,
+                        VICTIM_PORT,
+                        1,
+                        1,
+                        doff,
+                        F::ACK,
+                        1000,
+                    );
+                    off + 20
+                } else {
+                    let off = write_ip(out, v6, 8, 1, 0, proto::UDP, &src, &dst);
+                    // UDP length under its header, or past the datagram
+                    let ulen = if r & 2 == 0 { 3 } else { 9000 };
+                    write_udp(&mut out[off..], sport, VICTIM_PORT, ulen);
+                    out[off + 4..off + 6].copy_from_slice(&(ulen as u16).to_be_bytes());
+                    off + 8
+                }
+            }
+            Garbage::Ipv6ExtChain => {
+                // hop-by-hop, destination options, routing, ... until the frame ends
+                const EXT: [u8; 3] = [0, 60, 43];
+                let n = 1 + self.rng.below(182) as usize;
+                let len = 14 + 40 + n * 8;
+                write_eth(out, &MAC_SERVER, &MAC_CLIENT, true);
+                let src = self.hostile_addr(true, 0x7f00 | (r as u32 % GARBAGE_SOURCES));
+                let off = write_ip(
+                    out,
+                    true,
+                    (n * 8) as u32,
+                    0,
+                    0,
+                    EXT[(r % 3) as usize],
+                    &src,
+                    &Hostile::victim(true),
+                );
+                for k in 0..n {
+                    let h = &mut out[off + k * 8..off + k * 8 + 8];
+                    h.fill(0);
+                    // the last one names another extension header too
+                    h[0] = EXT[(r as usize + k + 1) % 3];
+                    h[2] = 1; // PadN
+                    h[3] = 4;
+                }
+                len
+            }
+            Garbage::OverlappingFragments => {
+                // fragments of one datagram id, each overlapping the last
+                self.frag_id = self.frag_id.wrapping_add(u16::from(r % 8 == 0));
+                let id = self.frag_id;
+                let k = (r >> 8) % 6; // the k-th piece: offsets 0, 8, 16 .. bytes
+                let data = 24 + 8 * ((r >> 16) & 7) as u32; // longer than the step
+                write_eth(out, &MAC_SERVER, &MAC_CLIENT, v6);
+                let mf_off = (k as u16) | 0x2000; // MF, offset k x 8 bytes
+                if v6 {
+                    let off = write_ip(out, true, 8 + data, 0, 0, 44, &src, &dst);
+                    out[off] = proto::UDP;
+                    out[off + 1] = 0;
+                    out[off + 2..off + 4].copy_from_slice(&(((k as u16) << 3) | 1).to_be_bytes());
+                    out[off + 4..off + 8].copy_from_slice(&u32::from(id).to_be_bytes());
+                    out[off + 8..off + 8 + data as usize].fill(0);
+                    if k == 0 {
+                        write_udp(&mut out[off + 8..], sport, VICTIM_PORT, 200);
+                    }
+                    off + 8 + data as usize
+                } else {
+                    let off = write_ip(out, false, data, id, mf_off, proto::UDP, &src, &dst);
+                    out[off..off + data as usize].fill(0);
+                    if k == 0 {
+                        write_udp(&mut out[off..], sport, VICTIM_PORT, 200);
+                    }
+                    off + data as usize
+                }
+            }
+            Garbage::TinyFragments => {
+                self.frag_id = self.frag_id.wrapping_add(1);
+                write_eth(out, &MAC_SERVER, &MAC_CLIENT, false);
+                let src = self.hostile_addr(false, 0x7f00 | (r as u32 % GARBAGE_SOURCES));
+                let dst = Hostile::victim(false);
+                if r & 0x100 == 0 {
+                    // first fragment: 8 bytes of TCP (ports and sequence only)
+                    let off = write_ip(out, false, 8, self.frag_id, 0x2000, proto::TCP, &src, &dst);
+                    write_tcp_header(&mut out[off..], sport, VICTIM_PORT, 1, 0, 5, F::SYN, 0);
+                    off + 8
+                } else {
+                    // offset 8 bytes: rewrites the TCP header's flags and window
+                    let off = write_ip(out, false, 16, self.frag_id, 1, proto::TCP, &src, &dst);
+                    out[off..off + 16].fill(0);
+                    out[off + 5] = F::SYN | F::RST;
+                    off + 16
+                }
+            }
+        }
+    }
+}
+
+/// Something that writes frames one by one into a caller's buffer (at least
+/// [`MAX_FRAME`] bytes), as [`FrameArena::fill_from`] takes them.
+pub trait FrameWriter {
+    /// Writes the next frame; returns (timestamp, length).
+    fn write_next(&mut self, out: &mut [u8]) -> (u64, usize);
+    /// No frame is left.
+    fn is_done(&self) -> bool;
+}
+
+impl FrameWriter for Synthetic {
+    fn write_next(&mut self, out: &mut [u8]) -> (u64, usize) {
+        Synthetic::write_next(self, out)
+    }
+
+    fn is_done(&self) -> bool {
+        Synthetic::is_done(self)
+    }
+}
+
+/// Healthy traffic with hostile frames spread evenly among it: of every
+/// million frames, `share` x 1e6 are hostile (at the timestamp of the
+/// healthy frame before them). The healthy frames are exactly those the
+/// [`Synthetic`] alone would write, in the same order with the same
+/// timestamps, so a run with hostile traffic and one without see the same
+/// healthy flows.
+#[derive(Debug)]
+pub struct Interleave {
+    healthy: Synthetic,
+    hostile: Hostile,
+    share_ppm: u32,
+    acc: u32,
+    last_ts: u64,
+    /// Hostile frames left to send (`None`: no limit).
+    hostile_left: Option<u64>,
+}
+
+impl Interleave {
+    /// `share` in `0.0..1.0`; `hostile_limit`: stop sending hostile frames
+    /// after that many (if the healthy traffic ends first, the rest follow it).
+    pub fn new(
+        healthy: Synthetic,
+        hostile: Hostile,
+        share: f64,
+        hostile_limit: Option<u64>,
+    ) -> Result<Interleave, SyntheticError> {
+        let share_ppm = share_ppm("share", share)?;
+        if share_ppm >= 1_000_000 {
+            return Err(SyntheticError {
+                field: "share",
+                value: share.to_string(),
+                expected: "a share under 1.0 (some healthy traffic)",
+            });
+        }
+        Ok(Interleave {
+            last_ts: healthy.config().start_ns,
+            healthy,
+            hostile,
+            share_ppm,
+            acc: 0,
+            hostile_left: hostile_limit,
+        })
+    }
+
+    pub fn healthy(&self) -> &Synthetic {
+        &self.healthy
+    }
+
+    pub fn hostile(&self) -> &Hostile {
+        &self.hostile
+    }
+}
+
+impl FrameWriter for Interleave {
+    fn write_next(&mut self, out: &mut [u8]) -> (u64, usize) {
+        self.acc += self.share_ppm;
+        let hostile_due = self.acc >= 1_000_000 || self.healthy.is_done();
+        if hostile_due && self.hostile_left != Some(0) {
+            self.acc = self.acc.saturating_sub(1_000_000);
+            if let Some(n) = self.hostile_left.as_mut() {
+                *n -= 1;
+            }
+            return (self.last_ts, self.hostile.write(out));
+        }
+        self.acc %= 1_000_000;
+        let (ts, len) = self.healthy.write_next(out);
+        self.last_ts = ts;
+        (ts, len)
+    }
+
+    /// The healthy traffic is over and, with a limit, so is the hostile.
+    fn is_done(&self) -> bool {
+        self.healthy.is_done() && self.hostile_left.is_none_or(|n| n == 0)
+    }
+}
+
+/// Writes a TCP header (no checksum) with `doff` 32-bit words of header.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "header fields, written once each"
+)]
+fn write_tcp_header(
+    out: &mut [u8],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    doff: u8,
+    flags: u8,
+    win: u16,
+) {
+    out[0..2].copy_from_slice(&sport.to_be_bytes());
+    out[2..4].copy_from_slice(&dport.to_be_bytes());
+    out[4..8].copy_from_slice(&seq.to_be_bytes());
+    out[8..12].copy_from_slice(&ack.to_be_bytes());
+    out[12] = doff << 4;
+    out[13] = flags;
+    out[14..16].copy_from_slice(&win.to_be_bytes());
+    out[16..20].fill(0);
 }
 
 #[cfg(test)]
