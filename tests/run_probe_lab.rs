@@ -475,17 +475,41 @@ fn run_probe_loss_rtt_and_ctrl() {
         m("lost_unattributed"),
         m("received"),
     );
+    // The quantiles are those of the latest window. Windows that ran late
+    // send fewer probes than interval and length allow, so the `count=`
+    // may end with a window of a few probes, all of which the 10 % loss
+    // each way can take (no quantiles then). The mean of every answered
+    // probe since the start is always there.
     let q = |q: &str| {
         metric(
             &text,
             &format!("wirelens_probe_rtt_seconds{{target=\"{GOOD}\",quantile=\"{q}\"}}"),
         )
-        .unwrap_or_else(|| panic!("no rtt quantile {q} in:\n{text}"))
     };
-    let (rmin, p50) = (q("0"), q("0.5"));
+    let hist = |f: &str| {
+        metric(
+            &text,
+            &format!("wirelens_probe_rtt_histogram_seconds_{f}{{target=\"{GOOD}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no rtt histogram {f} in:\n{text}"))
+    };
+    let mean = hist("sum") / hist("count");
+    assert!(
+        (0.020..=0.030).contains(&mean),
+        "rtt mean {mean} s not in [20, 30] ms"
+    );
+    let latest = q("0").zip(q("0.5"));
+    if latest.is_none() {
+        let last = format!("wirelens_probe_state{{target=\"{GOOD}\",state=\"no_reply\"}}");
+        assert_eq!(
+            metric(&text, &last),
+            Some(1.0),
+            "no rtt quantiles, yet the latest window had replies:\n{text}"
+        );
+    }
     eprintln!(
         "iptables drops (up, down, dead): {counts:?}; /metrics lost up {up} down {down} \
-         unattributed {un} received {received}; rtt min {rmin} p50 {p50}"
+         unattributed {un} received {received}; rtt mean {mean} latest window (min, p50) {latest:?}"
     );
     assert!(
         counts[0] > 10 && counts[1] > 10,
@@ -495,12 +519,14 @@ fn run_probe_loss_rtt_and_ctrl() {
     assert_eq!(down, counts[1], "downstream loss vs iptables");
     assert_eq!(un, 0, "every loss attributed");
     assert_eq!(received + up + down, COUNT);
-    // The forwarder never sends early: 10 ms each way.
-    assert!(rmin >= 0.0199, "rtt min {rmin} s below 20 ms");
-    assert!(
-        (0.020..=0.030).contains(&p50),
-        "rtt p50 {p50} s not in [20, 30] ms"
-    );
+    if let Some((rmin, p50)) = latest {
+        // The forwarder never sends early: 10 ms each way.
+        assert!(rmin >= 0.0199, "rtt min {rmin} s below 20 ms");
+        assert!(
+            (0.020..=0.030).contains(&p50),
+            "rtt p50 {p50} s not in [20, 30] ms"
+        );
+    }
     let hist_count = metric(
         &text,
         &format!("wirelens_probe_rtt_histogram_seconds_count{{target=\"{GOOD}\"}}"),

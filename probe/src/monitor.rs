@@ -436,6 +436,17 @@ fn run_session(
     let un = s.lost.saturating_sub(up + down);
     let (state, error) = if s.received == 0 && s.sent > 0 {
         let (st, e) = why();
+        // The hello was answered: a reflector is there, the path lost all
+        // of this window's probes (e.g. a window of a few probes, the last
+        // one of a `count=`).
+        let e = if st == WindowState::NoReply {
+            format!(
+                "no reply to any of the {} probes of this window from {} (it answered the session's hello): 100 % loss",
+                s.sent, cfg.target
+            )
+        } else {
+            e
+        };
         (st, Some(e))
     } else {
         (WindowState::Ok, None)
