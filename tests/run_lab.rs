@@ -585,36 +585,25 @@ impl Lab {
             .unwrap_or_else(|| panic!("no tcpdump summary in: {log}"))
     }
 
-    /// `count` TCP connections client -> server: `send` bytes up, `reply`
-    /// bytes down, 2 at a time, cubic, paced; bounded by 40 s.
-    fn traffic(&mut self, count: usize, send: usize, reply: usize) {
+    /// The lab's TCP server (scripts/labtraffic.py) on SERVER:PORT in ns s
+    /// with `args` added; returns once it listens.
+    fn start_server(&mut self, args: &[&str]) -> usize {
         let ready = self.dir.join("server.ready");
         let _ = std::fs::remove_file(&ready);
-        let (c, rp, cnt) = (send.to_string(), reply.to_string(), count.to_string());
         let port = PORT.to_string();
-        let srv = self.spawn(
-            "s",
+        let mut v = vec![
+            "python3",
+            TRAFFIC,
             "server",
-            &[
-                "python3",
-                TRAFFIC,
-                "server",
-                "--bind",
-                SERVER,
-                "--port",
-                &port,
-                "--count",
-                &cnt,
-                "--reply",
-                &rp,
-                "--pace",
-                "3000000",
-                "--timeout",
-                "40",
-                "--ready",
-                ready.to_str().unwrap(),
-            ],
-        );
+            "--bind",
+            SERVER,
+            "--port",
+            &port,
+            "--ready",
+            ready.to_str().unwrap(),
+        ];
+        v.extend_from_slice(args);
+        let srv = self.spawn("s", "server", &v);
         let end = Instant::now() + Duration::from_secs(20);
         while !ready.exists() {
             assert!(
@@ -624,6 +613,24 @@ impl Lab {
             );
             thread::sleep(Duration::from_millis(20));
         }
+        srv
+    }
+
+    /// `count` TCP connections client -> server: `send` bytes up, `reply`
+    /// bytes down, 2 at a time, cubic, paced; bounded by 40 s.
+    fn traffic(&mut self, count: usize, send: usize, reply: usize) {
+        let (c, rp, cnt) = (send.to_string(), reply.to_string(), count.to_string());
+        let port = PORT.to_string();
+        let srv = self.start_server(&[
+            "--count",
+            &cnt,
+            "--reply",
+            &rp,
+            "--pace",
+            "3000000",
+            "--timeout",
+            "40",
+        ]);
         let cli = self.spawn(
             "c",
             "client",
@@ -1289,38 +1296,10 @@ fn run_ctrl_rtt_spike_on_delay_step() {
 
     // One long paced upload: the forwarder's step clock starts at its
     // first data segment.
-    let ready = lab.dir.join("server.ready");
     let port = PORT.to_string();
     let (pace, timeout) = (UPLOAD_PACE.to_string(), (UPLOAD_S + 60).to_string());
     let send = (UPLOAD_PACE * UPLOAD_S).to_string();
-    let srv = lab.spawn(
-        "s",
-        "server",
-        &[
-            "python3",
-            TRAFFIC,
-            "server",
-            "--bind",
-            SERVER,
-            "--port",
-            &port,
-            "--count",
-            "1",
-            "--timeout",
-            &timeout,
-            "--ready",
-            ready.to_str().unwrap(),
-        ],
-    );
-    let end = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(
-            Instant::now() < end,
-            "server not ready: {}",
-            lab.log("server")
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let srv = lab.start_server(&["--count", "1", "--timeout", &timeout]);
     let started = Instant::now();
     let cli = lab.spawn(
         "c",
