@@ -7,7 +7,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -16,9 +15,12 @@ use wirelens_ctrl::auth::Tokens;
 use wirelens_ctrl::client::{Client, ClientOptions, Pusher, PusherConfig};
 use wirelens_ctrl::limit::RateLimit;
 use wirelens_ctrl::report::{FlowDelta, NodeMeta, NodeReport};
-use wirelens_ctrl::server::{self, AppState, LogSink, ServerConfig, TlsFiles};
-use wirelens_ctrl::store::{Retention, SqliteStore};
+use wirelens_ctrl::server::{ServerConfig, TlsFiles};
+use wirelens_ctrl::store::Retention;
 use wirelens_dataplane::report::FlowRecord;
+
+mod support;
+use support::{raw, Srv};
 
 const NODE_TOKEN: &str = "node-a-SECRET-1111";
 const SHARED_TOKEN: &str = "shared-SECRET-2222";
@@ -29,19 +31,6 @@ fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name)
-}
-
-struct Srv {
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn config(db: &Path) -> ServerConfig {
@@ -58,68 +47,13 @@ fn config(db: &Path) -> ServerConfig {
     }
 }
 
-/// A server on its own thread and runtime; it lives until the test process ends.
+/// The server of `config`, changed by `tune`.
 fn start(name: &str, tune: impl FnOnce(&mut ServerConfig)) -> Srv {
-    let dir = std::env::temp_dir().join(format!("wl-ctrl-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut cfg = config(&dir.join("ctrl.db"));
-    tune(&mut cfg);
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let store = SqliteStore::open(&cfg.db).unwrap();
-    let state = AppState::with_log(Box::new(store), &cfg, LogSink::Memory(Arc::clone(&log)));
-    let tls = cfg
-        .tls
-        .as_ref()
-        .map(|f| wirelens_ctrl::tls::server_config(&f.cert, &f.key).unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            let forever = std::future::pending::<()>();
-            match tls {
-                Some(t) => {
-                    let l = wirelens_ctrl::tls::TlsListener::new(l, t).unwrap();
-                    server::serve_on(l, state, forever).await.unwrap();
-                }
-                None => server::serve_on(l, state, forever).await.unwrap(),
-            }
-        });
-    });
-    Srv {
-        addr: rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-        log,
-        _dir: TempDir(dir),
-    }
-}
-
-/// Sends raw bytes, returns (status, body); status 0 when the server closed
-/// the connection without an answer.
-fn raw(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    // The server may answer (and close) before it read everything. No
-    // half-close: hyper takes the end of the request stream as a client gone.
-    let _ = s.write_all(bytes);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    support::start(&format!("hostile-{name}"), |db| {
+        let mut cfg = config(&db);
+        tune(&mut cfg);
+        cfg
+    })
 }
 
 fn post(addr: SocketAddr, auth: Option<&str>, extra: &str, body: &[u8]) -> (u16, String) {

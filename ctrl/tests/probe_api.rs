@@ -4,35 +4,25 @@
 //! data gets a 4xx with a reason and leaves the store as it was; a report
 //! without the section is still accepted.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use serde_json::{json, Value};
 use wirelens_ctrl::alerts::AlertConfig;
 use wirelens_ctrl::auth::Tokens;
 use wirelens_ctrl::report::{NodeMeta, NodeReport, ProbeState, ProbeWindow};
-use wirelens_ctrl::server::{self, AppState, ServerConfig};
-use wirelens_ctrl::store::{Retention, SqliteStore};
+use wirelens_ctrl::server::{self, ServerConfig};
+use wirelens_ctrl::store::Retention;
 use wirelens_dataplane::stats::Histogram;
+
+mod support;
+use support::raw;
 
 const TOKEN: &str = "probe-node:probe-SECRET";
 
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A server on its own thread and runtime; it lives until the test process ends.
-fn start() -> (SocketAddr, TempDir) {
-    let dir = std::env::temp_dir().join(format!("wl-ctrl-probe-api-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = ServerConfig {
-        db: dir.join("ctrl.db"),
+fn start() -> support::Srv {
+    support::start("probe-api", |db| ServerConfig {
+        db,
         tokens: Tokens::parse(&format!("{TOKEN}\n"), "t").unwrap(),
         body_limit: 1 << 20,
         retention: Retention::default(),
@@ -41,47 +31,7 @@ fn start() -> (SocketAddr, TempDir) {
         rate_limit: None,
         api_tokens: None,
         limits: server::ConnLimits::default(),
-    };
-    let store = SqliteStore::open(&cfg.db).unwrap();
-    let state = AppState::new(Box::new(store), &cfg);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            server::serve_on(l, state, std::future::pending::<()>())
-                .await
-                .unwrap();
-        });
-    });
-    (
-        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-        TempDir(dir),
-    )
-}
-
-fn raw(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(bytes);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    })
 }
 
 fn post(addr: SocketAddr, body: &[u8]) -> (u16, String) {
@@ -156,7 +106,8 @@ fn probes(addr: SocketAddr) -> Vec<Value> {
 
 #[test]
 fn probe_windows_through_the_api() {
-    let (addr, _dir) = start();
+    let srv = start();
+    let addr = srv.addr;
     let t = wirelens_ctrl::now_ns() - 60_000_000_000;
     let good = report(
         0,
