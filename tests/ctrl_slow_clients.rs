@@ -32,11 +32,12 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-/// A `wirelens ctrl serve` child; killed on drop.
+/// A `wirelens ctrl serve` child; killed on drop, its directory removed.
 struct Server {
     child: Child,
     addr: String,
     log: Arc<Mutex<Vec<String>>>,
+    dir: PathBuf,
 }
 
 impl Server {
@@ -71,7 +72,12 @@ impl Server {
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            log,
+            dir: dir.to_path_buf(),
+        }
     }
 
     fn connect(&self) -> TcpStream {
@@ -96,6 +102,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
