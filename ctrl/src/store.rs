@@ -662,6 +662,8 @@ mod tests {
         let left = s.probe_windows(0, None, None, 100).unwrap();
         assert_eq!(left.len(), 1, "only the window ending at t + 20 s is kept");
         assert_eq!(left[0].1.start_ns, t + 10 * SEC);
+        drop(s);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
