@@ -9,8 +9,9 @@ set -euo pipefail
 pkgs=(
   build-essential clang llvm libelf-dev zlib1g-dev m4 pkg-config
   tshark tcpdump iproute2 iptables ethtool iperf3 python3 procps tmux
-  # scripts/compare-tools.sh: the other analyzers and GNU time
-  tcptrace time
+  # scripts/compare-tools.sh: the other analyzers and GNU time; benches/README.md's
+  # instruction counts come from callgrind
+  tcptrace time valgrind
   # tests/ctrl_slow_clients.rs makes its CA and certificates with the openssl CLI
   openssl
 )
