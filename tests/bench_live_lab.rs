@@ -9,18 +9,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
+mod support;
+use support::is_root;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
+const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 
 fn u(v: &Value, k: &str) -> u64 {
     v[k].as_u64()

@@ -28,21 +28,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+use support::is_root;
+
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 /// One lab at a time: two cores, and the delay line is a python process.
 static LOCK: Mutex<()> = Mutex::new(());
 static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 fn skip(test: &str) -> bool {
     if is_root() {

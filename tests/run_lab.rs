@@ -36,8 +36,7 @@
 #![cfg(feature = "live")]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -45,7 +44,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wirelens_dataplane::xdp::enter_netns;
+
+mod support;
+use support::{is_root, metric};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const TRAFFIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/labtraffic.py");
@@ -58,17 +59,6 @@ const CTRL_PORT: u16 = 7878;
 
 /// One lab at a time: the daemon's workers and the traffic share 2 cores.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
 
 macro_rules! require_root {
     ($name:expr) => {
@@ -516,26 +506,7 @@ impl Lab {
 
     /// GET `path` from 127.0.0.1:`port` inside ns t: (status, body).
     fn http_at(&self, port: u16, path: &str) -> Option<(u16, String)> {
-        let (ns, path) = (self.ns("t"), path.to_string());
-        thread::spawn(move || -> Option<(u16, String)> {
-            enter_netns(&ns).ok()?;
-            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: wirelens\r\nConnection: close\r\n\r\n"
-            )
-            .ok()?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).ok()?;
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            let (head, body) = text.split_once("\r\n\r\n")?;
-            let status = head.split_whitespace().nth(1)?.parse().ok()?;
-            Some((status, body.to_string()))
-        })
-        .join()
-        .ok()
-        .flatten()
+        support::http_get_in(&self.ns("t"), &format!("127.0.0.1:{port}"), path)
     }
 
     /// tcpdump of what leaves sa (the SPAN sender): the reference capture.
@@ -959,13 +930,6 @@ fn sum_dir(m: &BTreeMap<u64, Value>, dir: &str, f: &str) -> u64 {
     m.values()
         .map(|v| field(&v[dir], f).as_u64().unwrap_or(0))
         .sum()
-}
-
-/// The value of a Prometheus sample `name{labels}` (labels as printed).
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The whole comparison on a lab with `queues` SPAN queues.

@@ -27,15 +27,15 @@
 //! deleted, also when the test fails. Without root the test says SKIP.
 #![cfg(feature = "live")]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wirelens_dataplane::xdp::enter_netns;
+
+mod support;
+use support::{is_root, metric};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const FORWARDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/forwarder.py");
@@ -46,17 +46,6 @@ const DEAD: &str = "198.18.2.2:864";
 /// Inside 198.18.0.0/15 but without a route in ns s (which has no default route).
 const NOROUTE: &str = "198.19.0.1:862";
 const COUNT: u64 = 400;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 struct Lab {
     id: String,
@@ -206,26 +195,7 @@ impl Lab {
 
     /// GET `path` from `addr` inside ns s: (status, body).
     fn http(&self, addr: &str, path: &str) -> Option<(u16, String)> {
-        let (ns, path, addr) = (self.name("s"), path.to_string(), addr.to_string());
-        thread::spawn(move || -> Option<(u16, String)> {
-            enter_netns(&ns).ok()?;
-            let mut s = TcpStream::connect(addr.as_str()).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: wirelens\r\nConnection: close\r\n\r\n"
-            )
-            .ok()?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).ok()?;
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            let (head, body) = text.split_once("\r\n\r\n")?;
-            let status = head.split_whitespace().nth(1)?.parse().ok()?;
-            Some((status, body.to_string()))
-        })
-        .join()
-        .ok()
-        .flatten()
+        support::http_get_in(&self.name("s"), addr, path)
     }
 
     /// The binary in ns s, bounded by its own timeouts.
@@ -274,14 +244,6 @@ impl Drop for Lab {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// The value of the first sample line that starts with `series` (name and
-/// labels in the order the daemon writes them).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn json(out: &Output) -> Value {

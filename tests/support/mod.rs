@@ -1,0 +1,51 @@
+//! What the root-only lab tests share: the root check, Prometheus text
+//! lookups, and HTTP GETs from inside a lab namespace.
+#![allow(dead_code)] // each test binary uses part of it
+
+/// True when the effective uid is 0 (namespaces, XDP, AF_XDP need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The value of the sample `sample` (name and labels, exactly as written)
+/// in a Prometheus/OpenMetrics text.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// GET `path` from `addr` inside network namespace `ns` (on a thread that
+/// enters it): (status, body), `None` when nothing answered.
+#[cfg(feature = "live")]
+pub fn http_get_in(ns: &str, addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let (ns, addr, path) = (ns.to_string(), addr.to_string(), path.to_string());
+    std::thread::spawn(move || -> Option<(u16, String)> {
+        wirelens_dataplane::xdp::enter_netns(&ns).ok()?;
+        let mut s = std::net::TcpStream::connect(addr.as_str()).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: wirelens\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    })
+    .join()
+    .ok()
+    .flatten()
+}
