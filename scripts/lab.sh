@@ -22,7 +22,7 @@
 #                                                  198.18.2.2/24, 2001:db8:2::2/64
 #
 # The forwarder is an L2 wire (fa <-> fb) inside the router namespace that adds
-# the delay (default 10 ms each way, RTT 20 ms: LAB-NOTES says >= 10 ms), the
+# the delay (default 10 ms each way, RTT 20 ms: docs/LAB-NOTES.md says >= 10 ms), the
 # delay step, seeded loss and reordering; netem does not exist on this kernel.
 # Loss that iptables can do is done by iptables in the router's FORWARD chain.
 #

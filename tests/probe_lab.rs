@@ -159,7 +159,7 @@ impl Lab {
             lab.sh('r', &format!("ip link set {p}r1 mtu {mtu}"));
             lab.sh('f', &format!("ip link set {p}f1 mtu {mtu}"));
         }
-        // Checksum and segmentation offloads off (LAB-NOTES): a packet socket
+        // Checksum and segmentation offloads off (docs/LAB-NOTES.md): a packet socket
         // (the delay line) would copy frames whose UDP checksum is still to be
         // filled in, and the reflector would drop them as corrupt.
         for (n, l) in &links {

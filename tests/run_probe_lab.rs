@@ -119,7 +119,7 @@ impl Lab {
         ];
         for (n, l) in links {
             // The delay line copies frames with a packet socket: checksums
-            // must be filled in (LAB-NOTES), and real <= MTU frames.
+            // must be filled in (docs/LAB-NOTES.md), and real <= MTU frames.
             lab.sh(
                 n,
                 &format!("ethtool -K {p}{l} tx off rx off tso off gso off gro off"),

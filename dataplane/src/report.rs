@@ -1,4 +1,4 @@
-//! The serde records of schema `wirelens.flow.v1` (see DESIGN.md), shared by
+//! The serde records of schema `wirelens.flow.v1` (see docs/DESIGN.md), shared by
 //! `analyze`, the node's `/flows` and the control plane.
 //!
 //! Times are ns since the Unix epoch, durations ns (`_ns`), unknown is `null`.

@@ -1,6 +1,6 @@
 //! Holding `wirelens analyze` against the reference, field by field.
 //!
-//! Rules (DESIGN.md "Direction" and "Lab and tests"; the engine's own
+//! Rules (docs/DESIGN.md "Direction" and "Lab and tests"; the engine's own
 //! definitions in dataplane/src/flow/tcp.rs):
 //! - exact: every counter with a definition that does not guess: packets,
 //!   bytes (IP length), payload_bytes, syn, synack, fin, rst, retrans_seen,
@@ -491,7 +491,7 @@ impl Check {
             ws_retx,
             &why,
         );
-        // DESIGN's own formula, on wirelens' own numbers.
+        // docs/DESIGN.md's own formula, on wirelens' own numbers.
         let v = |k: &str| g(k).and_then(|x| x.as_u64()).unwrap_or(0);
         let formula = (v("retrans_seen") + v("hole_fill")).saturating_sub(v("out_of_order"));
         self.num_rule(

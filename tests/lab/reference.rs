@@ -2,7 +2,7 @@
 //!
 //! Exact counters (packets, bytes, flags, sequence coverage, zero-window
 //! adverts, bursts, handshake times) are computed here from the raw fields by
-//! the DESIGN.md definitions, independently of wirelens and of Wireshark's
+//! the docs/DESIGN.md definitions, independently of wirelens and of Wireshark's
 //! heuristics. out_of_order is decided per hole fill from tshark's
 //! tcp.options.timestamp.tsval (older than the highest segment's TSval =>
 //! a late original), with Wireshark's flag only where the TSvals are equal or
@@ -71,7 +71,7 @@ pub struct RefDir {
     pub gaps: u64,
     /// Segments that start below the highest sequence, carry new bytes past
     /// it, and hold no unseen byte below it (a partial retransmission glued to
-    /// new data). DESIGN names no counter for them; kept to explain diffs.
+    /// new data). docs/DESIGN.md names no counter for them; kept to explain diffs.
     pub overlap_extend: u64,
     /// out_of_order (dataplane/src/flow/tcp.rs): hole fills that are late
     /// originals. When the hole fill and the segment holding the highest
@@ -348,7 +348,7 @@ fn one_flow(stream: u64, ps: &[&TcpPkt], by_frame: &HashMap<u64, &TcpPkt>) -> Re
     };
     let is_c2s = |p: &TcpPkt| ep_src(p) == client;
 
-    // Handshake, by DESIGN.md.
+    // Handshake, by docs/DESIGN.md.
     let syns: Vec<&&TcpPkt> = ps
         .iter()
         .filter(|p| is_c2s(p) && p.has(SYN) && !p.has(ACK))
@@ -413,7 +413,7 @@ fn one_flow(stream: u64, ps: &[&TcpPkt], by_frame: &HashMap<u64, &TcpPkt>) -> Re
         d.ws_fast += u64::from(p.fast_retransmission);
         d.ws_spurious += u64::from(p.spurious_retransmission);
         d.ws_out_of_order += u64::from(p.out_of_order);
-        // DESIGN counts SYN retries in handshake.syn_count, not in
+        // docs/DESIGN.md counts SYN retries in handshake.syn_count, not in
         // retransmits (Wireshark labels them retransmissions).
         if p.has(SYN) {
             d.ws_syn_retransmission += u64::from(p.retransmission);
@@ -459,7 +459,7 @@ fn one_flow(stream: u64, ps: &[&TcpPkt], by_frame: &HashMap<u64, &TcpPkt>) -> Re
             d.gaps += 1;
         }
         // The FIN takes one sequence number, as in tcp.rs: a resent FIN is
-        // in retrans_seen (Wireshark: retransmission). DESIGN says "data
+        // in retrans_seen (Wireshark: retransmission). docs/DESIGN.md says "data
         // segments"; tcp.rs (and Wireshark) count the FIN's sequence number.
         {
             let data_end = end;

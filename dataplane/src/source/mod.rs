@@ -13,7 +13,7 @@
 //!   `wirelens bench`; the frame borrows the generator's one buffer.
 //!
 //! Sources are the only place in the dataplane that does I/O; everything
-//! downstream takes `now` as an argument (the sans-IO rule in DESIGN.md).
+//! downstream takes `now` as an argument (the sans-IO rule in docs/DESIGN.md).
 //!
 //! Link types stay the raw `LINKTYPE_*` number (`linktype: u32`) here; mapping it
 //! to `wire::LinkType` is the caller's job, so this module does not depend on the
