@@ -21,6 +21,7 @@
 //! own counts are printed next to the truth (`note:` lines).
 
 mod lab;
+mod support;
 
 use std::net::IpAddr;
 

@@ -46,12 +46,18 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Skips (returns) when not root. Writes to the stderr handle directly,
+/// Skips (returns) when not root; fails instead under
+/// `WIRELENS_REQUIRE_ROOT_TESTS=1` (CI). Writes to the stderr handle directly,
 /// which libtest does not capture, so the skip shows without `--nocapture`.
 macro_rules! require_root {
     ($name:expr) => {
         if !is_root() {
             use std::io::Write as _;
+            assert!(
+                std::env::var_os("WIRELENS_REQUIRE_ROOT_TESTS").is_none_or(|v| v != "1"),
+                "xdp_lab::{} needs root and WIRELENS_REQUIRE_ROOT_TESTS=1 forbids skipping it",
+                $name
+            );
             let _ = writeln!(
                 std::io::stderr(),
                 "*** SKIPPED xdp_lab::{}: needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN \
