@@ -19,6 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use wirelens_dataplane::pipeline::merge_summary;
 use wirelens_dataplane::report::Summary;
+use wirelens_dataplane::xdp::AttachState;
 
 use crate::export::now_ns;
 use crate::NodeState;
@@ -225,6 +226,30 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     };
     if app.node.stopping.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    // Our program must still be the one on the interface: a detach or a
+    // replacement behind our back means nothing reaches the workers.
+    let attached = app
+        .node
+        .prog
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|p| (p.prog_id(), p.attach_state()));
+    match attached {
+        Some((_, Ok(AttachState::Ours))) | None => {}
+        Some((id, state)) => {
+            let why = match state {
+                Ok(AttachState::Replaced(other)) => format!("replaced by program {other}"),
+                Ok(_) => "no longer attached".to_string(),
+                Err(e) => format!("unknown ({e})"),
+            };
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("XDP program {id} on {}: {why}\n", app.node.iface),
+            )
+                .into_response();
+        }
     }
     let now = now_ns();
     let stale: Vec<String> = workers

@@ -1,0 +1,221 @@
+//! Root-only tests of how `wirelens run` protects the host it runs on:
+//! `--force` refusals (specific routes, other routing tables, a port of a
+//! bridge that has the host's address), the per-interface liveness lock (a
+//! second instance that cannot take it refuses and leaves the first alone),
+//! `/healthz` noticing a program detached behind the daemon's back, and the
+//! reduced capability set of a running daemon.
+//!
+//! Each test builds its own network namespace `wlh<pid><tag>` holding veth
+//! pairs named after it; addresses come from 198.18.0.0/15 and stay inside.
+//! A guard kills the daemons it started (by pid) and deletes the namespace,
+//! also when the test fails. Without root the tests say SKIP (a failure under
+//! `WIRELENS_REQUIRE_ROOT_TESTS=1`).
+#![cfg(feature = "live")]
+
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod support;
+use support::{http_get_in, skip_unless_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One namespace and what the test started in it.
+struct Lab {
+    ns: String,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl Lab {
+    fn new(tag: char) -> Lab {
+        let ns = format!("wlh{}{tag}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(&ns);
+        let lab = Lab {
+            ns,
+            children: Vec::new(),
+            dir,
+        };
+        lab.cleanup();
+        std::fs::create_dir_all(&lab.dir).expect("lab dir");
+        sh(&["ip", "netns", "add", &lab.ns]);
+        sh(&["ip", "-n", &lab.ns, "link", "set", "lo", "up"]);
+        lab
+    }
+
+    /// `<ns><a>` and `<ns><b>`, a veth pair inside the namespace, both up.
+    fn veth(&self, a: &str, b: &str) -> (String, String) {
+        let (da, db) = (self.dev(a), self.dev(b));
+        sh(&[
+            "ip", "-n", &self.ns, "link", "add", &da, "type", "veth", "peer", "name", &db,
+        ]);
+        for d in [&da, &db] {
+            sh(&["ip", "-n", &self.ns, "link", "set", d, "up"]);
+        }
+        (da, db)
+    }
+
+    fn dev(&self, n: &str) -> String {
+        format!("{}{n}", self.ns)
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let mut v = vec!["ip", "-n", &self.ns];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+
+    /// `wirelens run` with `args` in the namespace, to completion.
+    fn run_once(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, BIN, "run"])
+            .args(args)
+            .output()
+            .expect("spawn wirelens run")
+    }
+
+    /// Starts `wirelens run --iface IF --listen 127.0.0.1:PORT` in the
+    /// namespace and waits for `/healthz` 200; returns its index.
+    fn start_daemon(&mut self, name: &str, iface: &str, port: u16) -> usize {
+        let err = std::fs::File::create(self.dir.join(format!("{name}.err"))).expect("log");
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, BIN, "run", "--iface", iface])
+            .args(["--listen", &listen, "--poll", "wait"])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn wirelens run");
+        self.children.push(child);
+        let i = self.children.len() - 1;
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((200, _)) = self.healthz(port) {
+                return i;
+            }
+            if let Ok(Some(st)) = self.children[i].try_wait() {
+                panic!("wirelens run exited ({st}):\n{}", self.log(name));
+            }
+            assert!(
+                Instant::now() < end,
+                "wirelens run not healthy after 60 s:\n{}",
+                self.log(name)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn healthz(&self, port: u16) -> Option<(u16, String)> {
+        http_get_in(&self.ns, &format!("127.0.0.1:{port}"), "/healthz")
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.err"))).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (SIGKILL after 20 s).
+    fn stop(&mut self, i: usize) -> std::process::ExitStatus {
+        let c = &mut self.children[i];
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = c.kill();
+                return c.wait().expect("wait");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn cleanup(&self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if thread::panicking() {
+            for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                eprintln!(
+                    "--- {}:\n{}",
+                    e.file_name().to_string_lossy(),
+                    std::fs::read_to_string(e.path()).unwrap_or_default()
+                );
+            }
+        }
+        self.cleanup();
+    }
+}
+
+#[test]
+fn a_lock_not_taken_refuses_and_leaves_the_live_instance_alone() {
+    if skip_unless_root(
+        "harden_lab::lock",
+        "needs root (network namespaces, XDP, AF_XDP)",
+    ) {
+        return;
+    }
+    let mut lab = Lab::new('l');
+    let (a, _) = lab.veth("a", "b");
+    let first = lab.start_daemon("first", &a, 9650);
+
+    // The lock directory read-only for the second instance only (its own
+    // mount namespace): it cannot take the lock and must not touch XDP.
+    let second = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "unshare", "--mount", "sh", "-c"])
+        .arg(format!(
+            "mount --bind /run/wirelens /run/wirelens && \
+             mount -o remount,bind,ro /run/wirelens && \
+             exec {BIN} run --iface {a} --listen 127.0.0.1:9651"
+        ))
+        .output()
+        .expect("spawn the second instance");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("not attaching XDP") && err.contains("cannot be opened"),
+        "{err}"
+    );
+    // A third with the lock directory writable finds the lock held.
+    let third = lab.run_once(&["--iface", &a, "--listen", "127.0.0.1:9652"]);
+    let err = String::from_utf8_lossy(&third.stderr);
+    assert!(!third.status.success(), "{err}");
+    assert!(err.contains("held by another live wirelens"), "{err}");
+
+    let (code, body) = lab.healthz(9650).expect("first still answers");
+    assert_eq!(code, 200, "the first instance is untouched: {body}");
+
+    // Detached behind its back: /healthz says so.
+    lab.ip(&["link", "set", "dev", &a, "xdp", "off"]);
+    let (code, body) = lab.healthz(9650).expect("first still answers");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no longer attached"), "{body}");
+
+    let st = lab.stop(first);
+    assert!(st.success(), "orderly stop: {st}\n{}", lab.log("first"));
+}
