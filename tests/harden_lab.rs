@@ -172,6 +172,54 @@ impl Drop for Lab {
     }
 }
 
+fn refused(out: &Output, want: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "refused with exit 1: {err}");
+    assert!(err.contains("refusing to attach XDP"), "{err}");
+    for w in want {
+        assert!(err.contains(w), "says {w:?}: {err}");
+    }
+}
+
+#[test]
+fn force_protects_specific_routes_other_tables_and_bridged_ports() {
+    if skip_unless_root(
+        "harden_lab::force_protects",
+        "needs root (network namespaces)",
+    ) {
+        return;
+    }
+    let lab = Lab::new('f');
+    // A specific route (no address, no default route) through a.
+    let (a, _) = lab.veth("a", "b");
+    lab.ip(&["route", "add", "198.18.5.0/24", "dev", &a]);
+    refused(
+        &lab.run_once(&["--iface", &a]),
+        &["198.18.5.0/24 (table main)"],
+    );
+    // A route in another table (what a VRF or policy routing uses).
+    let (c, _) = lab.veth("c", "d");
+    lab.ip(&["route", "add", "198.18.6.0/24", "dev", &c, "table", "100"]);
+    refused(
+        &lab.run_once(&["--iface", &c]),
+        &["198.18.6.0/24 (table 100)"],
+    );
+    // A port of a bridge that has the host's address.
+    let (e, _) = lab.veth("e", "g");
+    let br = lab.dev("br");
+    lab.ip(&["link", "add", &br, "type", "bridge"]);
+    lab.ip(&["link", "set", &e, "master", &br]);
+    lab.ip(&["link", "set", &br, "up"]);
+    lab.ip(&["addr", "add", "198.18.7.1/24", "dev", &br]);
+    refused(
+        &lab.run_once(&["--iface", &e]),
+        &[
+            &format!("carries the traffic of {br} (bridge)"),
+            "198.18.7.1",
+        ],
+    );
+}
+
 #[test]
 fn a_lock_not_taken_refuses_and_leaves_the_live_instance_alone() {
     if skip_unless_root(
@@ -218,4 +266,43 @@ fn a_lock_not_taken_refuses_and_leaves_the_live_instance_alone() {
 
     let st = lab.stop(first);
     assert!(st.success(), "orderly stop: {st}\n{}", lab.log("first"));
+}
+
+#[test]
+fn a_running_node_lets_go_of_an_interface_that_starts_carrying_host_traffic() {
+    if skip_unless_root(
+        "harden_lab::recheck",
+        "needs root (network namespaces, XDP, AF_XDP)",
+    ) {
+        return;
+    }
+    let mut lab = Lab::new('r');
+    let (a, _) = lab.veth("a", "b");
+    let daemon = lab.start_daemon("daemon", &a, 9653);
+    // What DHCP or an operator would do to the port while it runs.
+    lab.ip(&["addr", "add", "198.18.8.1/24", "dev", &a]);
+    let end = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        if let Ok(Some(st)) = lab.children[daemon].try_wait() {
+            break st;
+        }
+        assert!(
+            Instant::now() < end,
+            "still running 30 s after the port got the host address:\n{}",
+            lab.log("daemon")
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let log = lab.log("daemon");
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(
+        log.contains("now carries the host's traffic") && log.contains("198.18.8.1"),
+        "{log}"
+    );
+    let link = Command::new("ip")
+        .args(["-n", &lab.ns, "link", "show", "dev", &a])
+        .output()
+        .expect("ip link");
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(!link.contains("prog/xdp"), "XDP detached: {link}");
 }

@@ -19,13 +19,16 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use wirelens_dataplane::pipeline::merge_summary;
 use wirelens_dataplane::report::Summary;
-use wirelens_dataplane::xdp::AttachState;
+use wirelens_dataplane::xdp::{iface_carries_host_traffic, AttachState};
 
 use crate::export::now_ns;
 use crate::NodeState;
 
 /// How long `/flows` waits for every worker to publish fresh records.
 const FLOWS_WAIT: Duration = Duration::from_secs(2);
+/// How often a running node (without `--force`) checks again that its
+/// interface does not carry the host's traffic (a link and route dump).
+const HOST_RECHECK: Duration = Duration::from_secs(10);
 /// A worker that has not exported for this long is unhealthy.
 const STALE_AFTER_NS: u64 = 5_000_000_000;
 
@@ -123,6 +126,7 @@ async fn serve(
         }
     };
     let _ = ready.send(Ok(()));
+    let recheck_stop = stop.clone();
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
@@ -136,6 +140,32 @@ async fn serve(
             }
         }
     });
+    if !node.force {
+        // The --force check again, while running: an interface that starts
+        // carrying the host's traffic (an address from DHCP, a route, a
+        // bridge) must not stay taken over. Stopping detaches XDP.
+        let (node, stop) = (node.clone(), recheck_stop);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HOST_RECHECK);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Some(why) = iface_carries_host_traffic(&node.iface) {
+                    eprintln!(
+                        "wirelens: {why}: {} now carries the host's traffic; stopping and \
+                         detaching XDP (--force keeps capturing)",
+                        node.iface
+                    );
+                    let _ = node.host_traffic.set(why);
+                    stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        });
+    }
     let app = Arc::new(App {
         registry: crate::metrics::registry(node.clone()),
         node,

@@ -109,6 +109,11 @@ pub struct NodeState {
     /// Set on SIGINT/SIGTERM: the pipeline's stop flag.
     pub stopping: Arc<AtomicBool>,
     pub push: Option<Arc<Mutex<PushState>>>,
+    /// `--force` given: the host-traffic check is not repeated while running.
+    pub force: bool,
+    /// Why the running node stopped itself: its interface began to carry
+    /// the host's traffic.
+    pub host_traffic: OnceLock<String>,
     /// `--probe` results; `None` without targets.
     pub probes: Option<Arc<probes::ProbeBoard>>,
 }
@@ -223,6 +228,8 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         prog: Mutex::new(None),
         stopping: stop.clone(),
         push: push_state.clone(),
+        force: cfg.force,
+        host_traffic: OnceLock::new(),
         probes: (!cfg.probes.is_empty())
             .then(|| Arc::new(probes::ProbeBoard::new(&cfg.probes, cfg.ctrl.is_some()))),
     });
@@ -269,7 +276,14 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         None => Ok(()),
     };
     http.shutdown();
-    result.and(detached)
+    let stopped_for = state
+        .host_traffic
+        .get()
+        .map(|why| NodeError::HostInterface {
+            iface: cfg.iface.clone(),
+            why: why.clone(),
+        });
+    result.and(detached).and(stopped_for.map_or(Ok(()), Err))
 }
 
 type ProbeThreads<'a> = (
