@@ -173,6 +173,13 @@ impl Collector for NodeCollector {
                     (l(&[("reason", "malformed")]), c.pass_malformed),
                 ],
             )?;
+            counter(
+                &mut e,
+                "xdp_taken_undecided",
+                "Frames taken although the filter could not decide (too many VLAN tags or IPv6 \
+                 extension headers, ESP); part of the redirected ones",
+                [(vec![], c.taken_undecided)],
+            )?;
         }
 
         let workers = st.workers.get().map(Vec::as_slice).unwrap_or_default();

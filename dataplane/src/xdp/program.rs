@@ -34,7 +34,8 @@ pub(crate) mod abi {
     pub const CNT_PASS_FILTERED: u32 = 3;
     pub const CNT_PASS_NOT_IP: u32 = 4;
     pub const CNT_PASS_MALFORMED: u32 = 5;
-    pub const CNT_MAX: u32 = 6;
+    pub const CNT_TAKEN_UNDECIDED: u32 = 6;
+    pub const CNT_MAX: u32 = 7;
 }
 
 /// Where we take locks that say "a live wirelens owns XDP on this interface".
@@ -204,7 +205,8 @@ impl Filter {
 }
 
 /// The program's counters, summed over CPUs. Every frame is counted in
-/// `seen` and in exactly one of the others.
+/// `seen` and in exactly one of the others but `taken_undecided`, which is
+/// a part of the taken ones (`redirected` + `pass_no_socket`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XdpCounters {
     /// Frames the program ran on.
@@ -219,6 +221,10 @@ pub struct XdpCounters {
     pub pass_not_ip: u64,
     /// Too short to parse: passed to the stack.
     pub pass_malformed: u64,
+    /// Taken because the filter could not decide (a fifth VLAN tag, more
+    /// IPv6 extension headers than the program walks, ESP): also counted in
+    /// `redirected` or `pass_no_socket`.
+    pub taken_undecided: u64,
 }
 
 impl XdpCounters {
@@ -236,6 +242,7 @@ impl XdpCounters {
             pass_filtered: self.pass_filtered.wrapping_sub(earlier.pass_filtered),
             pass_not_ip: self.pass_not_ip.wrapping_sub(earlier.pass_not_ip),
             pass_malformed: self.pass_malformed.wrapping_sub(earlier.pass_malformed),
+            taken_undecided: self.taken_undecided.wrapping_sub(earlier.taken_undecided),
         }
     }
 }
@@ -705,6 +712,7 @@ impl XdpProgram {
             pass_filtered: at(abi::CNT_PASS_FILTERED),
             pass_not_ip: at(abi::CNT_PASS_NOT_IP),
             pass_malformed: at(abi::CNT_PASS_MALFORMED),
+            taken_undecided: at(abi::CNT_TAKEN_UNDECIDED),
         })
     }
 
@@ -783,6 +791,10 @@ mod tests {
         assert_eq!(
             define("WL_CNT_PASS_MALFORMED"),
             u64::from(abi::CNT_PASS_MALFORMED)
+        );
+        assert_eq!(
+            define("WL_CNT_TAKEN_UNDECIDED"),
+            u64::from(abi::CNT_TAKEN_UNDECIDED)
         );
         assert_eq!(define("WL_CNT_MAX"), u64::from(abi::CNT_MAX));
     }
