@@ -306,3 +306,89 @@ fn a_running_node_lets_go_of_an_interface_that_starts_carrying_host_traffic() {
     let link = String::from_utf8_lossy(&link.stdout);
     assert!(!link.contains("prog/xdp"), "XDP detached: {link}");
 }
+
+/// `CapX:` of a /proc status text.
+fn cap(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("{field} missing in {status}"))
+}
+
+/// After start every thread of `wirelens run` holds at most CAP_NET_ADMIN
+/// (the detach at stop), none inheritable or ambient, the bounding set is
+/// cut to it and NoNewPrivs is set; the counters (read through the map
+/// descriptors) still work and the stop still detaches.
+#[test]
+fn a_running_node_keeps_only_cap_net_admin() {
+    if skip_unless_root(
+        "harden_lab::capabilities",
+        "needs root (network namespaces, XDP, AF_XDP)",
+    ) {
+        return;
+    }
+    const NET_ADMIN: u64 = 1 << 12;
+    let mut lab = Lab::new('c');
+    let (a, b) = lab.veth("a", "b");
+    let daemon = lab.start_daemon("daemon", &a, 9654);
+    let pid = lab.children[daemon].id();
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's threads")
+        .flatten()
+        .collect();
+    assert!(tasks.len() >= 3, "main, HTTP and a worker at least");
+    for t in &tasks {
+        let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        if st.is_empty() {
+            continue; // a thread that just ended
+        }
+        let name = st.lines().next().unwrap_or("").to_string();
+        assert_eq!(cap(&st, "CapEff:") & !NET_ADMIN, 0, "{name}: {st}");
+        assert_eq!(cap(&st, "CapPrm:") & !NET_ADMIN, 0, "{name}: {st}");
+        assert_eq!(cap(&st, "CapInh:"), 0, "{name}");
+        assert_eq!(cap(&st, "CapAmb:"), 0, "{name}");
+        assert_eq!(cap(&st, "CapBnd:"), NET_ADMIN, "{name}: bounding set cut");
+        assert!(st.contains("NoNewPrivs:\t1"), "{name}: {st}");
+    }
+    let main = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(
+        cap(&main, "CapEff:"),
+        NET_ADMIN,
+        "the main thread keeps it for the detach"
+    );
+    assert!(lab.log("daemon").contains("capabilities now CAP_NET_ADMIN"));
+
+    // Traffic the program sees (broadcast pings from the peer, which has an
+    // address: a does not), counted through the map descriptors.
+    lab.ip(&["addr", "add", "198.18.10.2/24", "dev", &b]);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut seen = 0.0;
+    while seen < 1.0 && Instant::now() < end {
+        let _ = Command::new("ip")
+            .args([
+                "netns", "exec", &lab.ns, "ping", "-b", "-c", "2", "-i", "0.2",
+            ])
+            .args(["-W", "1", "-I", &b, "198.18.10.255"])
+            .output();
+        let (code, metrics) = http_get_in(&lab.ns, "127.0.0.1:9654", "/metrics").expect("metrics");
+        assert_eq!(code, 200);
+        seen = support::metric(&metrics, "wirelens_xdp_seen_total")
+            .or_else(|| support::metric(&metrics, "xdp_seen_total"))
+            .unwrap_or_else(|| panic!("xdp_seen in /metrics (map read failed?):\n{metrics}"));
+    }
+    assert!(seen >= 1.0, "the counters still count: {seen}");
+    assert_eq!(lab.healthz(9654).map(|h| h.0), Some(200));
+
+    let st = lab.stop(daemon);
+    assert!(st.success(), "{st}: {}", lab.log("daemon"));
+    let link = Command::new("ip")
+        .args(["-n", &lab.ns, "link", "show", "dev", &a])
+        .output()
+        .expect("ip link");
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(
+        !link.contains("prog/xdp"),
+        "detached with CAP_NET_ADMIN alone: {link}"
+    );
+}

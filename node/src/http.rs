@@ -58,6 +58,11 @@ impl HttpServer {
         let thread = std::thread::Builder::new()
             .name("wirelens-http".into())
             .spawn(move || {
+                // Started before the main thread drops its capabilities; it
+                // needs none (the listener is bound), so it drops them all.
+                if let Err(e) = crate::privs::drop_all_in_this_thread() {
+                    eprintln!("wirelens: HTTP thread: dropping capabilities failed: {e}");
+                }
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -29,6 +29,11 @@ pub mod config;
 pub mod export;
 mod http;
 pub mod metrics;
+#[expect(
+    unsafe_code,
+    reason = "prctl and capget/capset for the privilege drop; every block has its SAFETY note"
+)]
+pub mod privs;
 pub mod probes;
 pub mod push;
 pub mod services;
@@ -186,6 +191,10 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
                 why,
             });
         }
+    }
+    // Before any thread exists, so every thread inherits it.
+    if let Err(e) = privs::no_new_privs() {
+        log(format!("PR_SET_NO_NEW_PRIVS failed: {e}"));
     }
     // 2. Capabilities and locked memory.
     if let Some(eff) = sys::effective_caps() {
@@ -423,6 +432,22 @@ fn attach_and_run(
         poll: format!("{:?}", cfg.poll).to_lowercase(),
     });
     *state.prog.lock().unwrap_or_else(|e| e.into_inner()) = Some(prog);
+    // Attached and bound: keep only what the detach at stop needs; the
+    // threads started from here on inherit that.
+    match privs::drop_to_kept() {
+        Ok(d) => {
+            let list = |m: u64| match privs::names(m).join(",") {
+                l if l.is_empty() => "none".to_string(),
+                l => l,
+            };
+            log(format!(
+                "capabilities now {} (were {}), no new privileges",
+                list(d.after),
+                list(d.before)
+            ));
+        }
+        Err(e) => log(format!("dropping capabilities failed: {e}")),
+    }
 
     let shared: Vec<Arc<WorkerShared>> = queues
         .iter()
