@@ -278,7 +278,14 @@ fn a_running_node_lets_go_of_an_interface_that_starts_carrying_host_traffic() {
     }
     let mut lab = Lab::new('r');
     let (a, _) = lab.veth("a", "b");
+    sh(&[
+        "ip", "netns", "exec", &lab.ns, "ethtool", "-K", &a, "rxvlan", "off",
+    ]);
     let daemon = lab.start_daemon("daemon", &a, 9653);
+    assert!(
+        !lab.log("daemon").contains("rx-vlan-offload on"),
+        "tags kept: no warning"
+    );
     // What DHCP or an operator would do to the port while it runs.
     lab.ip(&["addr", "add", "198.18.8.1/24", "dev", &a]);
     let end = Instant::now() + Duration::from_secs(30);
@@ -358,6 +365,12 @@ fn a_running_node_keeps_only_cap_net_admin() {
         "the main thread keeps it for the detach"
     );
     assert!(lab.log("daemon").contains("capabilities now CAP_NET_ADMIN"));
+    // veth strips VLAN tags on receive by default: the daemon says so.
+    assert!(
+        lab.log("daemon").contains("rx-vlan-offload on"),
+        "{}",
+        lab.log("daemon")
+    );
 
     // Traffic the program sees (broadcast pings from the peer, which has an
     // address: a does not), counted through the map descriptors.

@@ -388,6 +388,15 @@ fn attach_and_run(
         }
     ));
 
+    // A NIC that strips VLAN tags hands XDP untagged frames: say so.
+    if let Ok(true) = wirelens_probe::nic::rx_vlan_offload(&cfg.iface) {
+        log(format!(
+            "{0} strips 802.1Q tags on receive (rx-vlan-offload on): frames reach XDP and the \
+             flows untagged, so flows of different VLANs with the same addresses merge; \
+             `ethtool -K {0} rxvlan off` keeps the tags",
+            cfg.iface
+        ));
+    }
     let queues: Vec<u32> = match &cfg.queues {
         Some(q) => q.clone(),
         None => {

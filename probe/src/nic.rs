@@ -159,6 +159,21 @@ fn kernel_counters(dir: &Path) -> Result<Vec<Counter>, NicError> {
     Ok(out)
 }
 
+const ETHTOOL_GFLAGS: u32 = 0x25;
+/// `ETH_FLAG_RXVLAN`: the NIC strips 802.1Q tags on receive (rx-vlan-offload).
+const ETH_FLAG_RXVLAN: u32 = 1 << 8;
+
+/// Whether `ifname` strips 802.1Q tags on receive (`rx-vlan-offload`): the
+/// tag then travels beside the frame, not in it, so an XDP program and an
+/// AF_XDP socket see the frame untagged.
+pub fn rx_vlan_offload(ifname: &str) -> io::Result<bool> {
+    // struct ethtool_value { u32 cmd, data }
+    let mut v = [0u64; 1];
+    set_u32(&mut v, 0, ETHTOOL_GFLAGS);
+    sys::ethtool(ifname, &mut v)?;
+    Ok(get_u32(&v, 1) & ETH_FLAG_RXVLAN != 0)
+}
+
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSTATS: u32 = 0x1d;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
@@ -297,6 +312,13 @@ pub fn parse_queue(name: &str) -> Option<Queue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rx_vlan_offload_of_loopback_answers() {
+        // Loopback has no VLAN offload; an unknown interface is an error.
+        assert!(!rx_vlan_offload("lo").unwrap());
+        assert!(rx_vlan_offload("wl-no-such-if").is_err());
+    }
 
     #[test]
     fn queue_names() {
