@@ -405,3 +405,179 @@ fn a_running_node_keeps_only_cap_net_admin() {
         "detached with CAP_NET_ADMIN alone: {link}"
     );
 }
+
+/// Spoofed TWAMP-light requests, IPv4 UDP over a raw socket: `argv`:
+/// destination, port, sources (198.18.128.0 + i), requests per source.
+/// Prints the seconds the flood took.
+const FLOOD_PY: &str = r#"
+import socket, struct, sys, time
+dst, port, n_src, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+base = struct.unpack("!I", socket.inet_aton("198.18.128.0"))[0]
+payload = bytearray(64)
+payload[4] = 0xe0
+payload[12] = 0x80
+payload[13] = 0x01
+t0 = time.time()
+for r in range(per):
+    for i in range(n_src):
+        src = socket.inet_aton(socket.inet_ntoa(struct.pack("!I", base + i)))
+        payload[0:4] = struct.pack("!I", r)
+        udp = struct.pack("!HHHH", 40000 + (i % 1000), port, 8 + len(payload), 0) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src,
+                         socket.inet_aton(dst))
+        s.sendto(ip + udp, (dst, 0))
+print(time.time() - t0)
+"#;
+
+/// A reflector flooded from 10,000 spoofed sources (5 requests each) in a
+/// namespace answers within its total rate and bounded memory, and every
+/// request it read is counted as answered or refused by reason.
+#[test]
+fn a_reflector_flooded_from_spoofed_sources_stays_within_its_limits() {
+    if skip_unless_root(
+        "harden_lab::reflector_flood",
+        "needs root (network namespaces, raw sockets)",
+    ) {
+        return;
+    }
+    let mut lab = Lab::new('p');
+    let sender = format!("{}s", lab.ns);
+    let _ = Command::new("ip").args(["netns", "del", &sender]).output();
+    sh(&["ip", "netns", "add", &sender]);
+    struct DelNs(String);
+    impl Drop for DelNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+    let _sender_guard = DelNs(sender.clone());
+    let (r, s) = (lab.dev("r"), lab.dev("s"));
+    sh(&[
+        "ip", "-n", &lab.ns, "link", "add", &r, "type", "veth", "peer", "name", &s, "netns",
+        &sender,
+    ]);
+    lab.ip(&["addr", "add", "198.18.20.1/24", "dev", &r]);
+    lab.ip(&["link", "set", &r, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &sender,
+        "addr",
+        "add",
+        "198.18.20.2/24",
+        "dev",
+        &s,
+    ]);
+    sh(&["ip", "-n", &sender, "link", "set", &s, "up"]);
+    // Replies to the spoofed sources go back to the sender's namespace,
+    // which drops them (not its addresses) after counting them on s.
+    lab.ip(&["route", "add", "198.18.128.0/17", "via", "198.18.20.2"]);
+    for k in ["all", "default", &r] {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &lab.ns, "sysctl", "-qw"])
+            .arg(format!("net.ipv4.conf.{k}.rp_filter=0"))
+            .output();
+    }
+    let err = std::fs::File::create(lab.dir.join("reflector.err")).expect("log");
+    let refl = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, BIN, "probe", "reflect"])
+        .args(["--listen", "198.18.20.1:862", "--quiet", "--duration", "8s"])
+        .args(["--rate-per-source", "100", "--rate-total", "2000"])
+        .stderr(err)
+        .spawn()
+        .expect("reflector");
+    lab.children.push(refl);
+    let idx = lab.children.len() - 1;
+    let pid = lab.children[idx].id();
+    thread::sleep(Duration::from_millis(500));
+    let rx_before = rx_packets(&sender, &s);
+    let flood = Command::new("ip")
+        .args(["netns", "exec", &sender, "python3", "-c", FLOOD_PY])
+        .args(["198.18.20.1", "862", "10000", "5"])
+        .output()
+        .expect("python3");
+    assert!(
+        flood.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flood.stderr)
+    );
+    let secs: f64 = String::from_utf8_lossy(&flood.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let hwm_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .expect("reflector memory");
+    let st = lab.children[idx].wait().expect("reflector exits");
+    assert!(st.success(), "{}", lab.log("reflector"));
+    let log = lab.log("reflector");
+    let num = |after: &str| -> u64 {
+        let i = log
+            .find(after)
+            .unwrap_or_else(|| panic!("{after:?} in {log}"));
+        log[..i]
+            .split_whitespace()
+            .last()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("number before {after:?} in {log}"))
+    };
+    let reflected = num(" reflected");
+    let limited = num(" over the per-source rate") + num(" over the total rate");
+    // Burst of a quarter second (500) + 2000/s while the flood ran (+1 s of slack).
+    let bound = 500 + (2000.0 * (secs + 1.0)) as u64;
+    eprintln!(
+        "reflector flood: 50000 requests in {secs:.2} s, {reflected} reflected (bound \
+         {bound}), {limited} rate-limited, peak RSS {hwm_kb} kB"
+    );
+    assert!(reflected >= 500, "it answers up to its limit: {log}");
+    assert!(reflected <= bound, "{reflected} > {bound}: {log}");
+    // Every datagram the kernel queued to it (the rest overflowed its
+    // receive buffer, counted by the kernel) is answered or counted refused.
+    let delivered = udp_in_datagrams(&lab.ns);
+    assert_eq!(
+        reflected + limited,
+        delivered,
+        "every request read is counted: {log}"
+    );
+    assert!(hwm_kb < 200 * 1024, "bounded memory: {hwm_kb} kB");
+    let rx = rx_packets(&sender, &s) - rx_before;
+    assert!(
+        rx <= reflected + 20,
+        "replies on the wire ({rx}) are the reflected ones ({reflected})"
+    );
+}
+
+/// `Udp: InDatagrams` of namespace `ns` (/proc/net/snmp).
+fn udp_in_datagrams(ns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+        .output()
+        .expect("snmp");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap_or(""), udp.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "InDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("Udp InDatagrams")
+}
+
+fn rx_packets(ns: &str, dev: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat"])
+        .arg(format!("/sys/class/net/{dev}/statistics/rx_packets"))
+        .output()
+        .expect("rx_packets");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
