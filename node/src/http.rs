@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use wirelens_dataplane::pipeline::merge_summary;
 use wirelens_dataplane::report::Summary;
-use wirelens_dataplane::xdp::{iface_carries_host_traffic, AttachState};
+use wirelens_dataplane::xdp::{iface_carries_host_traffic, interface_exists, AttachState};
 
 use crate::export::now_ns;
 use crate::NodeState;
@@ -157,6 +157,11 @@ async fn serve(
                 tick.tick().await;
                 if stop.load(Ordering::Relaxed) {
                     return;
+                }
+                // A vanished interface carries nothing (the kernel removed
+                // the program with it); /healthz reports that one.
+                if !interface_exists(&node.iface) {
+                    continue;
                 }
                 if let Some(why) = iface_carries_host_traffic(&node.iface) {
                     eprintln!(

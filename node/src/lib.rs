@@ -20,7 +20,7 @@
 //! Start order: refuse a host interface (unless `--force`), raise
 //! RLIMIT_MEMLOCK, bind the HTTP port (fails before touching the interface),
 //! load -> set_filter -> attach (a stale program of ours is replaced) ->
-//! bind one socket per queue -> run. Stop: the flag ends the workers, their
+//! bind one socket per queue -> drop to CAP_NET_ADMIN ([`privs`]) -> run. Stop: the flag ends the workers, their
 //! sockets close (the program passes that traffic to the stack again),
 //! the program is detached, the HTTP server ends; `run` returns `Ok`.
 #![deny(unsafe_code)]

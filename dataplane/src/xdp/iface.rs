@@ -44,6 +44,11 @@ pub fn iface_carries_host_traffic(iface: &str) -> Option<String> {
     check(root, root, &links, &routes, &addrs, 0, &mut visited)
 }
 
+/// Whether `iface` exists in the calling thread's network namespace.
+pub fn interface_exists(iface: &str) -> bool {
+    sys::ifindex(iface).is_ok()
+}
+
 fn check(
     root: &nl::Link,
     dev: &nl::Link,

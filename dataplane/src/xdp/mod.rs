@@ -41,7 +41,7 @@ mod sys;
 mod tx;
 
 pub use error::XdpError;
-pub use iface::{enter_netns, iface_carries_host_traffic, rx_queue_count};
+pub use iface::{enter_netns, iface_carries_host_traffic, interface_exists, rx_queue_count};
 pub use program::{
     AttachMode, AttachState, Attachment, Cidr, Filter, ModePreference, XdpAction, XdpCounters,
     XdpProgram, PROGRAM_NAME,
