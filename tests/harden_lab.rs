@@ -148,6 +148,16 @@ impl Lab {
     fn cleanup(&self) {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
+        // Liveness locks a killed daemon of this lab left (ours only).
+        if let Ok(d) = std::fs::read_dir("/run/wirelens") {
+            let ours = format!("-{}", self.ns);
+            for e in d.flatten() {
+                let f = e.file_name().to_string_lossy().into_owned();
+                if f.ends_with(".lock") && f.contains(&ours) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 }
 
