@@ -32,9 +32,15 @@ const HOST_RECHECK: Duration = Duration::from_secs(10);
 /// A worker that has not exported for this long is unhealthy.
 const STALE_AFTER_NS: u64 = 5_000_000_000;
 
+/// `/flows` requests served at once: each makes every worker build the
+/// records of its whole table, so more are refused (503, counted) rather
+/// than queued.
+const MAX_FLOWS_REQUESTS: usize = 2;
+
 struct App {
     node: Arc<NodeState>,
     registry: Registry,
+    flows_slots: tokio::sync::Semaphore,
 }
 
 /// The running HTTP thread; [`HttpServer::shutdown`] ends it.
@@ -179,6 +185,7 @@ async fn serve(
     let app = Arc::new(App {
         registry: crate::metrics::registry(node.clone()),
         node,
+        flows_slots: tokio::sync::Semaphore::new(MAX_FLOWS_REQUESTS),
     });
     let router = Router::new()
         .route("/metrics", get(metrics))
@@ -214,6 +221,15 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 async fn flows(State(app): State<Arc<App>>) -> Response {
     let Some(workers) = app.node.workers.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    };
+    let Ok(_slot) = app.flows_slots.try_acquire() else {
+        app.node.flows_busy.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("busy: {MAX_FLOWS_REQUESTS} /flows requests are being served; retry\n"),
+        )
+            .into_response();
     };
     let wanted: Vec<u64> = workers.iter().map(|w| w.want_flows()).collect();
     let deadline = Instant::now() + FLOWS_WAIT;
@@ -312,5 +328,52 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
             ),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::WorkerShared;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Mutex, OnceLock};
+
+    /// Workers that never publish keep each admitted request waiting its
+    /// full FLOWS_WAIT: one beyond the cap is refused at once and counted.
+    #[tokio::test(flavor = "current_thread")]
+    async fn flows_beyond_the_cap_are_refused_and_counted() {
+        let node = Arc::new(NodeState {
+            iface: "wl-test".into(),
+            started_ns: 0,
+            info: OnceLock::new(),
+            workers: OnceLock::new(),
+            prog: Mutex::new(None),
+            stopping: Arc::new(AtomicBool::new(false)),
+            push: None,
+            force: true,
+            host_traffic: OnceLock::new(),
+            flows_busy: AtomicU64::new(0),
+            probes: None,
+        });
+        let _ = node.workers.set(vec![Arc::new(WorkerShared::new(0, 10))]);
+        let app = Arc::new(App {
+            registry: crate::metrics::registry(node.clone()),
+            node: node.clone(),
+            flows_slots: tokio::sync::Semaphore::new(MAX_FLOWS_REQUESTS),
+        });
+        let held: Vec<_> = (0..MAX_FLOWS_REQUESTS)
+            .map(|_| tokio::spawn(flows(State(app.clone()))))
+            .collect();
+        // Let each take its slot and start waiting.
+        tokio::task::yield_now().await;
+        let t = Instant::now();
+        let refused = flows(State(app.clone())).await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(t.elapsed() < FLOWS_WAIT / 2, "refused at once");
+        assert_eq!(node.flows_busy.load(Ordering::Relaxed), 1);
+        for h in held {
+            assert_eq!(h.await.unwrap().status(), StatusCode::OK);
+        }
+        assert_eq!(app.flows_slots.available_permits(), MAX_FLOWS_REQUESTS);
     }
 }

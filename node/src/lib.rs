@@ -119,6 +119,8 @@ pub struct NodeState {
     /// Why the running node stopped itself: its interface began to carry
     /// the host's traffic.
     pub host_traffic: OnceLock<String>,
+    /// `/flows` requests refused because the maximum were being served.
+    pub flows_busy: std::sync::atomic::AtomicU64,
     /// `--probe` results; `None` without targets.
     pub probes: Option<Arc<probes::ProbeBoard>>,
 }
@@ -239,6 +241,7 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         push: push_state.clone(),
         force: cfg.force,
         host_traffic: OnceLock::new(),
+        flows_busy: std::sync::atomic::AtomicU64::new(0),
         probes: (!cfg.probes.is_empty())
             .then(|| Arc::new(probes::ProbeBoard::new(&cfg.probes, cfg.ctrl.is_some()))),
     });

@@ -142,6 +142,16 @@ impl Collector for NodeCollector {
             g.encode(m)?;
         }
 
+        counter(
+            &mut e,
+            "http_flows_busy",
+            "/flows requests refused (503) because the maximum were being served",
+            [(
+                vec![],
+                st.flows_busy.load(std::sync::atomic::Ordering::Relaxed),
+            )],
+        )?;
+
         // The XDP program's counters.
         let xdp = st
             .prog
