@@ -14,6 +14,13 @@
  * non-first fragments are taken on the address filter alone: they carry no
  * ports, and the ICMP errors (frag-needed, packet-too-big) belong to the
  * flows we watch. Non-IP frames (ARP, LLDP, ...) always pass.
+ *
+ * Fail-visible: what the filter cannot decide is taken, never passed
+ * unseen, and counted in WL_CNT_TAKEN_UNDECIDED: a fifth VLAN tag (up to
+ * four of 0x8100, 0x88a8, 0x9100 are walked, as user space does), more than
+ * WL_IPV6_MAX_EXT_HDRS IPv6 extension headers, ESP (its ports are
+ * encrypted), an experimental extension header (253, 254). AH is walked in
+ * IPv4 and IPv6; Mobility, HIP and Shim6 are walked as extension headers.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -33,8 +40,18 @@
 #define WL_IPV6_NEXTHDR_FRAGMENT 44
 #define WL_IPV6_NEXTHDR_AUTH 51
 #define WL_IPV6_NEXTHDR_DEST 60
-#define WL_IPV6_MAX_EXT_HDRS 6
-#define WL_MAX_VLAN_TAGS 2
+#define WL_NEXTHDR_ESP 50
+#define WL_IPV6_NEXTHDR_MOBILITY 135
+#define WL_IPV6_NEXTHDR_HIP 139
+#define WL_IPV6_NEXTHDR_SHIM6 140
+#define WL_IPV6_NEXTHDR_EXP1 253
+#define WL_IPV6_NEXTHDR_EXP2 254
+#define WL_ETH_P_QINQ_9100 0x9100
+/* Verdicts of match_v4 / match_v6. */
+#define WL_MALFORMED -1
+#define WL_FILTERED 0
+#define WL_TAKE 1
+#define WL_TAKE_UNDECIDED 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -123,17 +140,20 @@ static __always_inline int ports_match(void *l4, void *end)
 static __always_inline int l4_match(__u8 proto, void *l4, void *end, int nonfirst_frag)
 {
 	if (nonfirst_frag)
-		return 1;
+		return WL_TAKE;
 	switch (proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP:
-		return ports_match(l4, end);
+		return ports_match(l4, end) ? WL_TAKE : WL_FILTERED;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
-		return 1;
+		return WL_TAKE;
+	case WL_NEXTHDR_ESP:
+		/* The transport header is encrypted: cannot decide. */
+		return WL_TAKE_UNDECIDED;
 	default:
-		return 0;
+		return WL_FILTERED;
 	}
 }
 
@@ -153,25 +173,47 @@ static __always_inline int addr6_match(const struct in6_addr *addr)
 	return bpf_map_lookup_elem(&cidrs_v6, &key) != NULL;
 }
 
-/* 1: take, 0: pass to the stack, -1: malformed. */
+/* WL_TAKE, WL_TAKE_UNDECIDED, WL_FILTERED (pass to the stack) or WL_MALFORMED. */
 static __always_inline int match_v4(void *cur, void *end, __u32 flags)
 {
 	struct iphdr *ip = cur;
+	__u8 proto;
 	__u32 ihl;
+	__u8 *l4;
+	int nonfirst_frag;
 
 	if ((void *)(ip + 1) > end)
-		return -1;
+		return WL_MALFORMED;
 	ihl = ip->ihl;
 	if (ihl < 5)
-		return -1;
+		return WL_MALFORMED;
 	if (!flags)
-		return 1;
+		return WL_TAKE;
 	if ((flags & WL_FILTER_ADDR) && !addr4_match(ip->saddr) && !addr4_match(ip->daddr))
-		return 0;
+		return WL_FILTERED;
 	if (!(flags & WL_FILTER_PORT))
-		return 1;
-	return l4_match(ip->protocol, cur + ihl * 4, end,
-			(ip->frag_off & bpf_htons(0x1fff)) != 0);
+		return WL_TAKE;
+	proto = ip->protocol;
+	l4 = cur + ihl * 4;
+	nonfirst_frag = (ip->frag_off & bpf_htons(0x1fff)) != 0;
+	if (proto == WL_IPV6_NEXTHDR_AUTH && !nonfirst_frag) {
+		/* AH: next header, length in 4-byte units minus 2. */
+		if ((void *)(l4 + 2) > end)
+			return WL_MALFORMED;
+		proto = l4[0];
+		l4 += ((__u32)l4[1] + 2) * 4;
+	}
+	return l4_match(proto, l4, end, nonfirst_frag);
+}
+
+/* IPv6 extension headers the walk steps over (RFC 8200 4.1, RFC 6564
+ * layout: next header, length in 8-byte units minus 1; AH in 4-byte units). */
+static __always_inline int is_ext_hdr(__u8 h)
+{
+	return h == WL_IPV6_NEXTHDR_HOP || h == WL_IPV6_NEXTHDR_ROUTING ||
+	       h == WL_IPV6_NEXTHDR_DEST || h == WL_IPV6_NEXTHDR_FRAGMENT ||
+	       h == WL_IPV6_NEXTHDR_AUTH || h == WL_IPV6_NEXTHDR_MOBILITY ||
+	       h == WL_IPV6_NEXTHDR_HIP || h == WL_IPV6_NEXTHDR_SHIM6;
 }
 
 static __always_inline int match_v6(void *cur, void *end, __u32 flags)
@@ -181,13 +223,13 @@ static __always_inline int match_v6(void *cur, void *end, __u32 flags)
 	int nonfirst_frag = 0;
 
 	if ((void *)(ip6 + 1) > end)
-		return -1;
+		return WL_MALFORMED;
 	if (!flags)
-		return 1;
+		return WL_TAKE;
 	if ((flags & WL_FILTER_ADDR) && !addr6_match(&ip6->saddr) && !addr6_match(&ip6->daddr))
-		return 0;
+		return WL_FILTERED;
 	if (!(flags & WL_FILTER_PORT))
-		return 1;
+		return WL_TAKE;
 
 	nexthdr = ip6->nexthdr;
 	cur = ip6 + 1;
@@ -195,12 +237,10 @@ static __always_inline int match_v6(void *cur, void *end, __u32 flags)
 	for (int i = 0; i < WL_IPV6_MAX_EXT_HDRS; i++) {
 		__u8 *ext = cur;
 
-		if (nexthdr != WL_IPV6_NEXTHDR_HOP && nexthdr != WL_IPV6_NEXTHDR_ROUTING &&
-		    nexthdr != WL_IPV6_NEXTHDR_DEST && nexthdr != WL_IPV6_NEXTHDR_FRAGMENT &&
-		    nexthdr != WL_IPV6_NEXTHDR_AUTH)
+		if (!is_ext_hdr(nexthdr))
 			break;
 		if ((void *)(ext + 8) > end)
-			return -1;
+			return WL_MALFORMED;
 		if (nexthdr == WL_IPV6_NEXTHDR_FRAGMENT) {
 			/* offset is the upper 13 bits of bytes 2..3 */
 			if ((((__u16)ext[2] << 8 | ext[3]) & 0xfff8) != 0)
@@ -217,6 +257,11 @@ static __always_inline int match_v6(void *cur, void *end, __u32 flags)
 		if (nonfirst_frag)
 			break;
 	}
+	if (!nonfirst_frag &&
+	    (is_ext_hdr(nexthdr) || nexthdr == WL_IPV6_NEXTHDR_EXP1 ||
+	     nexthdr == WL_IPV6_NEXTHDR_EXP2))
+		/* Deeper than we walk, or a header of unknown layout. */
+		return WL_TAKE_UNDECIDED;
 	return l4_match(nexthdr, cur, end, nonfirst_frag);
 }
 
@@ -243,7 +288,8 @@ int wirelens_xdp(struct xdp_md *ctx)
 	for (int i = 0; i < WL_MAX_VLAN_TAGS; i++) {
 		struct wl_vlan_hdr *vh = cur;
 
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD) &&
+		    proto != bpf_htons(WL_ETH_P_QINQ_9100))
 			break;
 		if ((void *)(vh + 1) > end)
 			return pass(WL_CNT_PASS_MALFORMED);
@@ -258,13 +304,19 @@ int wirelens_xdp(struct xdp_md *ctx)
 		verdict = match_v4(cur, end, flags);
 	else if (proto == bpf_htons(ETH_P_IPV6))
 		verdict = match_v6(cur, end, flags);
+	else if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD) ||
+		 proto == bpf_htons(WL_ETH_P_QINQ_9100))
+		/* A fifth tag: what it carries is beyond the walk. */
+		verdict = WL_TAKE_UNDECIDED;
 	else
 		return pass(WL_CNT_PASS_NOT_IP);
 
-	if (verdict < 0)
+	if (verdict == WL_MALFORMED)
 		return pass(WL_CNT_PASS_MALFORMED);
-	if (verdict == 0)
+	if (verdict == WL_FILTERED)
 		return pass(WL_CNT_PASS_FILTERED);
+	if (verdict == WL_TAKE_UNDECIDED)
+		count(WL_CNT_TAKEN_UNDECIDED);
 
 	act = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	count(act == XDP_REDIRECT ? WL_CNT_REDIRECTED : WL_CNT_PASS_NO_SOCKET);

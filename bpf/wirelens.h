@@ -43,6 +43,15 @@ struct wl_lpm_v6 {
 #define WL_CNT_PASS_FILTERED 3  /* IP, but outside the filter: to the stack */
 #define WL_CNT_PASS_NOT_IP 4    /* ARP, LLDP, ...: to the stack */
 #define WL_CNT_PASS_MALFORMED 5 /* too short to parse: to the stack */
-#define WL_CNT_MAX 6
+/* Not part of that partition: frames also counted as taken (REDIRECTED or
+ * PASS_NO_SOCKET) because the filter could not decide them (more VLAN tags
+ * or IPv6 extension headers than the program walks, ESP, an unknown
+ * extension header): taken, so no traffic shape hides from the filter. */
+#define WL_CNT_TAKEN_UNDECIDED 6
+#define WL_CNT_MAX 7
+
+/* How deep the program looks (user space parses as deep). */
+#define WL_MAX_VLAN_TAGS 4
+#define WL_IPV6_MAX_EXT_HDRS 8
 
 #endif /* WIRELENS_H */

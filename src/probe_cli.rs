@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use wirelens_probe::nic::{self, NicCounters, QueueDir, Source};
 use wirelens_probe::pmtu::{self, Outcome, PmtuOptions, PmtuReport, Verdict};
-use wirelens_probe::reflector::{self, ServeOptions};
+use wirelens_probe::reflector::{self, AllowNet, Limits, ServeOptions};
 use wirelens_probe::send::{self, SendOptions};
 use wirelens_probe::session::{Quantiles, ReflectorMode, Report, SenderConfig, Split};
 use wirelens_probe::twamp::{DEFAULT_PORT, MIN_PROBE_LEN};
@@ -34,11 +34,27 @@ pub enum ProbeCommand {
 
 /// Answer TWAMP-light test packets (RFC 5357 stateful Session-Reflector):
 /// one reply counter per sender, so senders can split loss up/down.
+///
+/// Not an amplifier: replies are exactly as long as requests (shorter than
+/// 41 octets get none), only --allow sources are answered, and replies are
+/// rate-limited per source address and in total; every request not
+/// answered is counted by reason.
 #[derive(Debug, Args)]
 pub struct ReflectArgs {
-    /// Address to listen on: IP or IP:PORT (default port 862).
-    #[arg(long, default_value = "0.0.0.0:862")]
+    /// Address to listen on: IP or IP:PORT (port 862 if omitted). Required:
+    /// pick the interface address probes arrive on (0.0.0.0 answers on all).
+    #[arg(long)]
     pub listen: String,
+    /// Answer only sources in these prefixes (comma-separated or repeated,
+    /// e.g. 198.18.0.0/15,2001:db8::/32). Default: any source.
+    #[arg(long, value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Replies a second to one source address (all its ports together).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate_per_source: f64,
+    /// Replies a second in total.
+    #[arg(long, default_value_t = 20000.0)]
+    pub rate_total: f64,
     /// Stop after this long (e.g. 30s, 5m); default: run until killed.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -169,22 +185,64 @@ pub fn run(args: &ProbeArgs) -> u8 {
 
 fn run_reflect(a: &ReflectArgs) -> Result<(), String> {
     let listen = resolve(&a.listen, DEFAULT_PORT)?;
+    let allow = a
+        .allow
+        .iter()
+        .map(|s| s.parse::<AllowNet>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--allow: {e}"))?;
+    for (name, v) in [
+        ("--rate-per-source", a.rate_per_source),
+        ("--rate-total", a.rate_total),
+    ] {
+        if !(v.is_finite() && v >= 1.0) {
+            return Err(format!("{name} {v}: must be at least 1 reply a second"));
+        }
+    }
+    // Bursts of a quarter second, at least one reply.
+    let limits = Limits {
+        per_source: a.rate_per_source,
+        per_source_burst: (a.rate_per_source / 4.0).max(1.0),
+        total: a.rate_total,
+        total_burst: (a.rate_total / 4.0).max(1.0),
+    };
     let opts = ServeOptions {
         listen,
+        allow: allow.clone(),
+        limits,
         duration: a.duration,
         stateless: a.stateless,
         verbose: !a.quiet,
     };
     let stats = reflector::serve(&opts, |bound| {
         eprintln!(
-            "wirelens probe reflect: listening on udp {bound} (TWAMP-light, {})",
-            if a.stateless { "stateless" } else { "stateful" }
+            "wirelens probe reflect: listening on udp {bound} (TWAMP-light, {}; answering {}; \
+             at most {}/s per source, {}/s in total)",
+            if a.stateless { "stateless" } else { "stateful" },
+            if allow.is_empty() {
+                "any source (--allow limits who)".to_string()
+            } else {
+                allow
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+            a.rate_per_source,
+            a.rate_total,
         );
     })
     .map_err(|e| e.to_string())?;
     eprintln!(
-        "wirelens probe reflect: {} reflected, {} malformed, {} sessions",
-        stats.reflected, stats.malformed, stats.sessions
+        "wirelens probe reflect: {} reflected, {} sessions; not answered: {} malformed, {} \
+         shorter than the reply, {} not allowed, {} over the per-source rate, {} over the total rate",
+        stats.reflected,
+        stats.sessions,
+        stats.malformed,
+        stats.too_short,
+        stats.not_allowed,
+        stats.limited_source,
+        stats.limited_total
     );
     Ok(())
 }

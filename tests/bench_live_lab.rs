@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod support;
-use support::is_root;
+use support::skip_unless_root;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 
@@ -28,12 +28,7 @@ fn f(v: &Value, k: &str) -> f64 {
 /// receivers; then every counter is checked against the others.
 #[test]
 fn bench_live_measures_three_receivers_and_cleans_up() {
-    if !is_root() {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "*** SKIPPED bench_live_lab: needs root (namespaces, XDP, AF_XDP) ***"
-        );
+    if skip_unless_root("bench_live_lab", "needs root (namespaces, XDP, AF_XDP)") {
         return;
     }
     let out = Command::new(BIN)

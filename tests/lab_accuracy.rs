@@ -21,6 +21,7 @@
 //! own counts are printed next to the truth (`note:` lines).
 
 mod lab;
+mod support;
 
 use std::net::IpAddr;
 
@@ -70,16 +71,29 @@ fn lab_sane(c: &mut Check) {
     );
 }
 
+/// A wirelens value a truth check compares. A missing one (no such flow,
+/// no such field) is itself a failed check, so a guard on the `Option` never
+/// lets a check pass by not running; only `WL_LAB_REFERENCE_ONLY` (wirelens
+/// deliberately not run) leaves it `None` without a failure.
 fn wl_u64(
-    c: &Check,
+    c: &mut Check,
     proto: &str,
     client: (IpAddr, u16),
     server: (IpAddr, u16),
     ptr: &str,
 ) -> Option<u64> {
-    c.wl_flow(proto, client, server)?
-        .pointer(ptr)
-        .and_then(Value::as_u64)
+    let v = c
+        .wl_flow(proto, client, server)
+        .and_then(|f| f.pointer(ptr))
+        .and_then(Value::as_u64);
+    if v.is_none() && c.wirelens_ran() {
+        c.truth(
+            &format!("wirelens reports {ptr} of the {proto} flow {client:?} -> {server:?}"),
+            false,
+            "missing (no such flow or field)".into(),
+        );
+    }
+    v
 }
 
 /// Truth of a loss-free bulk upload of `bytes`.
@@ -167,7 +181,7 @@ fn loss_after_tap() {
         f.c2s.hole_fill == 0 && f.c2s.gaps == 0,
         format!("hole_fill {}, gaps {}", f.c2s.hole_fill, f.c2s.gaps),
     );
-    if let Some(w) = wl_u64(&c, "tcp", f.client, f.server, "/c2s/retrans_seen") {
+    if let Some(w) = wl_u64(&mut c, "tcp", f.client, f.server, "/c2s/retrans_seen") {
         c.truth(
             "wirelens c2s retrans_seen >= drops",
             w >= d,
@@ -216,7 +230,7 @@ fn loss_before_tap() {
         f.c2s.retrans_seen <= (d / 4).max(3),
         format!("retrans_seen {}", f.c2s.retrans_seen),
     );
-    if let Some(w) = wl_u64(&c, "tcp", f.client, f.server, "/c2s/hole_fill") {
+    if let Some(w) = wl_u64(&mut c, "tcp", f.client, f.server, "/c2s/hole_fill") {
         c.truth("wirelens c2s hole_fill >= 1", w >= 1, format!("{w}"));
     }
     no_reordering_truth(&mut c, &f.c2s, "c2s", &f, d);
@@ -337,7 +351,9 @@ fn resend_truth(c: &mut Check, f: &RefTcpFlow, drops: u64) {
         ),
     );
     if let Some(w) = wl_u64(c, "tcp", f.client, f.server, "/c2s/out_of_order") {
-        let rt = wl_u64(c, "tcp", f.client, f.server, "/c2s/retransmits").unwrap_or(0);
+        let Some(rt) = wl_u64(c, "tcp", f.client, f.server, "/c2s/retransmits") else {
+            return;
+        };
         c.truth(
             "wirelens c2s: no resend is out_of_order, every one a retransmission (>= drops)",
             w == 0 && rt >= drops,
@@ -363,12 +379,11 @@ fn fwd_segments(c: &mut Check, kind: &str, dir: &str) -> Option<Vec<(u32, u32)>>
                 })
                 .collect()
         });
-    if v.is_none() {
-        c.note(
-            "forwarder.json has no segment log",
-            format!("a capture of an older lab: the per-segment {kind} truth is skipped"),
-        );
-    }
+    c.truth(
+        &format!("forwarder.json logs the {kind} segments ({dir})"),
+        v.is_some(),
+        "a capture without the segment log cannot prove the per-segment truth".into(),
+    );
     v
 }
 
@@ -432,7 +447,7 @@ fn reorder() {
             "out_of_order {ws_ooo}, fast_retransmission {ws_fast}, retransmission {ws_other}: the receiver's dup ACKs reach the tap before the late original, so its dup-ACK rule calls reordering loss"
         ),
     );
-    if let Some(w) = wl_u64(&c, "tcp", f.client, f.server, "/s2c/out_of_order") {
+    if let Some(w) = wl_u64(&mut c, "tcp", f.client, f.server, "/s2c/out_of_order") {
         // Exact but for the hole fills sent in the same millisecond as the
         // highest segment (equal TSvals): there Wireshark's flag decides.
         let undecided_not_ooo = f.s2c.ts_undecided - f.s2c.ts_undecided_ws_ooo;
@@ -477,7 +492,7 @@ fn zero_window() {
         f.c2s.payload_bytes >= 600_000,
         format!("{}", f.c2s.payload_bytes),
     );
-    if let Some(w) = wl_u64(&c, "tcp", f.client, f.server, "/s2c/zero_window_events") {
+    if let Some(w) = wl_u64(&mut c, "tcp", f.client, f.server, "/s2c/zero_window_events") {
         c.truth(
             "wirelens s2c zero_window_events = 1",
             w == 1,
@@ -660,8 +675,8 @@ fn delay_step() {
             max as f64 / 1e6
         ),
     );
-    let wl_min = wl_u64(&c, "tcp", f.client, f.server, "/c2s/rtt/min_ns");
-    let wl_max = wl_u64(&c, "tcp", f.client, f.server, "/c2s/rtt/max_ns");
+    let wl_min = wl_u64(&mut c, "tcp", f.client, f.server, "/c2s/rtt/min_ns");
+    let wl_max = wl_u64(&mut c, "tcp", f.client, f.server, "/c2s/rtt/max_ns");
     if c.wirelens_ran() {
         c.truth(
             "wirelens c2s rtt: min in [20, 25] ms, max >= 80 ms",
@@ -698,7 +713,7 @@ fn bufferbloat() {
         p90 >= 40 * MS,
         format!("{:.1} ms", p90 as f64 / 1e6),
     );
-    if let Some(w) = wl_u64(&c, "tcp", f.client, f.server, "/c2s/rtt/p90_ns") {
+    if let Some(w) = wl_u64(&mut c, "tcp", f.client, f.server, "/c2s/rtt/p90_ns") {
         c.truth(
             "wirelens c2s rtt.p90 >= 40 ms",
             w >= 40 * MS,

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::is_root;
+use support::skip_unless_root;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 /// One lab at a time: two cores, and the delay line is a python process.
@@ -37,11 +37,7 @@ static LOCK: Mutex<()> = Mutex::new(());
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn skip(test: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIP {test}: needs root (network namespaces, iptables)");
-    true
+    skip_unless_root(test, "needs root (network namespaces, iptables)")
 }
 
 #[derive(Default)]

@@ -36,7 +36,6 @@
 #![cfg(feature = "live")]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -46,7 +45,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{is_root, metric};
+use support::{metric, skip_unless_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const TRAFFIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/labtraffic.py");
@@ -62,12 +61,10 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 macro_rules! require_root {
     ($name:expr) => {
-        if !is_root() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "*** SKIPPED run_lab::{}: needs root (namespaces, XDP, AF_XDP) ***",
-                $name
-            );
+        if skip_unless_root(
+            &format!("run_lab::{}", $name),
+            "needs root (namespaces, XDP, AF_XDP)",
+        ) {
             return;
         }
     };

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{is_root, metric};
+use support::{metric, skip_unless_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const FORWARDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/forwarder.py");
@@ -265,8 +265,10 @@ fn u(v: &Value, key: &str) -> u64 {
 
 #[test]
 fn run_probe_loss_rtt_and_ctrl() {
-    if !is_root() {
-        eprintln!("SKIP run_probe_loss_rtt_and_ctrl: needs root (namespaces, XDP, iptables)");
+    if skip_unless_root(
+        "run_probe_loss_rtt_and_ctrl",
+        "needs root (namespaces, XDP, iptables)",
+    ) {
         return;
     }
     let t0 = Instant::now();

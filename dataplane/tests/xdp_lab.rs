@@ -46,12 +46,18 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Skips (returns) when not root. Writes to the stderr handle directly,
+/// Skips (returns) when not root; fails instead under
+/// `WIRELENS_REQUIRE_ROOT_TESTS=1` (CI). Writes to the stderr handle directly,
 /// which libtest does not capture, so the skip shows without `--nocapture`.
 macro_rules! require_root {
     ($name:expr) => {
         if !is_root() {
             use std::io::Write as _;
+            assert!(
+                std::env::var_os("WIRELENS_REQUIRE_ROOT_TESTS").is_none_or(|v| v != "1"),
+                "xdp_lab::{} needs root and WIRELENS_REQUIRE_ROOT_TESTS=1 forbids skipping it",
+                $name
+            );
             let _ = writeln!(
                 std::io::stderr(),
                 "*** SKIPPED xdp_lab::{}: needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN \
@@ -880,6 +886,163 @@ fn filter_semantics_on_crafted_frames() {
     .unwrap();
     assert_eq!(verdict(&prog, &udp4(outside, 1, 2)), "taken");
     assert_eq!(verdict(&prog, &v6("2001:db8:1::5", &[], 443)), "filtered");
+}
+
+/// No traffic shape slips past a port filter unseen: three VLAN tags, a
+/// 0x9100 tag, four tags, eight IPv6 extension headers (Mobility, HIP and
+/// Shim6 among them), AH are decided; a fifth tag, nine extension headers,
+/// ESP (IPv4 and IPv6) and an experimental header cannot be, and are taken
+/// and counted in `taken_undecided`. Fail-open stays: every action is PASS.
+#[test]
+fn filter_cannot_be_evaded() {
+    require_root!("filter_cannot_be_evaded");
+    use frames::*;
+    let mut prog = XdpProgram::load().expect("load");
+    prog.set_filter(&Filter {
+        cidrs: vec![
+            "198.18.1.0/24".parse().unwrap(),
+            "2001:db8:1::/48".parse().unwrap(),
+        ],
+        ports: vec![443],
+    })
+    .unwrap();
+    // (taken, undecided) from the counters that moved.
+    let verdict = |prog: &XdpProgram, frame: &[u8]| -> &'static str {
+        let before = prog.counters().unwrap();
+        assert_eq!(prog.test_run(frame).expect("test_run"), XdpAction::Pass);
+        let d = prog.counters().unwrap().since(&before);
+        assert_eq!(d.seen, 1);
+        match (
+            d.pass_no_socket,
+            d.pass_filtered,
+            d.pass_not_ip,
+            d.pass_malformed,
+            d.taken_undecided,
+        ) {
+            (1, 0, 0, 0, 0) => "taken",
+            (1, 0, 0, 0, 1) => "undecided",
+            (0, 1, 0, 0, 0) => "filtered",
+            (0, 0, 1, 0, 0) => "not_ip",
+            (0, 0, 0, 1, 0) => "malformed",
+            _ => panic!("counters moved oddly: {d:?}"),
+        }
+    };
+    let tagged = |tags: &[u16], l3: &[u8], ethertype: u16| {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+        for (i, &tpid) in tags.iter().enumerate() {
+            f.extend(tpid.to_be_bytes());
+            f.extend((100 + i as u16).to_be_bytes());
+        }
+        f.extend(ethertype.to_be_bytes());
+        f.extend(l3);
+        f
+    };
+    let inside = [198, 18, 1, 5];
+    let udp = |dport| ipv4(inside, [10, 0, 0, 1], 17, 0, &ports(5000, dport));
+    for tags in [
+        &[0x88a8, 0x8100, 0x8100][..],
+        &[0x9100][..],
+        &[0x9100, 0x8100][..],
+        &[0x88a8, 0x9100, 0x8100, 0x8100][..],
+    ] {
+        assert_eq!(
+            verdict(&prog, &tagged(tags, &udp(443), 0x0800)),
+            "taken",
+            "{tags:x?}"
+        );
+        assert_eq!(
+            verdict(&prog, &tagged(tags, &udp(80), 0x0800)),
+            "filtered",
+            "{tags:x?} decided, port outside"
+        );
+    }
+    assert_eq!(
+        verdict(&prog, &tagged(&[0x8100; 5], &udp(80), 0x0800)),
+        "undecided",
+        "a fifth tag"
+    );
+    assert_eq!(
+        verdict(&prog, &tagged(&[0x8100, 0x8100], &[0; 4], 0x0806)),
+        "not_ip",
+        "ARP behind two tags"
+    );
+
+    // IPv6: extension headers of the generic layout (8 bytes each).
+    let ext = |h: u8| (h, vec![0, 0, 1, 4, 0, 0, 0, 0]);
+    let v6 = |exts: &[(u8, Vec<u8>)], proto: u8, dport: u16| {
+        eth(
+            0x86dd,
+            &[],
+            &ipv6(
+                "2001:db8:1::5",
+                "2001:db8:2::1",
+                exts,
+                proto,
+                &ports(5000, dport),
+            ),
+        )
+    };
+    let mut eight: Vec<(u8, Vec<u8>)> = vec![hop_by_hop()];
+    eight.extend([60, 43, 60, 135, 139, 140, 60].map(ext));
+    // Routing header: byte 2 is the type, 3 segments left; zero is fine here.
+    assert_eq!(eight.len(), 8);
+    assert_eq!(verdict(&prog, &v6(&eight, 17, 443)), "taken", "8 headers");
+    assert_eq!(
+        verdict(&prog, &v6(&eight, 17, 80)),
+        "filtered",
+        "8 headers, port outside"
+    );
+    let mut nine = eight.clone();
+    nine.push(ext(60));
+    assert_eq!(verdict(&prog, &v6(&nine, 17, 80)), "undecided", "9 headers");
+    assert_eq!(verdict(&prog, &v6(&[], 50, 80)), "undecided", "ESP");
+    assert_eq!(
+        verdict(&prog, &v6(&[hop_by_hop()], 50, 80)),
+        "undecided",
+        "ESP behind HBH"
+    );
+    assert_eq!(
+        verdict(&prog, &v6(&[ext(253)], 17, 80)),
+        "undecided",
+        "experimental"
+    );
+    // AH (4-byte units: 12 bytes of ICV -> length (24/4) - 2 = 4).
+    let ah = (51u8, {
+        let mut b = vec![0, 4];
+        b.extend([0; 22]);
+        b
+    });
+    assert_eq!(
+        verdict(&prog, &v6(std::slice::from_ref(&ah), 17, 443)),
+        "taken",
+        "v6 AH"
+    );
+    assert_eq!(
+        verdict(&prog, &v6(std::slice::from_ref(&ah), 17, 80)),
+        "filtered",
+        "v6 AH"
+    );
+
+    // IPv4: ESP undecided, AH walked.
+    let esp4 = eth(0x0800, &[], &ipv4(inside, [10, 0, 0, 1], 50, 0, &[0; 24]));
+    assert_eq!(verdict(&prog, &esp4), "undecided", "v4 ESP");
+    let mut ah4 = vec![17, 4];
+    ah4.extend([0; 22]);
+    ah4.extend(ports(5000, 443));
+    let ah4_in = eth(0x0800, &[], &ipv4(inside, [10, 0, 0, 1], 51, 0, &ah4));
+    assert_eq!(verdict(&prog, &ah4_in), "taken", "v4 AH, port inside");
+    let mut ah4 = vec![17, 4];
+    ah4.extend([0; 22]);
+    ah4.extend(ports(5000, 80));
+    let ah4_out = eth(0x0800, &[], &ipv4(inside, [10, 0, 0, 1], 51, 0, &ah4));
+    assert_eq!(verdict(&prog, &ah4_out), "filtered", "v4 AH, port outside");
+    // Outside the address filter nothing is undecided: the address decides.
+    let esp_out = eth(
+        0x0800,
+        &[],
+        &ipv4([198, 18, 2, 5], [10, 0, 0, 1], 50, 0, &[0; 24]),
+    );
+    assert_eq!(verdict(&prog, &esp_out), "filtered", "ESP, address outside");
 }
 
 /// The `run` safety check: an interface with the host's addresses or the

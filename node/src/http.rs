@@ -19,18 +19,28 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use wirelens_dataplane::pipeline::merge_summary;
 use wirelens_dataplane::report::Summary;
+use wirelens_dataplane::xdp::{iface_carries_host_traffic, interface_exists, AttachState};
 
 use crate::export::now_ns;
 use crate::NodeState;
 
 /// How long `/flows` waits for every worker to publish fresh records.
 const FLOWS_WAIT: Duration = Duration::from_secs(2);
+/// How often a running node (without `--force`) checks again that its
+/// interface does not carry the host's traffic (a link and route dump).
+const HOST_RECHECK: Duration = Duration::from_secs(10);
 /// A worker that has not exported for this long is unhealthy.
 const STALE_AFTER_NS: u64 = 5_000_000_000;
+
+/// `/flows` requests served at once: each makes every worker build the
+/// records of its whole table, so more are refused (503, counted) rather
+/// than queued.
+const MAX_FLOWS_REQUESTS: usize = 2;
 
 struct App {
     node: Arc<NodeState>,
     registry: Registry,
+    flows_slots: tokio::sync::Semaphore,
 }
 
 /// The running HTTP thread; [`HttpServer::shutdown`] ends it.
@@ -54,6 +64,11 @@ impl HttpServer {
         let thread = std::thread::Builder::new()
             .name("wirelens-http".into())
             .spawn(move || {
+                // Started before the main thread drops its capabilities; it
+                // needs none (the listener is bound), so it drops them all.
+                if let Err(e) = crate::privs::drop_all_in_this_thread() {
+                    eprintln!("wirelens: HTTP thread: dropping capabilities failed: {e}");
+                }
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -122,6 +137,7 @@ async fn serve(
         }
     };
     let _ = ready.send(Ok(()));
+    let recheck_stop = stop.clone();
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
@@ -135,9 +151,41 @@ async fn serve(
             }
         }
     });
+    if !node.force {
+        // The --force check again, while running: an interface that starts
+        // carrying the host's traffic (an address from DHCP, a route, a
+        // bridge) must not stay taken over. Stopping detaches XDP.
+        let (node, stop) = (node.clone(), recheck_stop);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HOST_RECHECK);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                // A vanished interface carries nothing (the kernel removed
+                // the program with it); /healthz reports that one.
+                if !interface_exists(&node.iface) {
+                    continue;
+                }
+                if let Some(why) = iface_carries_host_traffic(&node.iface) {
+                    eprintln!(
+                        "wirelens: {why}: {} now carries the host's traffic; stopping and \
+                         detaching XDP (--force keeps capturing)",
+                        node.iface
+                    );
+                    let _ = node.host_traffic.set(why);
+                    stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        });
+    }
     let app = Arc::new(App {
         registry: crate::metrics::registry(node.clone()),
         node,
+        flows_slots: tokio::sync::Semaphore::new(MAX_FLOWS_REQUESTS),
     });
     let router = Router::new()
         .route("/metrics", get(metrics))
@@ -173,6 +221,15 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 async fn flows(State(app): State<Arc<App>>) -> Response {
     let Some(workers) = app.node.workers.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    };
+    let Ok(_slot) = app.flows_slots.try_acquire() else {
+        app.node.flows_busy.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("busy: {MAX_FLOWS_REQUESTS} /flows requests are being served; retry\n"),
+        )
+            .into_response();
     };
     let wanted: Vec<u64> = workers.iter().map(|w| w.want_flows()).collect();
     let deadline = Instant::now() + FLOWS_WAIT;
@@ -226,6 +283,30 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     if app.node.stopping.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
     }
+    // Our program must still be the one on the interface: a detach or a
+    // replacement behind our back means nothing reaches the workers.
+    let attached = app
+        .node
+        .prog
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|p| (p.prog_id(), p.attach_state()));
+    match attached {
+        Some((_, Ok(AttachState::Ours))) | None => {}
+        Some((id, state)) => {
+            let why = match state {
+                Ok(AttachState::Replaced(other)) => format!("replaced by program {other}"),
+                Ok(_) => "no longer attached".to_string(),
+                Err(e) => format!("unknown ({e})"),
+            };
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("XDP program {id} on {}: {why}\n", app.node.iface),
+            )
+                .into_response();
+        }
+    }
     let now = now_ns();
     let stale: Vec<String> = workers
         .iter()
@@ -247,5 +328,52 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
             ),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::WorkerShared;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Mutex, OnceLock};
+
+    /// Workers that never publish keep each admitted request waiting its
+    /// full FLOWS_WAIT: one beyond the cap is refused at once and counted.
+    #[tokio::test(flavor = "current_thread")]
+    async fn flows_beyond_the_cap_are_refused_and_counted() {
+        let node = Arc::new(NodeState {
+            iface: "wl-test".into(),
+            started_ns: 0,
+            info: OnceLock::new(),
+            workers: OnceLock::new(),
+            prog: Mutex::new(None),
+            stopping: Arc::new(AtomicBool::new(false)),
+            push: None,
+            force: true,
+            host_traffic: OnceLock::new(),
+            flows_busy: AtomicU64::new(0),
+            probes: None,
+        });
+        let _ = node.workers.set(vec![Arc::new(WorkerShared::new(0, 10))]);
+        let app = Arc::new(App {
+            registry: crate::metrics::registry(node.clone()),
+            node: node.clone(),
+            flows_slots: tokio::sync::Semaphore::new(MAX_FLOWS_REQUESTS),
+        });
+        let held: Vec<_> = (0..MAX_FLOWS_REQUESTS)
+            .map(|_| tokio::spawn(flows(State(app.clone()))))
+            .collect();
+        // Let each take its slot and start waiting.
+        tokio::task::yield_now().await;
+        let t = Instant::now();
+        let refused = flows(State(app.clone())).await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(t.elapsed() < FLOWS_WAIT / 2, "refused at once");
+        assert_eq!(node.flows_busy.load(Ordering::Relaxed), 1);
+        for h in held {
+            assert_eq!(h.await.unwrap().status(), StatusCode::OK);
+        }
+        assert_eq!(app.flows_slots.available_permits(), MAX_FLOWS_REQUESTS);
     }
 }

@@ -20,7 +20,7 @@
 //! Start order: refuse a host interface (unless `--force`), raise
 //! RLIMIT_MEMLOCK, bind the HTTP port (fails before touching the interface),
 //! load -> set_filter -> attach (a stale program of ours is replaced) ->
-//! bind one socket per queue -> run. Stop: the flag ends the workers, their
+//! bind one socket per queue -> drop to CAP_NET_ADMIN ([`privs`]) -> run. Stop: the flag ends the workers, their
 //! sockets close (the program passes that traffic to the stack again),
 //! the program is detached, the HTTP server ends; `run` returns `Ok`.
 #![deny(unsafe_code)]
@@ -29,6 +29,11 @@ pub mod config;
 pub mod export;
 mod http;
 pub mod metrics;
+#[expect(
+    unsafe_code,
+    reason = "prctl and capget/capset for the privilege drop; every block has its SAFETY note"
+)]
+pub mod privs;
 pub mod probes;
 pub mod push;
 pub mod services;
@@ -109,6 +114,13 @@ pub struct NodeState {
     /// Set on SIGINT/SIGTERM: the pipeline's stop flag.
     pub stopping: Arc<AtomicBool>,
     pub push: Option<Arc<Mutex<PushState>>>,
+    /// `--force` given: the host-traffic check is not repeated while running.
+    pub force: bool,
+    /// Why the running node stopped itself: its interface began to carry
+    /// the host's traffic.
+    pub host_traffic: OnceLock<String>,
+    /// `/flows` requests refused because the maximum were being served.
+    pub flows_busy: std::sync::atomic::AtomicU64,
     /// `--probe` results; `None` without targets.
     pub probes: Option<Arc<probes::ProbeBoard>>,
 }
@@ -182,6 +194,10 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
             });
         }
     }
+    // Before any thread exists, so every thread inherits it.
+    if let Err(e) = privs::no_new_privs() {
+        log(format!("PR_SET_NO_NEW_PRIVS failed: {e}"));
+    }
     // 2. Capabilities and locked memory.
     if let Some(eff) = sys::effective_caps() {
         let missing = sys::missing_caps(eff);
@@ -223,6 +239,9 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         prog: Mutex::new(None),
         stopping: stop.clone(),
         push: push_state.clone(),
+        force: cfg.force,
+        host_traffic: OnceLock::new(),
+        flows_busy: std::sync::atomic::AtomicU64::new(0),
         probes: (!cfg.probes.is_empty())
             .then(|| Arc::new(probes::ProbeBoard::new(&cfg.probes, cfg.ctrl.is_some()))),
     });
@@ -269,7 +288,14 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         None => Ok(()),
     };
     http.shutdown();
-    result.and(detached)
+    let stopped_for = state
+        .host_traffic
+        .get()
+        .map(|why| NodeError::HostInterface {
+            iface: cfg.iface.clone(),
+            why: why.clone(),
+        });
+    result.and(detached).and(stopped_for.map_or(Ok(()), Err))
 }
 
 type ProbeThreads<'a> = (
@@ -365,6 +391,15 @@ fn attach_and_run(
         }
     ));
 
+    // A NIC that strips VLAN tags hands XDP untagged frames: say so.
+    if let Ok(true) = wirelens_probe::nic::rx_vlan_offload(&cfg.iface) {
+        log(format!(
+            "{0} strips 802.1Q tags on receive (rx-vlan-offload on): frames reach XDP and the \
+             flows untagged, so flows of different VLANs with the same addresses merge; \
+             `ethtool -K {0} rxvlan off` keeps the tags",
+            cfg.iface
+        ));
+    }
     let queues: Vec<u32> = match &cfg.queues {
         Some(q) => q.clone(),
         None => {
@@ -409,6 +444,22 @@ fn attach_and_run(
         poll: format!("{:?}", cfg.poll).to_lowercase(),
     });
     *state.prog.lock().unwrap_or_else(|e| e.into_inner()) = Some(prog);
+    // Attached and bound: keep only what the detach at stop needs; the
+    // threads started from here on inherit that.
+    match privs::drop_to_kept() {
+        Ok(d) => {
+            let list = |m: u64| match privs::names(m).join(",") {
+                l if l.is_empty() => "none".to_string(),
+                l => l,
+            };
+            log(format!(
+                "capabilities now {} (were {}), no new privileges",
+                list(d.after),
+                list(d.before)
+            ));
+        }
+        Err(e) => log(format!("dropping capabilities failed: {e}")),
+    }
 
     let shared: Vec<Arc<WorkerShared>> = queues
         .iter()

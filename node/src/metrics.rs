@@ -142,6 +142,16 @@ impl Collector for NodeCollector {
             g.encode(m)?;
         }
 
+        counter(
+            &mut e,
+            "http_flows_busy",
+            "/flows requests refused (503) because the maximum were being served",
+            [(
+                vec![],
+                st.flows_busy.load(std::sync::atomic::Ordering::Relaxed),
+            )],
+        )?;
+
         // The XDP program's counters.
         let xdp = st
             .prog
@@ -172,6 +182,13 @@ impl Collector for NodeCollector {
                     (l(&[("reason", "not_ip")]), c.pass_not_ip),
                     (l(&[("reason", "malformed")]), c.pass_malformed),
                 ],
+            )?;
+            counter(
+                &mut e,
+                "xdp_taken_undecided",
+                "Frames taken although the filter could not decide (too many VLAN tags or IPv6 \
+                 extension headers, ESP); part of the redirected ones",
+                [(vec![], c.taken_undecided)],
             )?;
         }
 

@@ -137,11 +137,22 @@ impl ServiceStats {
     }
 }
 
-/// Services of one worker, bounded: beyond `max` distinct services, new
-/// ones add up under `_other` (per protocol).
+/// A service none of whose flows was seen for this long gives its place
+/// to a new one when the table is full (its series end).
+pub const SERVICE_IDLE_NS: u64 = 600 * 1_000_000_000;
+
+/// Services of one worker, bounded: beyond `max` distinct services, a new
+/// one takes the place of the service idle longest, if that one has been
+/// idle for [`SERVICE_IDLE_NS`]; otherwise it adds up under `_other` (per
+/// protocol). So an early port scan does not pin the table until restart.
 #[derive(Clone, Debug)]
 pub struct ServiceTable {
     map: HashMap<ServiceKey, ServiceStats>,
+    /// Last packet time (ns) of each service's flows.
+    last: HashMap<ServiceKey, u64>,
+    /// No service can be idle enough before this time: a full table
+    /// skips the eviction scan until then.
+    no_eviction_before: u64,
     max: usize,
 }
 
@@ -149,28 +160,61 @@ impl ServiceTable {
     pub fn new(max: usize) -> ServiceTable {
         ServiceTable {
             map: HashMap::new(),
+            last: HashMap::new(),
+            no_eviction_before: 0,
             max: max.max(1),
         }
     }
 
-    fn slot(&mut self, key: ServiceKey) -> &mut ServiceStats {
-        let key = if self.map.contains_key(&key) || self.map.len() < self.max {
+    /// The entry of `key`, active at `now` (ns).
+    fn slot(&mut self, key: ServiceKey, now: u64) -> &mut ServiceStats {
+        let key = if self.map.contains_key(&key) || self.map.len() < self.max || self.evict(now) {
             key
         } else {
             ServiceKey::overflow(key.proto)
         };
+        let l = self.last.entry(key).or_insert(now);
+        *l = (*l).max(now);
         self.map.entry(key).or_default()
+    }
+
+    /// Removes the service idle longest if it has been idle for
+    /// SERVICE_IDLE_NS at `now`; whether one was removed.
+    fn evict(&mut self, now: u64) -> bool {
+        if now < self.no_eviction_before {
+            return false;
+        }
+        let oldest = self
+            .last
+            .iter()
+            .filter(|(k, _)| k.ip.is_some())
+            .min_by_key(|(_, &t)| t)
+            .map(|(k, &t)| (*k, t));
+        match oldest {
+            Some((k, t)) if t.saturating_add(SERVICE_IDLE_NS) <= now => {
+                self.map.remove(&k);
+                self.last.remove(&k);
+                true
+            }
+            Some((_, t)) => {
+                self.no_eviction_before = t.saturating_add(SERVICE_IDLE_NS);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Adds one flow.
     pub fn add(&mut self, rec: &FlowRecord, rtt: [&Histogram; 2]) {
-        self.slot(ServiceKey::of(rec)).add_flow(rec, rtt);
+        self.slot(ServiceKey::of(rec), rec.last_ns)
+            .add_flow(rec, rtt);
     }
 
     /// Adds another table (e.g. another worker's) into this one.
     pub fn merge(&mut self, o: &ServiceTable) {
         for (k, v) in &o.map {
-            self.slot(*k).merge(v);
+            let now = o.last.get(k).copied().unwrap_or(0);
+            self.slot(*k, now).merge(v);
         }
     }
 
@@ -267,6 +311,43 @@ mod tests {
             }),
             pmtu: None,
         }
+    }
+
+    /// A full table: a new service overflows while the others are fresh,
+    /// and takes the place of the one idle longest once it has been idle
+    /// SERVICE_IDLE_NS.
+    #[test]
+    fn idle_services_give_their_place_to_new_ones() {
+        let e = Histogram::new();
+        let at = |server: &str, last_ns: u64| {
+            let mut r = rec(server, 80, 1, TcpState::Closed);
+            r.last_ns = last_ns;
+            r
+        };
+        let mut t = ServiceTable::new(2);
+        t.add(&at("198.18.2.1", 1_000), [&e, &e]);
+        t.add(&at("198.18.2.2", 2_000), [&e, &e]);
+        t.add(&at("198.18.2.3", 3_000), [&e, &e]);
+        let names = |t: &ServiceTable| -> Vec<String> {
+            t.sorted().iter().map(|(k, _)| k.to_string()).collect()
+        };
+        assert_eq!(names(&t), ["_other", "198.18.2.1:80", "198.18.2.2:80"]);
+        // .1 is active again: .2 is now the one idle longest.
+        t.add(&at("198.18.2.1", SERVICE_IDLE_NS), [&e, &e]);
+        t.add(&at("198.18.2.4", SERVICE_IDLE_NS + 1_999), [&e, &e]);
+        assert_eq!(
+            names(&t),
+            ["_other", "198.18.2.1:80", "198.18.2.2:80"],
+            "not idle long enough yet"
+        );
+        t.add(&at("198.18.2.4", SERVICE_IDLE_NS + 2_000), [&e, &e]);
+        assert_eq!(names(&t), ["_other", "198.18.2.1:80", "198.18.2.4:80"]);
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            t.sorted()[0].1.flows,
+            2,
+            "_other keeps what overflowed (.3 and the first .4)"
+        );
     }
 
     #[test]

@@ -493,6 +493,8 @@ mod tests {
             reflector::serve(
                 &ServeOptions {
                     listen: "127.0.0.1:0".parse().unwrap(),
+                    allow: Vec::new(),
+                    limits: reflector::Limits::default(),
                     duration: Some(Duration::from_secs(3)),
                     stateless: false,
                     verbose: false,

@@ -159,6 +159,21 @@ fn kernel_counters(dir: &Path) -> Result<Vec<Counter>, NicError> {
     Ok(out)
 }
 
+const ETHTOOL_GFLAGS: u32 = 0x25;
+/// `ETH_FLAG_RXVLAN`: the NIC strips 802.1Q tags on receive (rx-vlan-offload).
+const ETH_FLAG_RXVLAN: u32 = 1 << 8;
+
+/// Whether `ifname` strips 802.1Q tags on receive (`rx-vlan-offload`): the
+/// tag then travels beside the frame, not in it, so an XDP program and an
+/// AF_XDP socket see the frame untagged.
+pub fn rx_vlan_offload(ifname: &str) -> io::Result<bool> {
+    // struct ethtool_value { u32 cmd, data }
+    let mut v = [0u64; 1];
+    set_u32(&mut v, 0, ETHTOOL_GFLAGS);
+    sys::ethtool(ifname, &mut v)?;
+    Ok(get_u32(&v, 1) & ETH_FLAG_RXVLAN != 0)
+}
+
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSTATS: u32 = 0x1d;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
@@ -168,20 +183,40 @@ const ETH_GSTRING_LEN: usize = 32;
 /// many as the driver has at that moment).
 const SLACK: usize = 64;
 
+/// Tries before giving up when the driver's counter set keeps changing
+/// between the calls.
+const TRIES: usize = 3;
+
 fn driver_counters(ifname: &str) -> io::Result<Vec<Counter>> {
+    for _ in 0..TRIES {
+        if let Some(c) = driver_counters_once(ifname)? {
+            return Ok(c);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{ifname}: the driver's statistics set changed size between calls {TRIES} times"
+    )))
+}
+
+/// One GSSET_INFO -> GSTRINGS -> GSTATS round; `None` when the kernel's
+/// answers disagree on the count (the driver changed its set between the
+/// calls): names and values would not line up.
+fn driver_counters_once(ifname: &str) -> io::Result<Option<Vec<Counter>>> {
     // struct ethtool_sset_info { u32 cmd, reserved; u64 sset_mask; u32 data[] }
     let mut info = [0u64; 3];
     set_u32(&mut info, 0, ETHTOOL_GSSET_INFO);
     info[1] = 1 << ETH_SS_STATS;
     sys::ethtool(ifname, &mut info)?;
     if info[1] & (1 << ETH_SS_STATS) == 0 {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     let n = get_u32(&info, 4) as usize;
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
-    let cap = n + SLACK;
+    // The kernel writes as many entries as the driver has at the moment of
+    // each call: room for growth, then the answer is checked against it.
+    let cap = n + SLACK.max(n);
 
     // struct ethtool_gstrings { u32 cmd, string_set, len; u8 data[] }
     let mut strings = vec![0u64; (12 + cap * ETH_GSTRING_LEN).div_ceil(8)];
@@ -189,7 +224,10 @@ fn driver_counters(ifname: &str) -> io::Result<Vec<Counter>> {
     set_u32(&mut strings, 1, ETH_SS_STATS);
     set_u32(&mut strings, 2, n as u32);
     sys::ethtool(ifname, &mut strings)?;
-    let n_names = (get_u32(&strings, 2) as usize).min(cap);
+    let n_names = get_u32(&strings, 2) as usize;
+    if n_names != n {
+        return Ok(None);
+    }
     let bytes: Vec<u8> = strings.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let names: Vec<String> = (0..n_names)
         .map(|i| {
@@ -204,17 +242,22 @@ fn driver_counters(ifname: &str) -> io::Result<Vec<Counter>> {
     set_u32(&mut stats, 0, ETHTOOL_GSTATS);
     set_u32(&mut stats, 1, n as u32);
     sys::ethtool(ifname, &mut stats)?;
-    let n_values = (get_u32(&stats, 1) as usize).min(cap);
-    Ok(names
-        .into_iter()
-        .zip(stats[1..=n_values].iter())
-        .map(|(name, &value)| Counter {
-            queue: parse_queue(&name),
-            name,
-            value,
-            source: Source::Driver,
-        })
-        .collect())
+    let n_values = get_u32(&stats, 1) as usize;
+    if n_values != n {
+        return Ok(None);
+    }
+    Ok(Some(
+        names
+            .into_iter()
+            .zip(stats[1..=n_values].iter())
+            .map(|(name, &value)| Counter {
+                queue: parse_queue(&name),
+                name,
+                value,
+                source: Source::Driver,
+            })
+            .collect(),
+    ))
 }
 
 /// The `i`-th u32 of a u64-backed kernel buffer (native endianness).
@@ -269,6 +312,13 @@ pub fn parse_queue(name: &str) -> Option<Queue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rx_vlan_offload_of_loopback_answers() {
+        // Loopback has no VLAN offload; an unknown interface is an error.
+        assert!(!rx_vlan_offload("lo").unwrap());
+        assert!(rx_vlan_offload("wl-no-such-if").is_err());
+    }
 
     #[test]
     fn queue_names() {

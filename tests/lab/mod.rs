@@ -15,7 +15,7 @@
 //!   every difference with the flow, the field, both values and the pcap.
 //!
 //! Root-only: without root or without the tools the tests print `SKIP ...`
-//! and pass. Labs are serialised inside a process (one lock), names are unique
+//! and pass (and fail under `WIRELENS_REQUIRE_ROOT_TESTS=1`). Labs are serialised inside a process (one lock), names are unique
 //! per process and lab (`wl<pid><n>`), and a guard tears the lab down even
 //! when the test panics or the script hangs.
 #![allow(
@@ -48,16 +48,7 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+use crate::support::{is_root, skip_root_only};
 
 fn have(tool: &str) -> bool {
     std::env::var_os("PATH")
@@ -85,11 +76,12 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-/// Prints the visible SKIP line and returns true when the lab cannot run.
+/// Prints the visible SKIP line (a panic under
+/// `WIRELENS_REQUIRE_ROOT_TESTS=1`) and returns true when the lab cannot run.
 pub fn skip(test: &str) -> bool {
     match skip_reason() {
         Some(why) => {
-            visible(&format!("SKIP {test}: {why}"));
+            skip_root_only(test, &why);
             true
         }
         None => false,

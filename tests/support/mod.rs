@@ -1,5 +1,6 @@
-//! What the root-only lab tests share: the root check, Prometheus text
-//! lookups, and HTTP GETs from inside a lab namespace.
+//! What the root-only lab tests share: the root check and its SKIP (a
+//! failure under `WIRELENS_REQUIRE_ROOT_TESTS=1`), Prometheus text lookups,
+//! and HTTP GETs from inside a lab namespace.
 #![allow(dead_code)] // each test binary uses part of it
 
 /// True when the effective uid is 0 (namespaces, XDP, AF_XDP need it).
@@ -12,6 +13,35 @@ pub fn is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(2) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+/// The variable that turns every root-only SKIP into a failure (CI sets it:
+/// a root test that cannot run there must not pass unseen).
+pub const REQUIRE_ROOT_TESTS: &str = "WIRELENS_REQUIRE_ROOT_TESTS";
+
+/// True when `WIRELENS_REQUIRE_ROOT_TESTS=1`.
+pub fn root_tests_required() -> bool {
+    std::env::var_os(REQUIRE_ROOT_TESTS).is_some_and(|v| v == "1")
+}
+
+/// Says that root-only test `test` cannot run here (`why`): a SKIP line on
+/// the real stderr (libtest does not capture it), or a panic when
+/// `WIRELENS_REQUIRE_ROOT_TESTS=1`.
+pub fn skip_root_only(test: &str, why: &str) {
+    if root_tests_required() {
+        panic!("{test} cannot run ({why}) and {REQUIRE_ROOT_TESTS}=1 forbids skipping it");
+    }
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+}
+
+/// True (after [`skip_root_only`]) when not root: `if skip_unless_root(..) { return; }`.
+pub fn skip_unless_root(test: &str, why: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    skip_root_only(test, why);
+    true
 }
 
 /// The value of the sample `sample` (name and labels, exactly as written)

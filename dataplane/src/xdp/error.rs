@@ -92,6 +92,30 @@ pub enum XdpError {
         /// What to do about it (starts with "; ", or empty).
         hint: &'static str,
     },
+    /// The liveness lock of the interface could not be taken: without it a
+    /// live instance cannot be told from a stale one, so nothing is touched.
+    #[error(
+        "not attaching XDP to {iface}: the lock {path} {why}; a wirelens program found on the \
+         interface could belong to a live instance, so none is detached{hint}"
+    )]
+    Lock {
+        /// The interface.
+        iface: String,
+        /// The lock file.
+        path: String,
+        /// What went wrong ("is held by another live wirelens process", "cannot be opened: ...").
+        why: String,
+        /// What to do about it (starts with "; ", or empty).
+        hint: &'static str,
+    },
+    /// Asking the kernel which XDP program an interface runs failed.
+    #[error("querying the XDP program of {iface} failed: {source}")]
+    Query {
+        /// The interface.
+        iface: String,
+        /// The libbpf error.
+        source: libbpf_rs::Error,
+    },
     /// A configuration value is out of range or inconsistent.
     #[error("invalid XDP configuration: {0}")]
     Config(String),

@@ -5,77 +5,119 @@
 
 use std::fs;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use super::sys;
-
-const RTF_UP: u32 = 0x0001;
-const RTF_REJECT: u32 = 0x0200;
 
 /// Why `iface` must not be taken over by XDP without `--force`, or `None`
 /// when it looks like a pure capture port.
 ///
-/// It must not when it (or a device stacked on it: bridge, bond, VLAN,
-/// macvlan, as `/sys/class/net/IF/upper_*` lists them) has one of the
-/// host's global addresses or carries a default route. Loopback and
-/// link-local addresses do not count. Reads `/proc/thread-self/net/{route,
-/// ipv6_route}` and `getifaddrs`, so it answers for the calling thread's
-/// network namespace (the upper-device walk reads sysfs, which shows the
-/// namespace sysfs was mounted in). When a table cannot be read it refuses
-/// too, saying why: guessing wrong here cuts a box off its network.
+/// It must not when it, or a device stacked on it (its master: bridge,
+/// bond, team, VRF; a VLAN, macvlan or ipvlan on top of it), has one of the
+/// host's global addresses or carries a route: a default route or a
+/// specific one, in any routing table (a VRF's included). Loopback and
+/// link-local addresses, IPv6 link-local (`fe80::/64`) and multicast routes,
+/// and the local/broadcast entries the kernel keeps for addresses do not
+/// count. Everything is asked of the kernel over rtnetlink and
+/// `getifaddrs`, so it answers for the calling thread's network namespace.
+/// When a table cannot be read it refuses too, saying why: guessing wrong
+/// here cuts a box off its network.
 pub fn iface_carries_host_traffic(iface: &str) -> Option<String> {
     let addrs = match sys::interface_addresses() {
         Ok(a) => a,
         Err(e) => return Some(format!("cannot list the host's addresses ({e})")),
     };
-    let mut visited = vec![iface.to_string()];
-    check(iface, iface, &addrs, 0, &mut visited)
+    let links = match nl::links() {
+        Ok(l) => l,
+        Err(e) => return Some(format!("cannot list the interfaces ({e})")),
+    };
+    let routes = match nl::routes() {
+        Ok(r) => r,
+        Err(e) => return Some(format!("cannot read the routing tables ({e})")),
+    };
+    let Some(root) = links.iter().find(|l| l.name == iface) else {
+        return Some(format!(
+            "{iface} is not an interface of this network namespace"
+        ));
+    };
+    let mut visited = vec![root.index];
+    check(root, root, &links, &routes, &addrs, 0, &mut visited)
+}
+
+/// Whether `iface` exists in the calling thread's network namespace.
+pub fn interface_exists(iface: &str) -> bool {
+    sys::ifindex(iface).is_ok()
 }
 
 fn check(
-    root: &str,
-    dev: &str,
+    root: &nl::Link,
+    dev: &nl::Link,
+    links: &[nl::Link],
+    routes: &[nl::Route],
     addrs: &[(String, IpAddr)],
     depth: usize,
-    visited: &mut Vec<String>,
+    visited: &mut Vec<u32>,
 ) -> Option<String> {
-    if let Some(why) = own_reason(dev, addrs) {
-        return Some(if dev == root {
-            format!("{dev}: {why}")
+    if let Some(why) = own_reason(dev, routes, addrs) {
+        return Some(if dev.index == root.index {
+            format!("{}: {why}", dev.name)
         } else {
-            format!("{root} carries the traffic of {dev}, and {dev}: {why}")
+            format!(
+                "{} carries the traffic of {} ({}), and {}: {why}",
+                root.name,
+                dev.name,
+                dev.kind.as_deref().unwrap_or("stacked device"),
+                dev.name
+            )
         });
     }
     if depth >= 4 {
         return None;
     }
-    for upper in upper_devices(dev) {
-        if visited.contains(&upper) {
+    for upper in upper_devices(dev, links) {
+        if visited.contains(&upper.index) {
             continue;
         }
-        visited.push(upper.clone());
-        if let Some(why) = check(root, &upper, addrs, depth + 1, visited) {
+        visited.push(upper.index);
+        if let Some(why) = check(root, upper, links, routes, addrs, depth + 1, visited) {
             return Some(why);
         }
     }
     None
 }
 
-fn own_reason(dev: &str, addrs: &[(String, IpAddr)]) -> Option<String> {
-    match default_route_v4(dev) {
-        Ok(Some(gw)) => return Some(format!("it carries the IPv4 default route (via {gw})")),
-        Ok(None) => {}
-        Err(e) => return Some(format!("cannot read the IPv4 routing table ({e})")),
-    }
-    match default_route_v6(dev) {
-        Ok(Some(gw)) => return Some(format!("it carries the IPv6 default route (via {gw})")),
-        Ok(None) => {}
-        Err(e) => return Some(format!("cannot read the IPv6 routing table ({e})")),
-    }
-    addrs
+/// Devices stacked on `dev`: its master, and the devices whose lower link it
+/// is (VLAN, macvlan, ipvlan; not a veth peer, which is another port).
+fn upper_devices<'a>(dev: &nl::Link, links: &'a [nl::Link]) -> Vec<&'a nl::Link> {
+    links
         .iter()
-        .find(|(name, addr)| name == dev && is_host_global(*addr))
-        .map(|(_, addr)| format!("it has the host address {addr}"))
+        .filter(|l| {
+            Some(l.index) == dev.master
+                || (l.link == Some(dev.index)
+                    && !l.link_other_netns
+                    && l.kind.as_deref() != Some("veth"))
+        })
+        .collect()
+}
+
+/// The first of: a default route through `dev`, a host address on it, any
+/// other route through it.
+fn own_reason(dev: &nl::Link, routes: &[nl::Route], addrs: &[(String, IpAddr)]) -> Option<String> {
+    let mut through = routes
+        .iter()
+        .filter(|r| r.oifs.contains(&dev.index) && r.counts());
+    if let Some(r) = through.clone().find(|r| r.dst_len == 0) {
+        return Some(format!("it carries the {}", r.describe()));
+    }
+    if let Some((_, addr)) = addrs
+        .iter()
+        .find(|(name, addr)| *name == dev.name && is_host_global(*addr))
+    {
+        return Some(format!("it has the host address {addr}"));
+    }
+    through
+        .next()
+        .map(|r| format!("it carries the route {}", r.describe()))
 }
 
 fn is_host_global(addr: IpAddr) -> bool {
@@ -90,63 +132,278 @@ fn is_host_global(addr: IpAddr) -> bool {
     }
 }
 
-/// `/proc/thread-self/net/FILE` (this thread's namespace), or `/proc/net/FILE`.
-fn read_proc_net(file: &str) -> io::Result<String> {
-    fs::read_to_string(format!("/proc/thread-self/net/{file}"))
-        .or_else(|_| fs::read_to_string(format!("/proc/net/{file}")))
-}
+/// Just enough rtnetlink (`RTM_GETLINK` and `RTM_GETROUTE` dumps) to see the
+/// interfaces and every routing table of the calling thread's namespace.
+mod nl {
+    use std::io::{self, Read};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The gateway of an IPv4 default route through `dev`, if there is one.
-fn default_route_v4(dev: &str) -> io::Result<Option<Ipv4Addr>> {
-    Ok(parse_route_v4(&read_proc_net("route")?, dev))
-}
+    use socket2::{Domain, Protocol, Socket, Type};
 
-fn parse_route_v4(table: &str, dev: &str) -> Option<Ipv4Addr> {
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let hex = |i: usize| f.get(i).and_then(|s| u32::from_str_radix(s, 16).ok());
-        let (dst, gw, flags, mask) = (hex(1)?, hex(2)?, hex(3)?, hex(7)?);
-        // Addresses are printed as the raw network-order word in host order.
-        (f[0] == dev && dst == 0 && mask == 0 && flags & RTF_UP != 0)
-            .then(|| Ipv4Addr::from(gw.to_ne_bytes()))
-    })
-}
+    const NLMSG_HDR: usize = 16;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const NLM_F_REQUEST: u16 = 0x1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const RTM_GETLINK: u16 = 18;
+    const RTM_NEWLINK: u16 = 16;
+    const RTM_GETROUTE: u16 = 26;
+    const RTM_NEWROUTE: u16 = 24;
+    const IFLA_IFNAME: u16 = 3;
+    const IFLA_LINK: u16 = 5;
+    const IFLA_MASTER: u16 = 10;
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_INFO_KIND: u16 = 1;
+    const IFLA_LINK_NETNSID: u16 = 37;
+    const RTA_DST: u16 = 1;
+    const RTA_OIF: u16 = 4;
+    const RTA_GATEWAY: u16 = 5;
+    const RTA_MULTIPATH: u16 = 9;
+    const RTA_TABLE: u16 = 15;
+    const RTN_UNICAST: u8 = 1;
+    const RT_TABLE_MAIN: u32 = 254;
+    const RT_TABLE_LOCAL: u32 = 255;
+    /// A dump datagram is at most 32 KiB; a larger buffer never truncates.
+    const BUF: usize = 64 * 1024;
 
-/// The next hop of an IPv6 default route through `dev`, if there is one.
-fn default_route_v6(dev: &str) -> io::Result<Option<Ipv6Addr>> {
-    match read_proc_net("ipv6_route") {
-        Ok(table) => Ok(parse_route_v6(&table, dev)),
-        // No IPv6 in this kernel or namespace: no IPv6 default route.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    /// One interface of the namespace.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(super) struct Link {
+        pub index: u32,
+        pub name: String,
+        /// `IFLA_MASTER`: the bridge, bond or VRF it is enslaved to.
+        pub master: Option<u32>,
+        /// `IFLA_LINK`: the lower device (VLAN, macvlan) or a veth peer.
+        pub link: Option<u32>,
+        /// The lower link is in another namespace (`IFLA_LINK_NETNSID`).
+        pub link_other_netns: bool,
+        /// `IFLA_INFO_KIND`: "bridge", "bond", "vrf", "vlan", "veth"...
+        pub kind: Option<String>,
     }
-}
 
-fn parse_route_v6(table: &str, dev: &str) -> Option<Ipv6Addr> {
-    table.lines().find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 || f[9] != dev {
-            return None;
-        }
-        let flags = u32::from_str_radix(f[8], 16).ok()?;
-        let default = f[0].chars().all(|c| c == '0') && f[1] == "00";
-        if !default || flags & RTF_UP == 0 || flags & RTF_REJECT != 0 {
-            return None;
-        }
-        u128::from_str_radix(f[4], 16).ok().map(Ipv6Addr::from)
-    })
-}
+    /// One route of any table.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(super) struct Route {
+        pub family: u8,
+        pub kind: u8,
+        pub table: u32,
+        pub dst: Option<IpAddr>,
+        pub dst_len: u8,
+        pub gateway: Option<IpAddr>,
+        /// The output interfaces (one, or a multipath route's next hops).
+        pub oifs: Vec<u32>,
+    }
 
-/// Devices stacked on `dev` (bridge, bond, VLAN, macvlan...).
-fn upper_devices(dev: &str) -> Vec<String> {
-    let Ok(dir) = fs::read_dir(format!("/sys/class/net/{dev}")) else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let name = e.ok()?.file_name().into_string().ok()?;
-        name.strip_prefix("upper_").map(str::to_string)
-    })
-    .collect()
+    impl Route {
+        /// Whether a route through a device says the host sends traffic
+        /// there: unicast, and not the IPv6 link-local or multicast prefixes
+        /// every IPv6-enabled link has.
+        pub(super) fn counts(&self) -> bool {
+            if self.kind != RTN_UNICAST {
+                return false;
+            }
+            match self.dst {
+                Some(IpAddr::V6(d)) => {
+                    let s = d.segments()[0];
+                    !((s & 0xffc0) == 0xfe80 && self.dst_len >= 10) && (s & 0xff00) != 0xff00
+                }
+                _ => true,
+            }
+        }
+
+        pub(super) fn describe(&self) -> String {
+            let dst = match self.dst {
+                _ if self.dst_len == 0 => match self.family as i32 {
+                    libc::AF_INET6 => "IPv6 default route".to_string(),
+                    _ => "IPv4 default route".to_string(),
+                },
+                Some(d) => format!("{d}/{}", self.dst_len),
+                None => format!("?/{}", self.dst_len),
+            };
+            let via = self
+                .gateway
+                .map(|g| format!(" via {g}"))
+                .unwrap_or_default();
+            let table = match self.table {
+                RT_TABLE_MAIN => "main".to_string(),
+                RT_TABLE_LOCAL => "local".to_string(),
+                t => t.to_string(),
+            };
+            format!("{dst}{via} (table {table})")
+        }
+    }
+
+    /// Attributes (`struct rtattr` / `nlattr`) of `b`: (type, payload).
+    fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+        std::iter::from_fn(move || {
+            let len = usize::from(u16::from_ne_bytes(b.get(..2)?.try_into().ok()?));
+            let ty = u16::from_ne_bytes(b.get(2..4)?.try_into().ok()?) & 0x3fff;
+            if len < 4 || len > b.len() {
+                return None;
+            }
+            let payload = &b[4..len];
+            b = b.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+            Some((ty, payload))
+        })
+    }
+
+    fn u32_of(p: &[u8]) -> Option<u32> {
+        p.get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+    }
+
+    fn ip_of(p: &[u8]) -> Option<IpAddr> {
+        match p.len() {
+            4 => <[u8; 4]>::try_from(p)
+                .ok()
+                .map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+            16 => <[u8; 16]>::try_from(p)
+                .ok()
+                .map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+            _ => None,
+        }
+    }
+
+    fn string_of(p: &[u8]) -> String {
+        let end = p.iter().position(|&c| c == 0).unwrap_or(p.len());
+        String::from_utf8_lossy(&p[..end]).into_owned()
+    }
+
+    /// Sends a dump request of `ty` with `body` and returns the payloads
+    /// (after the netlink header) of every answer of type `want`.
+    fn dump(ty: u16, body: &[u8], want: u16) -> io::Result<Vec<Vec<u8>>> {
+        let sock = Socket::new(
+            Domain::from(libc::AF_NETLINK),
+            Type::DGRAM,
+            Some(Protocol::from(libc::NETLINK_ROUTE)),
+        )?;
+        let seq: u32 = 1;
+        let len = u32::try_from(NLMSG_HDR + body.len()).map_err(io::Error::other)?;
+        let mut req = Vec::with_capacity(NLMSG_HDR + body.len());
+        req.extend_from_slice(&len.to_ne_bytes());
+        req.extend_from_slice(&ty.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&seq.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.extend_from_slice(body);
+        // An unconnected netlink socket sends to the kernel (port id 0).
+        sock.send(&req)?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = (&sock).read(&mut buf)?;
+            if n == 0 {
+                return Err(io::Error::other("netlink socket closed mid-dump"));
+            }
+            let mut b = &buf[..n];
+            while b.len() >= NLMSG_HDR {
+                let mlen = u32_of(b).unwrap_or(0) as usize;
+                let mty = u16::from_ne_bytes([b[4], b[5]]);
+                if mlen < NLMSG_HDR || mlen > b.len() {
+                    return Err(io::Error::other("malformed netlink message"));
+                }
+                let payload = &b[NLMSG_HDR..mlen];
+                match mty {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let errno = payload
+                            .get(..4)
+                            .and_then(|e| e.try_into().ok())
+                            .map(i32::from_ne_bytes)
+                            .unwrap_or(0);
+                        if errno != 0 {
+                            return Err(io::Error::from_raw_os_error(-errno));
+                        }
+                    }
+                    t if t == want => out.push(payload.to_vec()),
+                    _ => {}
+                }
+                b = b.get(mlen.next_multiple_of(4)..).unwrap_or(&[]);
+            }
+        }
+    }
+
+    /// Every interface of the calling thread's namespace.
+    pub(super) fn links() -> io::Result<Vec<Link>> {
+        // struct ifinfomsg, all zero: every family, every interface.
+        let msgs = dump(RTM_GETLINK, &[0u8; 16], RTM_NEWLINK)?;
+        Ok(msgs.iter().filter_map(|m| parse_link(m)).collect())
+    }
+
+    pub(super) fn parse_link(m: &[u8]) -> Option<Link> {
+        let index = u32_of(m.get(4..8)?)?;
+        let mut link = Link {
+            index,
+            name: String::new(),
+            master: None,
+            link: None,
+            link_other_netns: false,
+            kind: None,
+        };
+        for (ty, p) in attrs(m.get(16..)?) {
+            match ty {
+                IFLA_IFNAME => link.name = string_of(p),
+                IFLA_MASTER => link.master = u32_of(p).filter(|&i| i != 0),
+                IFLA_LINK => link.link = u32_of(p).filter(|&i| i != 0 && i != index),
+                IFLA_LINK_NETNSID => link.link_other_netns = true,
+                IFLA_LINKINFO => {
+                    link.kind = attrs(p)
+                        .find(|(t, _)| *t == IFLA_INFO_KIND)
+                        .map(|(_, k)| string_of(k));
+                }
+                _ => {}
+            }
+        }
+        Some(link)
+    }
+
+    /// Every route of every table (IPv4 and IPv6) of the calling thread's namespace.
+    pub(super) fn routes() -> io::Result<Vec<Route>> {
+        // struct rtmsg, all zero: AF_UNSPEC dumps every family and table.
+        let msgs = dump(RTM_GETROUTE, &[0u8; 12], RTM_NEWROUTE)?;
+        Ok(msgs.iter().filter_map(|m| parse_route(m)).collect())
+    }
+
+    pub(super) fn parse_route(m: &[u8]) -> Option<Route> {
+        let h = m.get(..12)?;
+        let mut r = Route {
+            family: h[0],
+            kind: h[7],
+            table: u32::from(h[4]),
+            dst: None,
+            dst_len: h[1],
+            gateway: None,
+            oifs: Vec::new(),
+        };
+        for (ty, p) in attrs(&m[12..]) {
+            match ty {
+                RTA_DST => r.dst = ip_of(p),
+                RTA_GATEWAY => r.gateway = ip_of(p),
+                RTA_OIF => r.oifs.extend(u32_of(p)),
+                RTA_TABLE => r.table = u32_of(p).unwrap_or(r.table),
+                RTA_MULTIPATH => {
+                    // struct rtnexthop { u16 len; u8 flags; u8 hops; i32 ifindex; } + attrs
+                    let mut b = p;
+                    while b.len() >= 8 {
+                        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+                        if len < 8 || len > b.len() {
+                            break;
+                        }
+                        r.oifs.extend(u32_of(&b[4..8]));
+                        if r.gateway.is_none() {
+                            r.gateway = attrs(&b[8..len])
+                                .find(|(t, _)| *t == RTA_GATEWAY)
+                                .and_then(|(_, g)| ip_of(g));
+                        }
+                        b = b.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(r)
+    }
 }
 
 /// Active rx queues of `iface` (ethtool channels: rx + combined; else the
@@ -180,36 +437,137 @@ pub fn enter_netns(name_or_path: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
-    #[test]
-    fn ipv4_default_route() {
-        let table =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                     eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-                     eth0\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
-                     eth1\t0012C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        assert_eq!(
-            parse_route_v4(table, "eth0"),
-            Some(Ipv4Addr::new(192, 168, 0, 1))
-        );
-        assert_eq!(parse_route_v4(table, "eth1"), None);
+    fn rta(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let len = 4 + payload.len();
+        let mut v = (len as u16).to_ne_bytes().to_vec();
+        v.extend(ty.to_ne_bytes());
+        v.extend(payload);
+        v.resize(len.next_multiple_of(4), 0);
+        v
+    }
+
+    fn route_msg(family: u8, dst_len: u8, table: u8, kind: u8, attrs: &[Vec<u8>]) -> Vec<u8> {
+        let mut m = vec![family, dst_len, 0, 0, table, 4, 0, kind, 0, 0, 0, 0];
+        for a in attrs {
+            m.extend(a);
+        }
+        m
     }
 
     #[test]
-    fn ipv6_default_route() {
-        let table = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n\
-                     00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n\
-                     20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth1\n";
-        assert_eq!(
-            parse_route_v6(table, "eth0"),
-            Some("fe80::1".parse().unwrap())
+    fn routes_of_every_table_count_but_link_local_and_multicast_do_not() {
+        let specific = route_msg(
+            libc::AF_INET as u8,
+            24,
+            252,
+            1,
+            &[
+                rta(1, &[198, 18, 5, 0]),
+                rta(4, &7u32.to_ne_bytes()),
+                rta(15, &100u32.to_ne_bytes()),
+            ],
         );
-        assert_eq!(
-            parse_route_v6(table, "lo"),
-            None,
-            "reject routes do not count"
+        let r = nl::parse_route(&specific).unwrap();
+        assert_eq!(r.oifs, vec![7]);
+        assert!(r.counts());
+        assert_eq!(r.describe(), "198.18.5.0/24 (table 100)");
+
+        let default = route_msg(
+            libc::AF_INET6 as u8,
+            0,
+            254,
+            1,
+            &[
+                rta(5, &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets()),
+                rta(4, &3u32.to_ne_bytes()),
+            ],
         );
-        assert_eq!(parse_route_v6(table, "eth1"), None);
+        let r = nl::parse_route(&default).unwrap();
+        assert!(r.counts());
+        assert_eq!(
+            r.describe(),
+            "IPv6 default route via 2001:db8::1 (table main)"
+        );
+
+        let link_local = route_msg(
+            libc::AF_INET6 as u8,
+            64,
+            254,
+            1,
+            &[
+                rta(1, &"fe80::".parse::<Ipv6Addr>().unwrap().octets()),
+                rta(4, &3u32.to_ne_bytes()),
+            ],
+        );
+        assert!(!nl::parse_route(&link_local).unwrap().counts());
+        let multicast = route_msg(
+            libc::AF_INET6 as u8,
+            8,
+            255,
+            5,
+            &[
+                rta(1, &"ff00::".parse::<Ipv6Addr>().unwrap().octets()),
+                rta(4, &3u32.to_ne_bytes()),
+            ],
+        );
+        assert!(!nl::parse_route(&multicast).unwrap().counts());
+    }
+
+    #[test]
+    fn multipath_next_hops_are_output_interfaces() {
+        let mut hops = Vec::new();
+        for (ifindex, gw) in [(5u32, [198, 18, 0, 1]), (9, [198, 18, 0, 2])] {
+            let a = rta(5, &gw);
+            let len = (8 + a.len()) as u16;
+            hops.extend(len.to_ne_bytes());
+            hops.extend([0, 0]);
+            hops.extend(ifindex.to_ne_bytes());
+            hops.extend(a);
+        }
+        let m = route_msg(libc::AF_INET as u8, 0, 254, 1, &[rta(9, &hops)]);
+        let r = nl::parse_route(&m).unwrap();
+        assert_eq!(r.oifs, vec![5, 9]);
+        assert_eq!(r.gateway, Some("198.18.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn truncated_attributes_end_the_walk() {
+        let mut m = route_msg(
+            libc::AF_INET as u8,
+            24,
+            254,
+            1,
+            &[rta(4, &7u32.to_ne_bytes())],
+        );
+        m.extend([200, 0, 1, 0]); // claims 200 bytes, has 4
+        let r = nl::parse_route(&m).unwrap();
+        assert_eq!(r.oifs, vec![7]);
+        assert!(nl::parse_route(&[0u8; 5]).is_none());
+    }
+
+    #[test]
+    fn link_master_and_kind() {
+        let mut m = vec![0u8; 16];
+        m[4..8].copy_from_slice(&4u32.to_ne_bytes());
+        m.extend(rta(3, b"wlx0\0"));
+        m.extend(rta(10, &2u32.to_ne_bytes()));
+        m.extend(rta(18, &rta(1, b"veth\0")));
+        let l = nl::parse_link(&m).unwrap();
+        assert_eq!(l.name, "wlx0");
+        assert_eq!(l.master, Some(2));
+        assert_eq!(l.kind.as_deref(), Some("veth"));
+    }
+
+    /// The live tables of this (test) namespace parse: the dump protocol
+    /// works against the real kernel, and loopback is there.
+    #[test]
+    fn live_dump_lists_loopback() {
+        let links = nl::links().unwrap();
+        assert!(links.iter().any(|l| l.name == "lo"), "{links:?}");
+        nl::routes().unwrap();
+        assert!(iface_carries_host_traffic("wl-no-such-interface").is_some());
     }
 
     #[test]

@@ -41,10 +41,10 @@ mod sys;
 mod tx;
 
 pub use error::XdpError;
-pub use iface::{enter_netns, iface_carries_host_traffic, rx_queue_count};
+pub use iface::{enter_netns, iface_carries_host_traffic, interface_exists, rx_queue_count};
 pub use program::{
-    AttachMode, Attachment, Cidr, Filter, ModePreference, XdpAction, XdpCounters, XdpProgram,
-    PROGRAM_NAME,
+    AttachMode, AttachState, Attachment, Cidr, Filter, ModePreference, XdpAction, XdpCounters,
+    XdpProgram, PROGRAM_NAME,
 };
 pub use socket::{BindMode, RxMode, XskConfig, XskSocket, XskStats};
 pub use sys::raise_memlock_limit;

@@ -34,7 +34,8 @@ pub(crate) mod abi {
     pub const CNT_PASS_FILTERED: u32 = 3;
     pub const CNT_PASS_NOT_IP: u32 = 4;
     pub const CNT_PASS_MALFORMED: u32 = 5;
-    pub const CNT_MAX: u32 = 6;
+    pub const CNT_TAKEN_UNDECIDED: u32 = 6;
+    pub const CNT_MAX: u32 = 7;
 }
 
 /// Where we take locks that say "a live wirelens owns XDP on this interface".
@@ -204,7 +205,8 @@ impl Filter {
 }
 
 /// The program's counters, summed over CPUs. Every frame is counted in
-/// `seen` and in exactly one of the others.
+/// `seen` and in exactly one of the others but `taken_undecided`, which is
+/// a part of the taken ones (`redirected` + `pass_no_socket`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XdpCounters {
     /// Frames the program ran on.
@@ -219,6 +221,10 @@ pub struct XdpCounters {
     pub pass_not_ip: u64,
     /// Too short to parse: passed to the stack.
     pub pass_malformed: u64,
+    /// Taken because the filter could not decide (a fifth VLAN tag, more
+    /// IPv6 extension headers than the program walks, ESP): also counted in
+    /// `redirected` or `pass_no_socket`.
+    pub taken_undecided: u64,
 }
 
 impl XdpCounters {
@@ -236,6 +242,7 @@ impl XdpCounters {
             pass_filtered: self.pass_filtered.wrapping_sub(earlier.pass_filtered),
             pass_not_ip: self.pass_not_ip.wrapping_sub(earlier.pass_not_ip),
             pass_malformed: self.pass_malformed.wrapping_sub(earlier.pass_malformed),
+            taken_undecided: self.taken_undecided.wrapping_sub(earlier.taken_undecided),
         }
     }
 }
@@ -282,7 +289,20 @@ pub struct Attachment {
     /// Id of a stale wirelens program that was detached to make room.
     pub replaced_stale: Option<u32>,
     netns: Option<u64>,
-    _lock: Option<OwnerLock>,
+    _lock: OwnerLock,
+}
+
+/// What [`XdpProgram::attach_state`] found on the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttachState {
+    /// [`attach`](XdpProgram::attach) has not run (or the program was detached by us).
+    NotAttached,
+    /// Our program is attached where we put it.
+    Ours,
+    /// No program is attached any more (or the interface is gone).
+    Gone,
+    /// Another program (this kernel id) took its place.
+    Replaced(u32),
 }
 
 /// The liveness lock of an attachment: held while the attachment lives,
@@ -525,31 +545,39 @@ impl XdpProgram {
         Ok(mode)
     }
 
-    /// Takes the per-interface liveness lock; `None` where /run is not writable.
-    fn lock(&self, iface: &str, netns: Option<u64>) -> Result<Option<OwnerLock>, XdpError> {
+    /// Takes the per-interface liveness lock. A lock that cannot be opened
+    /// or taken is an error, never "no lock": the stale-program check that
+    /// follows detaches any `wirelens_xdp`, and only the lock says its owner
+    /// is dead.
+    fn lock(&self, iface: &str, netns: Option<u64>) -> Result<OwnerLock, XdpError> {
         let path = PathBuf::from(format!(
             "{LOCK_DIR}/xdp-{}-{iface}.lock",
             netns.unwrap_or(0)
         ));
-        let file = std::fs::create_dir_all(LOCK_DIR).and_then(|()| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-        });
-        let Ok(file) = file else {
-            return Ok(None);
+        let fail = |why: String, hint: &'static str| XdpError::Lock {
+            iface: iface.to_string(),
+            path: path.display().to_string(),
+            why,
+            hint,
         };
+        let unwritable = "; /run/wirelens must be writable by this process (systemd: \
+                          RuntimeDirectory=wirelens)";
+        let file = std::fs::create_dir_all(LOCK_DIR)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+            })
+            .map_err(|e| fail(format!("cannot be opened ({e})"), unwritable))?;
         match sys::try_lock_exclusive(&file) {
-            Ok(true) => Ok(Some(OwnerLock { path, _file: file })),
-            Ok(false) => Err(XdpError::Attach {
-                iface: iface.to_string(),
-                driver: "not tried".into(),
-                generic: "not tried".into(),
-                hint: "; another live wirelens process owns XDP on this interface (lock held)",
-            }),
-            Err(_) => Ok(None),
+            Ok(true) => Ok(OwnerLock { path, _file: file }),
+            Ok(false) => Err(fail(
+                "is held by another live wirelens process".into(),
+                "; stop that one first, or pick another interface",
+            )),
+            Err(e) => Err(fail(format!("cannot be locked ({e})"), unwritable)),
         }
     }
 
@@ -590,6 +618,31 @@ impl XdpProgram {
             replaced = Some(id);
         }
         Ok(replaced)
+    }
+
+    /// What is attached now where [`attach`](Self::attach) put this program
+    /// (asked of the kernel, so a program detached or replaced behind our
+    /// back shows). Call it in the network namespace of the attach.
+    pub fn attach_state(&self) -> Result<AttachState, XdpError> {
+        let Some(att) = &self.attachment else {
+            return Ok(AttachState::NotAttached);
+        };
+        if att.netns.is_some() && netns_ino() != att.netns {
+            return Err(XdpError::Config(
+                "attach state asked from another network namespace than the attach".into(),
+            ));
+        }
+        let xdp = Xdp::new(self.prog_fd.as_fd());
+        match xdp.query_id(att.ifindex as i32, att.mode.flags()) {
+            Ok(id) if id == self.prog_id => Ok(AttachState::Ours),
+            Ok(0) => Ok(AttachState::Gone),
+            Ok(id) => Ok(AttachState::Replaced(id)),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(AttachState::Gone),
+            Err(source) => Err(XdpError::Query {
+                iface: att.iface.clone(),
+                source,
+            }),
+        }
     }
 
     /// Detaches from the interface (no-op when not attached). Only removes
@@ -659,6 +712,7 @@ impl XdpProgram {
             pass_filtered: at(abi::CNT_PASS_FILTERED),
             pass_not_ip: at(abi::CNT_PASS_NOT_IP),
             pass_malformed: at(abi::CNT_PASS_MALFORMED),
+            taken_undecided: at(abi::CNT_TAKEN_UNDECIDED),
         })
     }
 
@@ -737,6 +791,10 @@ mod tests {
         assert_eq!(
             define("WL_CNT_PASS_MALFORMED"),
             u64::from(abi::CNT_PASS_MALFORMED)
+        );
+        assert_eq!(
+            define("WL_CNT_TAKEN_UNDECIDED"),
+            u64::from(abi::CNT_TAKEN_UNDECIDED)
         );
         assert_eq!(define("WL_CNT_MAX"), u64::from(abi::CNT_MAX));
     }
