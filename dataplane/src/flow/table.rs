@@ -408,7 +408,9 @@ impl FlowTable {
         };
         let idx = match hit {
             Some(i) => {
-                if self.is_new_connection(i, m) {
+                if self.is_late_syn(i, kdir, m) {
+                    self.fold_late_syn(i, kdir, now);
+                } else if self.is_new_connection(i, m) {
                     let c = self.slots[i].conn;
                     out(
                         self.slots[i].take_export(self.conns.get(c as usize), false),
@@ -441,6 +443,31 @@ impl FlowTable {
             }
         }
         idx
+    }
+
+    /// Whether `m` is the SYN of the connection in slot `i`, arriving after
+    /// the SYN/ACK that answered it (see [`TcpConn::is_late_syn`]).
+    fn is_late_syn(&self, i: usize, kdir: KeyDir, m: &PacketMeta) -> bool {
+        m.is_tcp()
+            && m.tcp.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+            && self
+                .conn(i)
+                .is_some_and(|t| t.is_late_syn(self.slots[i].dir_index(kdir), m.tcp.seq))
+    }
+
+    /// Prepares slot `i` for its late SYN going `kdir` at `now`: the SYN's
+    /// sender is the client (the roles guessed from the first packets are
+    /// swapped if they disagree), and the flow began no later than the SYN.
+    fn fold_late_syn(&mut self, i: usize, kdir: KeyDir, now: u64) {
+        let flow = &mut self.slots[i];
+        if flow.dir_index(kdir) == 1 {
+            flow.client_is_a = !flow.client_is_a;
+            flow.dirs.swap(0, 1);
+            if let Some(t) = self.conns.get_mut(flow.conn as usize) {
+                t.swap_sides();
+            }
+        }
+        flow.first_ns = flow.first_ns.min(now);
     }
 
     /// A SYN on a 4-tuple that carries another connection starts a new flow,

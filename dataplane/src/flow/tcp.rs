@@ -336,6 +336,10 @@ pub struct TcpConn {
     /// (merged or multi-queue captures) cannot shorten a stall already
     /// reported as open: zero-window time never goes down.
     last_ns: u64,
+    /// The first SYN/ACK's direction (0 or 1) and its ACK number (the
+    /// other side's ISN + 1): recognises that side's SYN when it arrives
+    /// after the SYN/ACK (reordered across capture queues).
+    synack_ack: Option<(u8, u32)>,
 }
 
 impl TcpConn {
@@ -347,6 +351,30 @@ impl TcpConn {
     /// Whether a connection on this 4-tuple has ended (FIN, RST or refusal).
     pub fn is_closed(&self) -> bool {
         self.rst_from.is_some() || self.refused || self.fin_seen[0] || self.fin_seen[1]
+    }
+
+    /// Whether a SYN (no ACK) going `d` with sequence `seq` is this
+    /// connection's own SYN arriving after its SYN/ACK (cross-queue
+    /// reordering): no SYN was seen yet, and a SYN/ACK going the other way
+    /// acknowledged exactly this ISN.
+    pub fn is_late_syn(&self, d: usize, seq: u32) -> bool {
+        self.syn_count == 0
+            && matches!(self.synack_ack,
+                Some((sd, ack)) if usize::from(sd) != d && ack == seq.wrapping_add(1))
+    }
+
+    /// Exchanges the client and server sides (a late SYN showed that the
+    /// flow's roles, guessed from its first packets, were the wrong way).
+    pub fn swap_sides(&mut self) {
+        self.dirs.swap(0, 1);
+        self.fin_seen.swap(0, 1);
+        self.rst_from = self.rst_from.map(|s| match s {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        });
+        if let Some((d, a)) = self.synack_ack {
+            self.synack_ack = Some((1 - d, a));
+        }
     }
 
     /// Only SYNs (and no answer) were seen.
@@ -392,6 +420,7 @@ impl TcpConn {
                 bump(&mut st.rst);
             }
         }
+        let late_syn = syn && !ack_flag && self.is_late_syn(d, t.seq);
         if syn {
             self.handle_syn(now, m, d, ack_flag);
         } else if ack_flag && d == 0 && !self.established {
@@ -434,7 +463,11 @@ impl TcpConn {
             }
         }
 
-        self.analyze_sequence(now, m, d, stats);
+        // A late SYN after this side's later segments is only counted: it
+        // must not roll back their sequence, ACK and window state.
+        if !(late_syn && self.dirs[d].nextseq_valid) {
+            self.analyze_sequence(now, m, d, stats);
+        }
 
         // RTT. Per ACK, one sample: sequence -> exact ACK first (what
         // Wireshark's ack_rtt measures), else the TSecr echo of a TSval, taken
@@ -476,8 +509,12 @@ impl TcpConn {
         if !ack_flag {
             // ECN setup SYN: ECE and CWR; SYN/ACK: ECE only.
             dir.ecn_setup = t.flags & (F::ECE | F::CWR) == (F::ECE | F::CWR);
+            let times_known = match self.hs.get(FIRST_SYNACK) {
+                Some(synack) if self.syn_count == 0 => self.late_syn_times(now, synack),
+                _ => true,
+            };
             self.syn_count = self.syn_count.saturating_add(1);
-            if self.hs.get(FIRST_SYN).is_none() {
+            if times_known && self.hs.get(FIRST_SYN).is_none() {
                 self.hs.set(FIRST_SYN, now);
             }
             if self.hs.get(FIRST_SYNACK).is_none() {
@@ -488,6 +525,7 @@ impl TcpConn {
             self.synack_count = self.synack_count.saturating_add(1);
             if self.hs.get(FIRST_SYNACK).is_none() {
                 self.hs.set(FIRST_SYNACK, now);
+                self.synack_ack = Some((d as u8, t.ack));
                 if let Some(s) = self.hs.get(LAST_SYN) {
                     self.hs.set(SYN_TO_SYNACK, now.saturating_sub(s));
                 }
@@ -496,6 +534,25 @@ impl TcpConn {
                 self.hs.set(LAST_SYNACK, now);
             }
         }
+    }
+
+    /// The handshake times of the connection's first SYN arriving after its
+    /// first SYN/ACK (at `synack`): when the SYN's timestamp is the earlier
+    /// one (the capture's clock is right, only the delivery was reordered),
+    /// the times are what they would have been in order; otherwise they stay
+    /// unknown (false).
+    fn late_syn_times(&mut self, now: u64, synack: u64) -> bool {
+        if now > synack {
+            return false;
+        }
+        self.hs.set(LAST_SYN, now);
+        self.hs.set(SYN_TO_SYNACK, synack - now);
+        if let (Some(sa), Some(sa_ack)) = (self.hs.get(LAST_SYNACK), self.hs.get(SYNACK_TO_ACK)) {
+            let ack_at = sa.saturating_add(sa_ack);
+            self.hs.set(CONNECT, ack_at.saturating_sub(now));
+            self.hs.set(IRTT, ack_at.saturating_sub(now));
+        }
+        true
     }
 
     /// Wireshark's sequence analysis plus exact coverage, for one segment.
