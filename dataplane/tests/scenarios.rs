@@ -689,3 +689,37 @@ fn syn_with_another_isn_after_a_synack_starts_a_new_record() {
     sim.at(11.0).c(F::SYN, 7000, 0, 0);
     assert_eq!(sim.records().len(), 2);
 }
+
+/// `finish_each` streams the same exports, in the same order, as `finish`
+/// followed by `poll_export` (including exports not polled before the end).
+#[test]
+fn finish_each_streams_what_finish_and_poll_give() {
+    let run = |streamed: bool| {
+        let mut sim = Sim::with_config(EngineConfig {
+            table: TableConfig {
+                capacity: 3,
+                ..TableConfig::default()
+            },
+        });
+        for i in 0..6u16 {
+            sim.cport = 40000 + i;
+            sim.handshake(100, 200);
+            sim.at(20.0).c(PA, 101, 201, MSS);
+        }
+        let mut v = Vec::new();
+        if streamed {
+            sim.engine.finish_each(|e| v.push(e.record));
+        } else {
+            sim.engine.finish();
+            while let Some(e) = sim.engine.poll_export() {
+                v.push(e.record);
+            }
+        }
+        (v, sim.engine.summary())
+    };
+    let (a, sa) = run(true);
+    let (b, sb) = run(false);
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b);
+    assert_eq!(sa, sb);
+}
