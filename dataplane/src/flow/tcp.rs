@@ -50,7 +50,7 @@
 
 use crate::flow::dir::{bump, DirStats};
 use crate::flow::seq;
-use crate::meta::{tcp_flags as F, PacketMeta};
+use crate::meta::{proto, tcp_flags as F, PacketMeta, TcpMeta, TcpOpts};
 use crate::report::{Handshake, PerSide, Side, TcpInfo, TcpState};
 
 /// Threshold of Wireshark's fast-retransmission rule: within 20 ms of the last
@@ -759,11 +759,158 @@ impl TcpConn {
     }
 }
 
+/// A connection of which only its first SYN was seen: the SYN's fields that
+/// the analyzer reads, in 40 bytes instead of a [`TcpConn`]. A SYN flood of
+/// never-answered connection attempts (one SYN each) holds only these. Any
+/// further segment turns it into the [`TcpConn`] that the SYN would have
+/// made ([`SynOnly::to_conn`] replays it), so nothing is lost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SynOnly {
+    ts_ns: u64,
+    seq: u32,
+    ack: u32,
+    payload_len: u32,
+    tsval: u32,
+    tsecr: u32,
+    window: u16,
+    mss: u16,
+    flags: u8,
+    wscale: u8,
+    /// `HAS_*` bits.
+    has: u8,
+}
+
+const HAS_MSS: u8 = 1;
+const HAS_WSCALE: u8 = 2;
+const HAS_TS: u8 = 4;
+const SACK_OK: u8 = 8;
+
+impl SynOnly {
+    /// Whether `m` is a bare SYN (no ACK, FIN or RST), what [`SynOnly`] holds.
+    #[inline]
+    pub fn fits(m: &PacketMeta) -> bool {
+        m.is_tcp() && m.tcp.flags & (F::SYN | F::ACK | F::FIN | F::RST) == F::SYN
+    }
+
+    /// The state of a connection whose first packet is the bare SYN `m`.
+    /// The caller counts the SYN in the flow's client -> server direction
+    /// (the one effect [`TcpConn::handle`] has on the counters of a bare
+    /// first SYN).
+    pub fn new(m: &PacketMeta) -> SynOnly {
+        let t = &m.tcp;
+        let o = &t.opts;
+        let (tsval, tsecr) = o.ts.unwrap_or((0, 0));
+        SynOnly {
+            ts_ns: m.ts_ns,
+            seq: t.seq,
+            ack: t.ack,
+            payload_len: m.payload_len,
+            tsval,
+            tsecr,
+            window: t.window,
+            mss: o.mss.unwrap_or(0),
+            flags: t.flags,
+            wscale: o.wscale.unwrap_or(0),
+            has: (u8::from(o.mss.is_some()) * HAS_MSS)
+                | (u8::from(o.wscale.is_some()) * HAS_WSCALE)
+                | (u8::from(o.ts.is_some()) * HAS_TS)
+                | (u8::from(o.sack_ok) * SACK_OK),
+        }
+    }
+
+    /// The client's initial sequence number.
+    pub fn client_isn(&self) -> u32 {
+        self.seq
+    }
+
+    /// The [`TcpConn`] that handling the SYN gives: the SYN replayed through
+    /// [`TcpConn::handle`] (its counter effect, the SYN count, goes to
+    /// scratch counters: the flow counted it already).
+    pub fn to_conn(&self) -> TcpConn {
+        let m = PacketMeta {
+            ts_ns: self.ts_ns,
+            proto: proto::TCP,
+            payload_len: self.payload_len,
+            tcp: TcpMeta {
+                seq: self.seq,
+                ack: self.ack,
+                flags: self.flags,
+                window: self.window,
+                opts: TcpOpts {
+                    mss: (self.has & HAS_MSS != 0).then_some(self.mss),
+                    wscale: (self.has & HAS_WSCALE != 0).then_some(self.wscale),
+                    sack_ok: self.has & SACK_OK != 0,
+                    ts: (self.has & HAS_TS != 0).then_some((self.tsval, self.tsecr)),
+                    ..TcpOpts::default()
+                },
+            },
+            ..PacketMeta::default()
+        };
+        let mut c = TcpConn::default();
+        let mut scratch: [DirStats; 2] = Default::default();
+        c.handle(self.ts_ns, &m, 0, &mut scratch);
+        c
+    }
+}
+
 fn split_pair<T>(pair: &mut [T; 2], d: usize) -> (&mut T, &mut T) {
     let (a, b) = pair.split_at_mut(1);
     if d == 0 {
         (&mut a[0], &mut b[0])
     } else {
         (&mut b[0], &mut a[0])
+    }
+}
+
+#[cfg(test)]
+mod syn_only_tests {
+    use super::*;
+
+    fn syn(flags: u8, ts: Option<(u32, u32)>, payload: u32) -> PacketMeta {
+        PacketMeta {
+            ts_ns: 1_700_000_000_000_000_000,
+            proto: proto::TCP,
+            payload_len: payload,
+            ip_len: 40 + payload,
+            tcp: TcpMeta {
+                seq: 0xffff_fff0,
+                ack: 7,
+                flags,
+                window: 64240,
+                opts: TcpOpts {
+                    mss: Some(1460),
+                    wscale: if ts.is_some() { Some(7) } else { None },
+                    sack_ok: ts.is_some(),
+                    ts,
+                    ..TcpOpts::default()
+                },
+            },
+            ..PacketMeta::default()
+        }
+    }
+
+    /// The replayed SYN gives the very state (every field) and counters that
+    /// handling the SYN gives.
+    #[test]
+    fn replayed_syn_is_the_handled_syn() {
+        for m in [
+            syn(F::SYN, None, 0),
+            syn(F::SYN | F::ECE | F::CWR, Some((12345, 0)), 0),
+            syn(F::SYN | F::PSH, Some((1, 99)), 100),
+        ] {
+            assert!(SynOnly::fits(&m));
+            let mut direct = TcpConn::default();
+            let mut stats: [DirStats; 2] = Default::default();
+            direct.handle(m.ts_ns, &m, 0, &mut stats);
+            let replayed = SynOnly::new(&m).to_conn();
+            assert_eq!(format!("{direct:?}"), format!("{replayed:?}"));
+            // the one counter a bare SYN touches, counted by the table
+            let mut only_syn: [DirStats; 2] = Default::default();
+            only_syn[0].syn = 1;
+            assert_eq!(format!("{stats:?}"), format!("{only_syn:?}"));
+        }
+        for flags in [F::SYN | F::ACK, F::SYN | F::RST, F::SYN | F::FIN, F::ACK] {
+            assert!(!SynOnly::fits(&syn(flags, None, 0)));
+        }
     }
 }
