@@ -9,9 +9,10 @@ set -euo pipefail
 pkgs=(
   build-essential clang llvm libelf-dev zlib1g-dev m4 pkg-config
   tshark tcpdump iproute2 iptables ethtool iperf3 python3 procps tmux
-  # scripts/compare-tools.sh: the other analyzers and GNU time; benches/README.md's
+  # scripts/compare-tools.sh: the other analyzers (argus; pping is built from
+  # its source with libtins and libpcap) and GNU time; benches/README.md's
   # instruction counts come from callgrind
-  tcptrace time valgrind
+  tcptrace argus-server libtins-dev libpcap-dev time valgrind
   # tests/ctrl_slow_clients.rs makes its CA and certificates with the openssl CLI
   openssl
 )

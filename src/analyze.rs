@@ -207,12 +207,19 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
-    engine.finish();
-    while let Some(exp) = engine.poll_export() {
-        let rec = keep_for_push(&mut pushed, exp);
-        if let Err(e) = sink.push(rec) {
-            return output_error(e);
+    // Streamed: the live flows' records are written as the table drains,
+    // never all held at once.
+    let mut failed: Option<io::Error> = None;
+    engine.finish_each(|exp| {
+        if failed.is_none() {
+            let rec = keep_for_push(&mut pushed, exp);
+            if let Err(e) = sink.push(rec) {
+                failed = Some(e);
+            }
         }
+    });
+    if let Some(e) = failed {
+        return output_error(e);
     }
     let summary = engine.summary();
     if let Err(e) = sink.finish(&summary, &name) {

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use wirelens_dataplane::engine::EngineConfig;
+use wirelens_dataplane::flow::table::TcpRef;
+use wirelens_dataplane::flow::tcp::SynOnly;
 use wirelens_dataplane::flow::{FlowTable, TableConfig};
 use wirelens_dataplane::pipeline::{Pipeline, PipelineConfig, WorkerCounters};
 use wirelens_dataplane::source::synthetic::{
@@ -498,10 +500,15 @@ fn measure(
 
 fn memory(p: &Pipeline, rss0: Option<u64>, rss1: Option<u64>, live: usize) -> Memory {
     let mut tcp = 0usize;
+    let mut syn_only = 0usize;
     let mut hist = 0usize;
     for w in 0..p.workers() {
         p.engine(w).for_each_active(|f| {
-            tcp += usize::from(f.tcp.is_some());
+            match f.tcp {
+                Some(TcpRef::Conn(_)) => tcp += 1,
+                Some(TcpRef::Syn(_)) => syn_only += 1,
+                None => {}
+            }
             hist += f.dirs.iter().map(|d| d.rtt.heap_bytes()).sum::<usize>();
         });
     }
@@ -513,6 +520,7 @@ fn memory(p: &Pipeline, rss0: Option<u64>, rss1: Option<u64>, live: usize) -> Me
     let structs = flow_slot as f64
         + map_per_flow
         + tcp as f64 * tcp_conn_bytes() as f64 / live_f
+        + syn_only as f64 * std::mem::size_of::<SynOnly>() as f64 / live_f
         + hist as f64 / live_f;
     let delta = match (rss0, rss1) {
         (Some(a), Some(b)) => b.saturating_sub(a),

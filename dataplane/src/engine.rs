@@ -179,15 +179,22 @@ impl Engine {
 
     /// End of input: every remaining flow becomes a record (see `poll_record`).
     pub fn finish(&mut self) {
-        let c = &mut self.core;
-        let done = &mut c.done;
-        let totals = &mut c.exited_tcp;
-        let counts = &mut c.exited_flows;
-        c.table.drain(&mut |rec, exit| {
-            debug_assert_eq!(exit, Exit::Drained);
-            account(totals, counts, &rec.record);
-            done.push_back(rec);
-        });
+        let mut done = std::mem::take(&mut self.core.done);
+        self.core.finish_each(&mut |rec| done.push_back(rec));
+        self.core.done = done;
+    }
+
+    /// End of input, streaming: first the flows that already left the table
+    /// and were not polled yet, then every remaining flow, each passed to `f`
+    /// as soon as it is built, in the order [`Engine::finish`] then
+    /// [`Engine::poll_export`] would give them. Only one record exists at a
+    /// time, so the end of a capture with a million live flows does not hold
+    /// a million records at once.
+    pub fn finish_each(&mut self, mut f: impl FnMut(FlowExport)) {
+        while let Some(rec) = self.core.done.pop_front() {
+            f(rec);
+        }
+        self.core.finish_each(&mut f);
     }
 
     /// Reads live flows without removing them.
@@ -242,6 +249,16 @@ impl Engine {
 }
 
 impl Core {
+    fn finish_each(&mut self, f: &mut dyn FnMut(FlowExport)) {
+        let totals = &mut self.exited_tcp;
+        let counts = &mut self.exited_flows;
+        self.table.drain(&mut |rec, exit| {
+            debug_assert_eq!(exit, Exit::Drained);
+            account(totals, counts, &rec.record);
+            f(rec);
+        });
+    }
+
     /// `pre`: the table's hash of the packet's flow key and the slot
     /// [`FlowTable::prefetch`] found, when known.
     #[inline]

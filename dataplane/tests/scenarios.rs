@@ -575,3 +575,151 @@ fn tsvals_tell_reordering_from_retransmission() {
     assert_eq!(r.c2s.out_of_order, 1);
     assert_eq!(r.c2s.retransmits, 1);
 }
+
+/// Cross-queue reordering: the SYN/ACK reaches the engine before the SYN that
+/// another queue carried (the SYN's capture timestamp is still the earlier).
+#[test]
+fn late_syn_after_its_synack_joins_the_record() {
+    let mut sim = Sim::new();
+    sim.at(10.0).s(F::SYN | A, 5000, 101, 0);
+    sim.at(0.0).c(F::SYN, 100, 0, 0);
+    sim.at(11.0).c(A, 101, 5001, 0);
+    sim.at(20.0).c(PA, 101, 5001, MSS);
+    sim.at(30.0).s(A, 5001, 101 + MSS, 0);
+    let r = sim.one();
+    // the same packets in order give the same record, field for field
+    let mut inorder = Sim::new();
+    inorder.at(0.0).c(F::SYN, 100, 0, 0);
+    inorder.at(10.0).s(F::SYN | A, 5000, 101, 0);
+    inorder.at(11.0).c(A, 101, 5001, 0);
+    inorder.at(20.0).c(PA, 101, 5001, MSS);
+    inorder.at(30.0).s(A, 5001, 101 + MSS, 0);
+    assert_eq!(r, inorder.one());
+    assert_eq!((r.client.port, r.server.port), (40000, 443));
+    assert_eq!(r.first_ns, T0);
+    assert_eq!((r.c2s.packets, r.s2c.packets), (3, 2));
+    assert_eq!((r.c2s.syn, r.s2c.synack), (1, 1));
+    assert_eq!(r.c2s.retransmits + r.s2c.retransmits, 0);
+    let tcp = r.tcp.unwrap();
+    assert_eq!(tcp.state, TcpState::Established);
+    assert_eq!(tcp.mss.client, Some(1460));
+    assert!(tcp.sack_ok);
+    let hs = tcp.handshake.unwrap();
+    assert_eq!((hs.syn_count, hs.synack_count), (1, 1));
+    assert_eq!(hs.syn_to_synack_ns, Some(10 * MS));
+    assert_eq!(hs.synack_to_ack_ns, Some(MS));
+    assert_eq!(hs.connect_ns, Some(11 * MS));
+    assert_eq!(r.c2s.rtt.min_ns, Some(10 * MS));
+}
+
+/// The late SYN comes after the handshake ACK and data: it is counted and
+/// times the handshake, and does not disturb the sequence analysis.
+#[test]
+fn late_syn_after_data_is_counted_not_analysed_as_a_retransmission() {
+    let mut sim = Sim::new();
+    sim.at(10.0).s(F::SYN | A, 5000, 101, 0);
+    sim.at(11.0).c(A, 101, 5001, 0);
+    sim.at(20.0).c(PA, 101, 5001, MSS);
+    sim.at(0.0).c(F::SYN, 100, 0, 0);
+    sim.at(30.0).s(A, 5001, 101 + MSS, 0);
+    sim.at(40.0).c(PA, 101 + MSS, 5001, MSS);
+    sim.at(50.0).s(A, 5001, 101 + 2 * MSS, 0);
+    let r = sim.one();
+    let mut inorder = Sim::new();
+    inorder.handshake(100, 5000);
+    inorder.at(20.0).c(PA, 101, 5001, MSS);
+    inorder.at(30.0).s(A, 5001, 101 + MSS, 0);
+    inorder.at(40.0).c(PA, 101 + MSS, 5001, MSS);
+    inorder.at(50.0).s(A, 5001, 101 + 2 * MSS, 0);
+    assert_eq!(r, inorder.one());
+    assert_eq!(r.client.port, 40000);
+    assert_eq!((r.c2s.syn, r.s2c.synack), (1, 1));
+    assert_eq!(
+        r.c2s.retransmits + r.c2s.retrans_seen + r.c2s.hole_fill + r.c2s.gaps + r.c2s.dup_acks,
+        0
+    );
+    let hs = r.tcp.as_ref().unwrap().handshake.as_ref().unwrap();
+    assert_eq!(hs.syn_to_synack_ns, Some(10 * MS));
+    assert_eq!(hs.connect_ns, Some(11 * MS));
+    assert_eq!(r.c2s.rtt.min_ns, Some(10 * MS));
+}
+
+/// The flow was opened by a server packet (so the server was taken for the
+/// client); the late SYN sets the roles right.
+#[test]
+fn late_syn_sets_the_roles_from_the_syn() {
+    let mut sim = Sim::new();
+    sim.at(9.0).s(A, 5000, 101, 0);
+    sim.at(10.0).s(F::SYN | A, 5000, 101, 0);
+    sim.at(0.0).c(F::SYN, 100, 0, 0);
+    sim.at(11.0).c(A, 101, 5001, 0);
+    let r = sim.one();
+    assert_eq!((r.client.port, r.server.port), (40000, 443));
+    assert_eq!((r.c2s.packets, r.s2c.packets), (2, 2));
+    assert_eq!((r.c2s.syn, r.s2c.synack), (1, 1));
+    let tcp = r.tcp.unwrap();
+    assert_eq!(tcp.mss.client, Some(1460));
+    assert_eq!(tcp.state, TcpState::Established);
+    assert_eq!(tcp.handshake.unwrap().syn_to_synack_ns, Some(10 * MS));
+}
+
+/// A late SYN whose timestamp is later than the SYN/ACK's (timestamps taken
+/// after the reordering): joined, but the handshake times stay unknown.
+#[test]
+fn late_syn_with_a_later_timestamp_leaves_handshake_times_unknown() {
+    let mut sim = Sim::new();
+    sim.at(10.0).s(F::SYN | A, 5000, 101, 0);
+    sim.at(10.5).c(F::SYN, 100, 0, 0);
+    sim.at(11.0).c(A, 101, 5001, 0);
+    let r = sim.one();
+    assert_eq!(r.first_ns, T0 + 10 * MS);
+    let hs = r.tcp.unwrap().handshake.unwrap();
+    assert_eq!((hs.syn_count, hs.synack_count), (1, 1));
+    assert_eq!(hs.syn_to_synack_ns, None);
+    assert_eq!(hs.synack_to_ack_ns, Some(MS));
+    assert_eq!(hs.connect_ns, None);
+}
+
+/// A SYN with another ISN than the one the SYN/ACK acknowledged is a new
+/// connection on the 4-tuple, as before.
+#[test]
+fn syn_with_another_isn_after_a_synack_starts_a_new_record() {
+    let mut sim = Sim::new();
+    sim.at(10.0).s(F::SYN | A, 5000, 101, 0);
+    sim.at(11.0).c(F::SYN, 7000, 0, 0);
+    assert_eq!(sim.records().len(), 2);
+}
+
+/// `finish_each` streams the same exports, in the same order, as `finish`
+/// followed by `poll_export` (including exports not polled before the end).
+#[test]
+fn finish_each_streams_what_finish_and_poll_give() {
+    let run = |streamed: bool| {
+        let mut sim = Sim::with_config(EngineConfig {
+            table: TableConfig {
+                capacity: 3,
+                ..TableConfig::default()
+            },
+        });
+        for i in 0..6u16 {
+            sim.cport = 40000 + i;
+            sim.handshake(100, 200);
+            sim.at(20.0).c(PA, 101, 201, MSS);
+        }
+        let mut v = Vec::new();
+        if streamed {
+            sim.engine.finish_each(|e| v.push(e.record));
+        } else {
+            sim.engine.finish();
+            while let Some(e) = sim.engine.poll_export() {
+                v.push(e.record);
+            }
+        }
+        (v, sim.engine.summary())
+    };
+    let (a, sa) = run(true);
+    let (b, sb) = run(false);
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b);
+    assert_eq!(sa, sb);
+}

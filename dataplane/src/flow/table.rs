@@ -16,9 +16,11 @@ use hashbrown::HashTable;
 use crate::flow::dir::{bump, DirStats};
 use crate::flow::key::{FlowKey, KeyDir, NO_VLAN};
 use crate::flow::prefetch::prefetch;
-use crate::flow::tcp::TcpConn;
+use crate::flow::tcp::{SynOnly, TcpConn};
 use crate::meta::{proto, tcp_flags, Frag, PacketMeta};
-use crate::report::{Endpoint, FlowCounts, FlowRecord, Pmtu, Proto, TcpTotals, FLOW_SCHEMA};
+use crate::report::{
+    Endpoint, FlowCounts, FlowRecord, Pmtu, Proto, TcpInfo, TcpTotals, FLOW_SCHEMA,
+};
 use crate::stats::Histogram;
 
 /// Limits and timeouts of a table.
@@ -54,6 +56,61 @@ impl Default for TableConfig {
 
 /// No TCP state (the flow is not TCP).
 const NO_CONN: u32 = u32::MAX;
+/// Set in `Flow::conn`: the index is into the table's [`SynOnly`] slab.
+const SYN_ONLY: u32 = 1 << 31;
+
+/// The TCP state of a flow, in whichever form it is held.
+#[derive(Clone, Copy, Debug)]
+pub enum TcpRef<'a> {
+    Conn(&'a TcpConn),
+    /// Only a first SYN was seen.
+    Syn(&'a SynOnly),
+}
+
+impl TcpRef<'_> {
+    fn open_stall_ns(self, d: usize) -> u64 {
+        match self {
+            TcpRef::Conn(c) => c.open_stall_ns(d),
+            TcpRef::Syn(_) => 0,
+        }
+    }
+
+    fn info(self, expired: bool) -> TcpInfo {
+        match self {
+            TcpRef::Conn(c) => c.info(expired),
+            TcpRef::Syn(s) => s.to_conn().info(expired),
+        }
+    }
+
+    fn is_closed(self) -> bool {
+        match self {
+            TcpRef::Conn(c) => c.is_closed(),
+            TcpRef::Syn(_) => false,
+        }
+    }
+
+    /// Only SYNs (and no answer) were seen.
+    pub fn is_syn_only(self) -> bool {
+        match self {
+            TcpRef::Conn(c) => c.is_syn_only(),
+            TcpRef::Syn(_) => true,
+        }
+    }
+
+    fn client_isn(self) -> Option<u32> {
+        match self {
+            TcpRef::Conn(c) => c.client_isn(),
+            TcpRef::Syn(s) => Some(s.client_isn()),
+        }
+    }
+
+    fn is_late_syn(self, d: usize, seq: u32) -> bool {
+        match self {
+            TcpRef::Conn(c) => c.is_late_syn(d, seq),
+            TcpRef::Syn(_) => false,
+        }
+    }
+}
 
 /// One flow: both directions of a conversation. The TCP state of a TCP flow
 /// lives in the table's connection slab (see [`ActiveFlow`] for the view
@@ -95,7 +152,7 @@ pub struct ActiveFlow<'a> {
     pub flow: &'a Flow,
     /// [client -> server, server -> client]
     pub dirs: &'a [DirStats; 2],
-    pub tcp: Option<&'a TcpConn>,
+    pub tcp: Option<TcpRef<'a>>,
 }
 
 impl ActiveFlow<'_> {
@@ -139,7 +196,7 @@ impl Flow {
         usize::from((kdir == KeyDir::AtoB) != self.client_is_a)
     }
 
-    fn idle_timeout(&self, tcp: Option<&TcpConn>, cfg: &TableConfig) -> u64 {
+    fn idle_timeout(&self, tcp: Option<TcpRef<'_>>, cfg: &TableConfig) -> u64 {
         match (tcp, self.key.map(|k| k.proto)) {
             (Some(t), _) if t.is_closed() => cfg.tcp_closed_ns,
             (Some(t), _) if t.is_syn_only() => cfg.tcp_syn_ns,
@@ -151,7 +208,7 @@ impl Flow {
 
     /// The record of a flow that leaves the table, with its RTT histograms
     /// moved out (they merge exactly at the control plane).
-    fn take_export(&mut self, tcp: Option<&TcpConn>, expired: bool) -> FlowExport {
+    fn take_export(&mut self, tcp: Option<TcpRef<'_>>, expired: bool) -> FlowExport {
         let record = self.to_record(tcp, expired);
         let rtt = [
             std::mem::take(&mut self.dirs[0].rtt),
@@ -171,7 +228,7 @@ impl Flow {
     }
 
     /// Adds this flow to capture-wide totals (what its record would add).
-    fn add_to_totals(&self, tcp: Option<&TcpConn>, t: &mut TcpTotals, counts: &mut FlowCounts) {
+    fn add_to_totals(&self, tcp: Option<TcpRef<'_>>, t: &mut TcpTotals, counts: &mut FlowCounts) {
         match self.proto() {
             Proto::Tcp => {
                 counts.tcp += 1;
@@ -187,7 +244,7 @@ impl Flow {
     }
 
     /// The flow.v1 record. `expired`: it left the table by idle timeout.
-    fn to_record(&self, tcp: Option<&TcpConn>, expired: bool) -> FlowRecord {
+    fn to_record(&self, tcp: Option<TcpRef<'_>>, expired: bool) -> FlowRecord {
         let key = self.key.unwrap_or(FlowKey {
             a: Default::default(),
             b: Default::default(),
@@ -248,6 +305,18 @@ pub enum Exit {
     Drained,
 }
 
+/// The TCP state at `Flow::conn` value `c`.
+#[inline]
+fn tcp_ref<'a>(conns: &'a [TcpConn], syns: &'a [SynOnly], c: u32) -> Option<TcpRef<'a>> {
+    if c == NO_CONN {
+        None
+    } else if c & SYN_ONLY != 0 {
+        syns.get((c & !SYN_ONLY) as usize).map(TcpRef::Syn)
+    } else {
+        conns.get(c as usize).map(TcpRef::Conn)
+    }
+}
+
 /// The bounded flow table.
 ///
 /// Layout: `map` holds only slot indices (4 bytes a bucket), found by a
@@ -265,6 +334,10 @@ pub struct FlowTable {
     /// TCP state of the TCP flows, indexed by `Flow::conn`.
     conns: Vec<TcpConn>,
     free_conns: Vec<u32>,
+    /// Connections of which only a first SYN was seen (`Flow::conn` with
+    /// `SYN_ONLY` set).
+    syns: Vec<SynOnly>,
+    free_syns: Vec<u32>,
     /// Generation of each slot, bumped whenever a new flow takes it.
     gens: Vec<u32>,
     free: Vec<u32>,
@@ -307,6 +380,8 @@ impl FlowTable {
             slots: Vec::new(),
             conns: Vec::new(),
             free_conns: Vec::new(),
+            syns: Vec::new(),
+            free_syns: Vec::new(),
             gens: Vec::new(),
             free: Vec::new(),
             embryonic: VecDeque::new(),
@@ -356,8 +431,64 @@ impl FlowTable {
 
     /// The TCP state of slot `i`.
     #[inline]
-    fn conn(&self, i: usize) -> Option<&TcpConn> {
-        self.conns.get(self.slots[i].conn as usize)
+    fn conn(&self, i: usize) -> Option<TcpRef<'_>> {
+        self.tcp_ref(self.slots[i].conn)
+    }
+
+    /// The TCP state at `Flow::conn` value `c`.
+    #[inline]
+    fn tcp_ref(&self, c: u32) -> Option<TcpRef<'_>> {
+        tcp_ref(&self.conns, &self.syns, c)
+    }
+
+    /// The export of slot `i`'s flow (its RTT histograms moved out).
+    fn export(&mut self, i: usize, expired: bool) -> FlowExport {
+        let tcp = tcp_ref(&self.conns, &self.syns, self.slots[i].conn);
+        self.slots[i].take_export(tcp, expired)
+    }
+
+    /// New TCP state for a flow whose first packet is `m`: a [`SynOnly`] for
+    /// a bare SYN, else a [`TcpConn`].
+    fn alloc_tcp(&mut self, m: &PacketMeta) -> u32 {
+        if SynOnly::fits(m) {
+            let s = SynOnly::new(m);
+            match self.free_syns.pop() {
+                Some(i) => {
+                    self.syns[i as usize] = s;
+                    i | SYN_ONLY
+                }
+                None => {
+                    self.syns.push(s);
+                    (self.syns.len() - 1) as u32 | SYN_ONLY
+                }
+            }
+        } else {
+            self.alloc_conn(TcpConn::default())
+        }
+    }
+
+    fn alloc_conn(&mut self, c: TcpConn) -> u32 {
+        match self.free_conns.pop() {
+            Some(i) => {
+                self.conns[i as usize] = c;
+                i
+            }
+            None => {
+                self.conns.push(c);
+                (self.conns.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Frees the TCP state at `Flow::conn` value `c`.
+    fn release_tcp(&mut self, c: u32) {
+        if c == NO_CONN {
+        } else if c & SYN_ONLY != 0 {
+            self.free_syns.push(c & !SYN_ONLY);
+        } else if let Some(t) = self.conns.get_mut(c as usize) {
+            *t = TcpConn::default();
+            self.free_conns.push(c);
+        }
     }
 
     /// Prepares [`FlowTable::handle_hashed`] of a packet of `key` that comes
@@ -406,23 +537,27 @@ impl FlowTable {
             }
             _ => self.find(hash, &key),
         };
+        let mut created = false;
         let idx = match hit {
             Some(i) => {
-                if self.is_new_connection(i, m) {
-                    let c = self.slots[i].conn;
-                    out(
-                        self.slots[i].take_export(self.conns.get(c as usize), false),
-                        Exit::Replaced,
-                    );
+                if self.is_late_syn(i, kdir, m) {
+                    self.fold_late_syn(i, kdir, now);
+                } else if self.is_new_connection(i, m) {
+                    out(self.export(i, false), Exit::Replaced);
+                    self.release_tcp(self.slots[i].conn);
+                    let c = self.alloc_tcp(m);
                     self.slots[i] = Flow::start(key, kdir, m, c);
-                    self.conns[c as usize] = TcpConn::default();
                     self.gens[i] = self.gens[i].wrapping_add(1);
                     self.note_embryonic(i, m);
                     self.created += 1;
+                    created = true;
                 }
                 i
             }
-            None => self.insert(key, kdir, hash, m, out),
+            None => {
+                created = true;
+                self.insert(key, kdir, hash, m, out)
+            }
         };
         let flow = &mut self.slots[idx];
         let d = flow.dir_index(kdir);
@@ -435,12 +570,54 @@ impl FlowTable {
         if m.frag != Frag::None {
             bump(&mut st.frags);
         }
-        if let Some(tcp) = self.conns.get_mut(flow.conn as usize) {
-            if m.is_tcp() {
-                tcp.handle(now, m, d, &mut flow.dirs);
+        let c = flow.conn;
+        if c != NO_CONN && m.is_tcp() {
+            if c & SYN_ONLY == 0 {
+                if let Some(tcp) = self.conns.get_mut(c as usize) {
+                    tcp.handle(now, m, d, &mut flow.dirs);
+                }
+            } else if created {
+                // The bare first SYN the SynOnly holds: its one counter.
+                bump(&mut flow.dirs[d].syn);
+            } else {
+                // A second segment: the connection needs its full state.
+                let s = c & !SYN_ONLY;
+                let conn = self.syns[s as usize].to_conn();
+                self.free_syns.push(s);
+                let c = self.alloc_conn(conn);
+                let flow = &mut self.slots[idx];
+                flow.conn = c;
+                self.conns[c as usize].handle(now, m, d, &mut flow.dirs);
             }
         }
         idx
+    }
+
+    /// Whether `m` is the SYN of the connection in slot `i`, arriving after
+    /// the SYN/ACK that answered it (see [`TcpConn::is_late_syn`]).
+    fn is_late_syn(&self, i: usize, kdir: KeyDir, m: &PacketMeta) -> bool {
+        m.is_tcp()
+            && m.tcp.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+            && self
+                .conn(i)
+                .is_some_and(|t| t.is_late_syn(self.slots[i].dir_index(kdir), m.tcp.seq))
+    }
+
+    /// Prepares slot `i` for its late SYN going `kdir` at `now`: the SYN's
+    /// sender is the client (the roles guessed from the first packets are
+    /// swapped if they disagree), and the flow began no later than the SYN.
+    fn fold_late_syn(&mut self, i: usize, kdir: KeyDir, now: u64) {
+        let flow = &mut self.slots[i];
+        if flow.dir_index(kdir) == 1 {
+            flow.client_is_a = !flow.client_is_a;
+            flow.dirs.swap(0, 1);
+            if flow.conn & SYN_ONLY == 0 {
+                if let Some(t) = self.conns.get_mut(flow.conn as usize) {
+                    t.swap_sides();
+                }
+            }
+        }
+        flow.first_ns = flow.first_ns.min(now);
     }
 
     /// A SYN on a 4-tuple that carries another connection starts a new flow,
@@ -468,22 +645,12 @@ impl FlowTable {
     ) -> usize {
         if self.map.len() >= self.cfg.capacity {
             let victim = self.pick_victim();
-            let c = self.slots[victim].conn;
-            out(
-                self.slots[victim].take_export(self.conns.get(c as usize), false),
-                Exit::Evicted,
-            );
+            out(self.export(victim, false), Exit::Evicted);
             self.evicted += 1;
             self.remove(victim);
         }
         let conn = if key.proto == proto::TCP {
-            match self.free_conns.pop() {
-                Some(c) => c,
-                None => {
-                    self.conns.push(TcpConn::default());
-                    (self.conns.len() - 1) as u32
-                }
-            }
+            self.alloc_tcp(m)
         } else {
             NO_CONN
         };
@@ -515,13 +682,15 @@ impl FlowTable {
         if m.is_tcp() && m.tcp.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
             if self.embryonic.len() >= 2 * self.cfg.capacity {
                 // drop the stale entries so the queue stays bounded
-                let (slots, gens, conns) = (&self.slots, &self.gens, &self.conns);
-                self.embryonic.retain(|&(i, g)| {
-                    gens[i as usize] == g
-                        && conns
-                            .get(slots[i as usize].conn as usize)
-                            .is_some_and(|t| t.is_syn_only())
-                });
+                let mut keep = Vec::with_capacity(self.embryonic.len());
+                for &(i, g) in &self.embryonic {
+                    if self.gens[i as usize] == g
+                        && self.conn(i as usize).is_some_and(|t| t.is_syn_only())
+                    {
+                        keep.push((i, g));
+                    }
+                }
+                self.embryonic = keep.into();
             }
             self.embryonic.push_back((idx as u32, self.gens[idx]));
         }
@@ -567,11 +736,7 @@ impl FlowTable {
             if let Ok(e) = self.map.find_entry(hash, |&i| i as usize == idx) {
                 e.remove();
             }
-            let c = self.slots[idx].conn;
-            if let Some(t) = self.conns.get_mut(c as usize) {
-                *t = TcpConn::default();
-                self.free_conns.push(c);
-            }
+            self.release_tcp(self.slots[idx].conn);
             self.slots[idx] = Flow::default();
             self.free.push(idx as u32);
         }
@@ -598,13 +763,9 @@ impl FlowTable {
             let idle = now.saturating_sub(f.last_ns);
             if idle > self.min_idle_ns
                 && f.key.is_some()
-                && idle > f.idle_timeout(self.conns.get(f.conn as usize), &self.cfg)
+                && idle > f.idle_timeout(self.tcp_ref(f.conn), &self.cfg)
             {
-                let c = self.slots[i].conn;
-                out(
-                    self.slots[i].take_export(self.conns.get(c as usize), true),
-                    Exit::Expired,
-                );
+                out(self.export(i, true), Exit::Expired);
                 self.remove(i);
                 expired += 1;
             }
@@ -618,11 +779,7 @@ impl FlowTable {
     pub fn drain(&mut self, out: &mut dyn FnMut(FlowExport, Exit)) {
         for i in 0..self.slots.len() {
             if self.slots[i].key.is_some() {
-                let c = self.slots[i].conn;
-                out(
-                    self.slots[i].take_export(self.conns.get(c as usize), false),
-                    Exit::Drained,
-                );
+                out(self.export(i, false), Exit::Drained);
                 self.remove(i);
             }
         }
@@ -631,6 +788,8 @@ impl FlowTable {
         self.free.clear();
         self.conns.clear();
         self.free_conns.clear();
+        self.syns.clear();
+        self.free_syns.clear();
         self.embryonic.clear();
         self.cursor = 0;
     }
@@ -642,7 +801,7 @@ impl FlowTable {
                 f(&ActiveFlow {
                     flow: s,
                     dirs: &s.dirs,
-                    tcp: self.conns.get(s.conn as usize),
+                    tcp: self.tcp_ref(s.conn),
                 });
             }
         }

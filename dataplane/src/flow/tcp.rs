@@ -50,7 +50,7 @@
 
 use crate::flow::dir::{bump, DirStats};
 use crate::flow::seq;
-use crate::meta::{tcp_flags as F, PacketMeta};
+use crate::meta::{proto, tcp_flags as F, PacketMeta, TcpMeta, TcpOpts};
 use crate::report::{Handshake, PerSide, Side, TcpInfo, TcpState};
 
 /// Threshold of Wireshark's fast-retransmission rule: within 20 ms of the last
@@ -336,6 +336,10 @@ pub struct TcpConn {
     /// (merged or multi-queue captures) cannot shorten a stall already
     /// reported as open: zero-window time never goes down.
     last_ns: u64,
+    /// The first SYN/ACK's direction (0 or 1) and its ACK number (the
+    /// other side's ISN + 1): recognises that side's SYN when it arrives
+    /// after the SYN/ACK (reordered across capture queues).
+    synack_ack: Option<(u8, u32)>,
 }
 
 impl TcpConn {
@@ -347,6 +351,30 @@ impl TcpConn {
     /// Whether a connection on this 4-tuple has ended (FIN, RST or refusal).
     pub fn is_closed(&self) -> bool {
         self.rst_from.is_some() || self.refused || self.fin_seen[0] || self.fin_seen[1]
+    }
+
+    /// Whether a SYN (no ACK) going `d` with sequence `seq` is this
+    /// connection's own SYN arriving after its SYN/ACK (cross-queue
+    /// reordering): no SYN was seen yet, and a SYN/ACK going the other way
+    /// acknowledged exactly this ISN.
+    pub fn is_late_syn(&self, d: usize, seq: u32) -> bool {
+        self.syn_count == 0
+            && matches!(self.synack_ack,
+                Some((sd, ack)) if usize::from(sd) != d && ack == seq.wrapping_add(1))
+    }
+
+    /// Exchanges the client and server sides (a late SYN showed that the
+    /// flow's roles, guessed from its first packets, were the wrong way).
+    pub fn swap_sides(&mut self) {
+        self.dirs.swap(0, 1);
+        self.fin_seen.swap(0, 1);
+        self.rst_from = self.rst_from.map(|s| match s {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        });
+        if let Some((d, a)) = self.synack_ack {
+            self.synack_ack = Some((1 - d, a));
+        }
     }
 
     /// Only SYNs (and no answer) were seen.
@@ -392,6 +420,7 @@ impl TcpConn {
                 bump(&mut st.rst);
             }
         }
+        let late_syn = syn && !ack_flag && self.is_late_syn(d, t.seq);
         if syn {
             self.handle_syn(now, m, d, ack_flag);
         } else if ack_flag && d == 0 && !self.established {
@@ -434,7 +463,11 @@ impl TcpConn {
             }
         }
 
-        self.analyze_sequence(now, m, d, stats);
+        // A late SYN after this side's later segments is only counted: it
+        // must not roll back their sequence, ACK and window state.
+        if !(late_syn && self.dirs[d].nextseq_valid) {
+            self.analyze_sequence(now, m, d, stats);
+        }
 
         // RTT. Per ACK, one sample: sequence -> exact ACK first (what
         // Wireshark's ack_rtt measures), else the TSecr echo of a TSval, taken
@@ -476,8 +509,12 @@ impl TcpConn {
         if !ack_flag {
             // ECN setup SYN: ECE and CWR; SYN/ACK: ECE only.
             dir.ecn_setup = t.flags & (F::ECE | F::CWR) == (F::ECE | F::CWR);
+            let times_known = match self.hs.get(FIRST_SYNACK) {
+                Some(synack) if self.syn_count == 0 => self.late_syn_times(now, synack),
+                _ => true,
+            };
             self.syn_count = self.syn_count.saturating_add(1);
-            if self.hs.get(FIRST_SYN).is_none() {
+            if times_known && self.hs.get(FIRST_SYN).is_none() {
                 self.hs.set(FIRST_SYN, now);
             }
             if self.hs.get(FIRST_SYNACK).is_none() {
@@ -488,6 +525,7 @@ impl TcpConn {
             self.synack_count = self.synack_count.saturating_add(1);
             if self.hs.get(FIRST_SYNACK).is_none() {
                 self.hs.set(FIRST_SYNACK, now);
+                self.synack_ack = Some((d as u8, t.ack));
                 if let Some(s) = self.hs.get(LAST_SYN) {
                     self.hs.set(SYN_TO_SYNACK, now.saturating_sub(s));
                 }
@@ -496,6 +534,25 @@ impl TcpConn {
                 self.hs.set(LAST_SYNACK, now);
             }
         }
+    }
+
+    /// The handshake times of the connection's first SYN arriving after its
+    /// first SYN/ACK (at `synack`): when the SYN's timestamp is the earlier
+    /// one (the capture's clock is right, only the delivery was reordered),
+    /// the times are what they would have been in order; otherwise they stay
+    /// unknown (false).
+    fn late_syn_times(&mut self, now: u64, synack: u64) -> bool {
+        if now > synack {
+            return false;
+        }
+        self.hs.set(LAST_SYN, now);
+        self.hs.set(SYN_TO_SYNACK, synack - now);
+        if let (Some(sa), Some(sa_ack)) = (self.hs.get(LAST_SYNACK), self.hs.get(SYNACK_TO_ACK)) {
+            let ack_at = sa.saturating_add(sa_ack);
+            self.hs.set(CONNECT, ack_at.saturating_sub(now));
+            self.hs.set(IRTT, ack_at.saturating_sub(now));
+        }
+        true
     }
 
     /// Wireshark's sequence analysis plus exact coverage, for one segment.
@@ -702,11 +759,158 @@ impl TcpConn {
     }
 }
 
+/// A connection of which only its first SYN was seen: the SYN's fields that
+/// the analyzer reads, in 40 bytes instead of a [`TcpConn`]. A SYN flood of
+/// never-answered connection attempts (one SYN each) holds only these. Any
+/// further segment turns it into the [`TcpConn`] that the SYN would have
+/// made ([`SynOnly::to_conn`] replays it), so nothing is lost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SynOnly {
+    ts_ns: u64,
+    seq: u32,
+    ack: u32,
+    payload_len: u32,
+    tsval: u32,
+    tsecr: u32,
+    window: u16,
+    mss: u16,
+    flags: u8,
+    wscale: u8,
+    /// `HAS_*` bits.
+    has: u8,
+}
+
+const HAS_MSS: u8 = 1;
+const HAS_WSCALE: u8 = 2;
+const HAS_TS: u8 = 4;
+const SACK_OK: u8 = 8;
+
+impl SynOnly {
+    /// Whether `m` is a bare SYN (no ACK, FIN or RST), what [`SynOnly`] holds.
+    #[inline]
+    pub fn fits(m: &PacketMeta) -> bool {
+        m.is_tcp() && m.tcp.flags & (F::SYN | F::ACK | F::FIN | F::RST) == F::SYN
+    }
+
+    /// The state of a connection whose first packet is the bare SYN `m`.
+    /// The caller counts the SYN in the flow's client -> server direction
+    /// (the one effect [`TcpConn::handle`] has on the counters of a bare
+    /// first SYN).
+    pub fn new(m: &PacketMeta) -> SynOnly {
+        let t = &m.tcp;
+        let o = &t.opts;
+        let (tsval, tsecr) = o.ts.unwrap_or((0, 0));
+        SynOnly {
+            ts_ns: m.ts_ns,
+            seq: t.seq,
+            ack: t.ack,
+            payload_len: m.payload_len,
+            tsval,
+            tsecr,
+            window: t.window,
+            mss: o.mss.unwrap_or(0),
+            flags: t.flags,
+            wscale: o.wscale.unwrap_or(0),
+            has: (u8::from(o.mss.is_some()) * HAS_MSS)
+                | (u8::from(o.wscale.is_some()) * HAS_WSCALE)
+                | (u8::from(o.ts.is_some()) * HAS_TS)
+                | (u8::from(o.sack_ok) * SACK_OK),
+        }
+    }
+
+    /// The client's initial sequence number.
+    pub fn client_isn(&self) -> u32 {
+        self.seq
+    }
+
+    /// The [`TcpConn`] that handling the SYN gives: the SYN replayed through
+    /// [`TcpConn::handle`] (its counter effect, the SYN count, goes to
+    /// scratch counters: the flow counted it already).
+    pub fn to_conn(&self) -> TcpConn {
+        let m = PacketMeta {
+            ts_ns: self.ts_ns,
+            proto: proto::TCP,
+            payload_len: self.payload_len,
+            tcp: TcpMeta {
+                seq: self.seq,
+                ack: self.ack,
+                flags: self.flags,
+                window: self.window,
+                opts: TcpOpts {
+                    mss: (self.has & HAS_MSS != 0).then_some(self.mss),
+                    wscale: (self.has & HAS_WSCALE != 0).then_some(self.wscale),
+                    sack_ok: self.has & SACK_OK != 0,
+                    ts: (self.has & HAS_TS != 0).then_some((self.tsval, self.tsecr)),
+                    ..TcpOpts::default()
+                },
+            },
+            ..PacketMeta::default()
+        };
+        let mut c = TcpConn::default();
+        let mut scratch: [DirStats; 2] = Default::default();
+        c.handle(self.ts_ns, &m, 0, &mut scratch);
+        c
+    }
+}
+
 fn split_pair<T>(pair: &mut [T; 2], d: usize) -> (&mut T, &mut T) {
     let (a, b) = pair.split_at_mut(1);
     if d == 0 {
         (&mut a[0], &mut b[0])
     } else {
         (&mut b[0], &mut a[0])
+    }
+}
+
+#[cfg(test)]
+mod syn_only_tests {
+    use super::*;
+
+    fn syn(flags: u8, ts: Option<(u32, u32)>, payload: u32) -> PacketMeta {
+        PacketMeta {
+            ts_ns: 1_700_000_000_000_000_000,
+            proto: proto::TCP,
+            payload_len: payload,
+            ip_len: 40 + payload,
+            tcp: TcpMeta {
+                seq: 0xffff_fff0,
+                ack: 7,
+                flags,
+                window: 64240,
+                opts: TcpOpts {
+                    mss: Some(1460),
+                    wscale: if ts.is_some() { Some(7) } else { None },
+                    sack_ok: ts.is_some(),
+                    ts,
+                    ..TcpOpts::default()
+                },
+            },
+            ..PacketMeta::default()
+        }
+    }
+
+    /// The replayed SYN gives the very state (every field) and counters that
+    /// handling the SYN gives.
+    #[test]
+    fn replayed_syn_is_the_handled_syn() {
+        for m in [
+            syn(F::SYN, None, 0),
+            syn(F::SYN | F::ECE | F::CWR, Some((12345, 0)), 0),
+            syn(F::SYN | F::PSH, Some((1, 99)), 100),
+        ] {
+            assert!(SynOnly::fits(&m));
+            let mut direct = TcpConn::default();
+            let mut stats: [DirStats; 2] = Default::default();
+            direct.handle(m.ts_ns, &m, 0, &mut stats);
+            let replayed = SynOnly::new(&m).to_conn();
+            assert_eq!(format!("{direct:?}"), format!("{replayed:?}"));
+            // the one counter a bare SYN touches, counted by the table
+            let mut only_syn: [DirStats; 2] = Default::default();
+            only_syn[0].syn = 1;
+            assert_eq!(format!("{stats:?}"), format!("{only_syn:?}"));
+        }
+        for flags in [F::SYN | F::ACK, F::SYN | F::RST, F::SYN | F::FIN, F::ACK] {
+            assert!(!SynOnly::fits(&syn(flags, None, 0)));
+        }
     }
 }
