@@ -115,7 +115,7 @@ pub struct LiveArgs {
     pub arena: Option<usize>,
     /// UMEM frames per queue of the AF_XDP receivers (drop-only and
     /// `wirelens run --frames`): how long a stalled worker can fall behind.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 16384)]
     pub frames: u32,
     /// tcpdump's buffer (-B), KiB.
     #[arg(long, default_value_t = 32_768)]
@@ -800,6 +800,9 @@ struct ModeResult {
     generator: Vec<TxResult>,
     /// Receiver-specific counters.
     counters: BTreeMap<String, u64>,
+    /// `wirelens run`: where its workers ran and how they polled (its
+    /// `placement:` and NAPI log lines).
+    placement: Vec<String>,
 }
 
 struct DropRx {
@@ -1539,6 +1542,15 @@ fn measure(
         })
         .sum();
     let lost = offered.saturating_sub(received);
+    let placement = match mode {
+        Mode::Run => lab
+            .log("run")
+            .lines()
+            .filter(|l| l.contains("placement:") || l.contains("napi_defer_hard_irqs"))
+            .map(|l| l.trim_start_matches("wirelens: ").to_string())
+            .collect(),
+        _ => Vec::new(),
+    };
     let receiver = match mode {
         Mode::Drop => "XDP + AF_XDP, frames returned unread".to_string(),
         Mode::Run => format!("wirelens run --poll {} (full analysis)", a.poll),
@@ -1560,6 +1572,7 @@ fn measure(
             veth_rx: rx1.since(&rx0),
             generator,
             counters,
+            placement,
         },
         setup,
     ))
@@ -1637,6 +1650,11 @@ fn print_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
             m.received_packets,
             m.loss_pct
         )?;
+    }
+    for m in &r.modes {
+        for p in &m.placement {
+            writeln!(out, "{}: {p}", m.mode.label())?;
+        }
     }
     writeln!(out)?;
     let line = |name: &str, v: Option<f64>, target: f64, met: Option<bool>| match (v, met) {

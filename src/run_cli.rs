@@ -48,7 +48,7 @@ pub struct RunArgs {
     /// wait (least CPU).
     #[arg(long, value_parser = ["adaptive", "busy", "wait"])]
     pub poll: Option<String>,
-    /// UMEM frames per queue (power of two; default 4096).
+    /// UMEM frames per queue (power of two; default 16384).
     #[arg(long)]
     pub frames: Option<u32>,
     /// Recently closed flows each worker keeps for /flows (default 10000).

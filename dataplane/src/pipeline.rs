@@ -46,7 +46,8 @@
 //! # Worker loop
 //! `recv_batch` from the own source -> parse, count, route each frame (the
 //! worker's own packets are parsed in place into a local batch of up to
-//! [`BATCH`]) -> analyse the local batch ([`Engine::handle_metas`]: every
+//! [`BATCH`]) -> the source takes its frames back (an AF_XDP socket refills
+//! its fill ring here, before any analysis) -> analyse the local batch ([`Engine::handle_metas`]: every
 //! flow looked up and prefetched first, so the cache misses overlap) ->
 //! publish the pushed metas (one release store per ring per batch) -> drain up
 //! to `drain_budget` metas from each incoming ring -> every `hook_every`
@@ -614,7 +615,13 @@ fn receive(
         },
     };
     // Parsed in place, in the next free slot of the local batch: kept there
-    // (the slot is taken) when this worker owns the flow.
+    // (the slot is taken) when this worker owns the flow. A full batch is
+    // analysed only when the next frame needs its room, so a source batch
+    // of up to `BATCH` frames is parsed, and its frames are returned to the
+    // source (an AF_XDP fill ring), before any of it is analysed.
+    if local.n == local.metas.len() {
+        local.flush(engine);
+    }
     let meta = &mut local.metas[local.n];
     meta.ts_ns = f.ts_ns;
     if let Err(e) = wire::parse(lt, f.data, meta) {
@@ -634,9 +641,6 @@ fn receive(
     if o == id {
         c.local += 1;
         local.n += 1;
-        if local.n == local.metas.len() {
-            local.flush(engine);
-        }
     } else if let Some(p) = out[o].as_mut() {
         if p.push(*meta).is_ok() {
             c.handed_off += 1;
@@ -1241,5 +1245,194 @@ mod tests {
         let stop = AtomicBool::new(false);
         p.run(vec![a.source(), FrameArena::new().source()], &stop);
         assert_eq!(p.summary().packets, first + 1000);
+    }
+
+    /// An Ethernet + IPv4 + TCP frame (no options, checksums zero: the
+    /// parser does not verify them), 198.18.0.0/15 addresses.
+    fn tcp4(c2s: bool, sport: u16, seq: u32, ack: u32, flags: u8, payload: usize) -> Vec<u8> {
+        let (client, server) = ([198, 18, 0, 1], [198, 19, 0, 2]);
+        let (src, dst, sp, dp) = if c2s {
+            (client, server, sport, 443)
+        } else {
+            (server, client, 443, sport)
+        };
+        let mut f = Vec::new();
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        let total = (20 + 20 + payload) as u16;
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            1,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&sp.to_be_bytes());
+        f.extend_from_slice(&dp.to_be_bytes());
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(&ack.to_be_bytes());
+        f.extend_from_slice(&[0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+        f.resize(f.len() + payload, 0xab);
+        f
+    }
+
+    /// One step of a scripted source.
+    enum Step {
+        Frame(u64, Vec<u8>),
+        /// Set flag `i` (at the start of the next call: the previous
+        /// call's hand-offs are published by then).
+        Set(usize),
+        /// Deliver nothing until flag `i` is set.
+        Wait(usize),
+        /// One call that delivers nothing (the worker drains its rings
+        /// after it).
+        Idle,
+    }
+
+    /// A source that plays its steps, one frame per call, in lock-step with
+    /// the other workers' sources through shared flags.
+    struct Scripted {
+        steps: std::collections::VecDeque<Step>,
+        flags: std::sync::Arc<[AtomicBool; 4]>,
+    }
+
+    impl FrameSource for Scripted {
+        fn recv_batch(&mut self, f: &mut dyn FnMut(Frame<'_>)) -> std::io::Result<usize> {
+            loop {
+                match self.steps.front() {
+                    None => return Ok(0),
+                    Some(Step::Set(i)) => {
+                        self.flags[*i].store(true, Ordering::Release);
+                        self.steps.pop_front();
+                    }
+                    Some(Step::Wait(i)) => {
+                        if !self.flags[*i].load(Ordering::Acquire) {
+                            std::thread::yield_now();
+                            return Ok(0);
+                        }
+                        self.steps.pop_front();
+                    }
+                    Some(Step::Idle) => {
+                        self.steps.pop_front();
+                        return Ok(0);
+                    }
+                    Some(Step::Frame(..)) => {
+                        let Some(Step::Frame(ts, data)) = self.steps.pop_front() else {
+                            unreachable!()
+                        };
+                        let len = data.len() as u32;
+                        f(Frame {
+                            ts_ns: ts,
+                            linktype: 1,
+                            data: &data,
+                            orig_len: len,
+                            caplen: len,
+                        });
+                        return Ok(1);
+                    }
+                }
+            }
+        }
+
+        fn is_exhausted(&self) -> bool {
+            self.steps.is_empty()
+        }
+    }
+
+    /// The cross-queue reordering of a multi-queue SPAN port (issue 19): the
+    /// SYN is read by worker 0 and handed off to the flow's owner, worker 1,
+    /// which has already analysed the connection's SYN/ACK from its own
+    /// queue. Forced here step by step: worker 0 reads the SYN only after
+    /// worker 1 has analysed the SYN/ACK, and worker 1 reads the ACK and
+    /// the data only after it has drained the SYN. The connection must come
+    /// out as one record, with its SYN and its SYN/ACK.
+    ///
+    /// The hand-off keeps the order of one worker's packets to another
+    /// (SPSC rings, FIFO), and nothing across sources: a packet handed off
+    /// is analysed after the owner's own packets of the batch it is
+    /// drained behind. Joining the late SYN to the record its SYN/ACK opened
+    /// is the TCP analyzer's part (branch `engine`); until that fix is in,
+    /// this test fails (two records) and is ignored.
+    #[test]
+    #[ignore = "needs the engine's fix for a SYN arriving after its SYN/ACK (branch engine)"]
+    fn synack_before_handed_off_syn_is_one_flow() {
+        let k = 2;
+        // A client port whose flow worker 1 owns.
+        let sport = (40000u16..)
+            .find(|&p| {
+                let mut m = PacketMeta::default();
+                let syn = tcp4(true, p, 1000, 0, 0x02, 0);
+                wire::parse(LinkType::Ethernet, &syn, &mut m).unwrap();
+                owner(&m, k) == 1
+            })
+            .unwrap();
+        let t0 = 1_700_000_000_000_000_000u64;
+        let ms = 1_000_000;
+        let (isn_c, isn_s) = (1000u32, 5000u32);
+        let syn = tcp4(true, sport, isn_c, 0, 0x02, 0);
+        let synack = tcp4(false, sport, isn_s, isn_c + 1, 0x12, 0);
+        let ack = tcp4(true, sport, isn_c + 1, isn_s + 1, 0x10, 0);
+        let data = tcp4(true, sport, isn_c + 1, isn_s + 1, 0x18, 100);
+        let data_ack = tcp4(false, sport, isn_s + 1, isn_c + 101, 0x10, 0);
+        let flags = std::sync::Arc::new([const { AtomicBool::new(false) }; 4]);
+        // Flag 0: worker 1 has analysed the SYN/ACK (its batch is done).
+        // Flag 1: worker 0's SYN is published to worker 1's ring.
+        let w0 = Scripted {
+            steps: [
+                Step::Wait(0),
+                Step::Frame(t0, syn),
+                Step::Idle,
+                Step::Set(1),
+            ]
+            .into(),
+            flags: flags.clone(),
+        };
+        let w1 = Scripted {
+            steps: [
+                Step::Frame(t0 + 10 * ms, synack),
+                Step::Idle,
+                Step::Set(0),
+                Step::Wait(1),
+                Step::Idle,
+                Step::Frame(t0 + 20 * ms, ack),
+                Step::Frame(t0 + 21 * ms, data),
+                Step::Frame(t0 + 31 * ms, data_ack),
+            ]
+            .into(),
+            flags: flags.clone(),
+        };
+        let mut p = Pipeline::new(PipelineConfig {
+            pin: false,
+            ..cfg(k, 64)
+        });
+        let stop = AtomicBool::new(false);
+        p.run(vec![w0, w1], &stop);
+        let c = p.counters();
+        assert_eq!((c[0].handed_off, c[1].received), (1, 1), "{c:?}");
+        assert_eq!(c[1].local, 4, "{c:?}");
+        p.finish();
+        let mut recs = Vec::new();
+        while let Some(r) = p.poll_record() {
+            recs.push(r);
+        }
+        assert_eq!(recs.len(), 1, "one connection, one record: {recs:#?}");
+        let r = &recs[0];
+        assert_eq!(r.client.port, sport, "the SYN sender is the client");
+        assert_eq!((r.c2s.syn, r.s2c.synack), (1, 1), "{r:#?}");
+        assert_eq!((r.c2s.packets, r.s2c.packets), (3, 2), "{r:#?}");
+        assert_eq!(r.first_ns, t0, "the record starts at the SYN");
+        let hs = r.tcp.as_ref().and_then(|t| t.handshake.as_ref());
+        assert!(
+            hs.is_some_and(|h| h.syn_count == 1 && h.synack_count == 1),
+            "{r:#?}"
+        );
     }
 }

@@ -36,11 +36,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9640";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PollMode {
-    /// Busy-poll while traffic or hand-offs flow; after a quiet spell, wait
-    /// in poll(2) for at most 1 ms at a time (a quiet node costs no core).
+    /// Kernel busy poll (the worker runs its queue's NAPI itself) while
+    /// traffic or hand-offs flow; after a quiet spell, wait in poll(2) for
+    /// at most 1 ms at a time (a quiet node costs no core).
     #[default]
     Adaptive,
-    /// Always busy-poll: one core per queue at 100 %, lowest latency.
+    /// Always kernel busy poll: one core per queue at 100 %, lowest latency.
     Busy,
     /// Always wait in poll(2) (1 ms at most): least CPU, for small links.
     Wait,
@@ -169,7 +170,7 @@ impl Options {
                 .parse()
                 .map_err(|e| NodeError::Config(format!("--poll {e}")))?,
         };
-        let frames = self.frames.unwrap_or(4096);
+        let frames = self.frames.unwrap_or(16384);
         if !frames.is_power_of_two() || !(256..=1 << 20).contains(&frames) {
             return bad(format!(
                 "--frames {frames}: a power of two in 256..=1048576"

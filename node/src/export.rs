@@ -83,6 +83,12 @@ pub struct WorkerShared {
     /// Set by the hook while hand-off metas arrive from other workers:
     /// the adaptive source must not sleep in poll(2) then.
     pub(crate) handoff_active: AtomicBool,
+    /// What the periodic export (and `/flows`) cost this worker's thread:
+    /// wall time in the hook's export work, the live flows it walked, and
+    /// the longest single export (how long the worker left its queue).
+    pub export_ns: AtomicU64,
+    pub export_flows: AtomicU64,
+    pub export_max_ns: AtomicU64,
 }
 
 impl WorkerShared {
@@ -102,6 +108,9 @@ impl WorkerShared {
             flows_wanted: AtomicU64::new(0),
             xsk: Mutex::new(None),
             handoff_active: AtomicBool::new(false),
+            export_ns: AtomicU64::new(0),
+            export_flows: AtomicU64::new(0),
+            export_max_ns: AtomicU64::new(0),
         }
     }
 
@@ -130,6 +139,14 @@ impl WorkerShared {
 
     pub(crate) fn set_xsk_stats(&self, s: XskStats) {
         *self.xsk.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+
+    /// Adds one export's cost (see [`WorkerShared::export_ns`]).
+    fn add_export(&self, started: Instant, flows: usize) {
+        let ns = started.elapsed().as_nanos() as u64;
+        self.export_ns.fetch_add(ns, Ordering::Relaxed);
+        self.export_flows.fetch_add(flows as u64, Ordering::Relaxed);
+        self.export_max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 }
 
@@ -247,13 +264,17 @@ impl WorkerHook for ExportHook {
 
         let due = ctx.last || self.last_export.is_none_or(|t| t.elapsed() >= self.every);
         if due {
-            self.last_export = Some(Instant::now());
+            let t = Instant::now();
+            self.last_export = Some(t);
             self.export(ctx.engine, ctx.counters, ctx.last);
+            self.shared.add_export(t, ctx.engine.table().len());
         }
         let wanted = self.shared.flows_wanted.load(Ordering::Acquire);
         if wanted != self.flows_generation || ctx.last {
+            let t = Instant::now();
             self.flows_generation = wanted;
             self.publish_flows(ctx.engine, wanted);
+            self.shared.add_export(t, ctx.engine.table().len());
         }
     }
 }

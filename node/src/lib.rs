@@ -410,10 +410,37 @@ fn attach_and_run(
             (0..n).collect()
         }
     };
+    let kernel_busy_poll = cfg.poll != PollMode::Wait;
     let xsk_cfg = XskConfig {
         frame_count: cfg.frames,
         rx_mode: RxMode::BusyPoll,
+        busy_poll_budget: kernel_busy_poll.then_some(BUSY_POLL_BUDGET),
         ..XskConfig::default()
+    };
+    // Restored when the daemon ends (this guard lives to the end of this
+    // function, after the sockets have closed).
+    let _napi = if kernel_busy_poll {
+        match NapiDefer::apply(&cfg.iface) {
+            Ok(n) => {
+                log(format!(
+                    "{}: napi_defer_hard_irqs {NAPI_DEFER_HARD_IRQS}, gro_flush_timeout \
+                     {NAPI_GRO_FLUSH_TIMEOUT_NS} ns (were {} and {}): while a worker busy polls, \
+                     the kernel leaves its queue's NAPI to it",
+                    cfg.iface, n.old.0, n.old.1
+                ));
+                Some(n)
+            }
+            Err(e) => {
+                log(format!(
+                    "{}: cannot set napi_defer_hard_irqs / gro_flush_timeout ({e}): the \
+                     kernel's softirq may compete with busy-polling workers on their cores",
+                    cfg.iface
+                ));
+                None
+            }
+        }
+    } else {
+        None
     };
     let mut socks = Vec::with_capacity(queues.len());
     for &q in &queues {
@@ -536,6 +563,16 @@ fn attach_and_run(
         .zip(&shared)
         .map(|(s, sh)| XskSource::new(s, cfg.poll, sh.clone()))
         .collect();
+    for (i, (src, q)) in sources.iter().zip(&queues).enumerate() {
+        log(format!(
+            "placement: queue {q}: worker on core {}, {}",
+            match cores.len() {
+                0 => "?".to_string(),
+                n => cores[i % n].to_string(),
+            },
+            src.strategy()
+        ));
+    }
     let hooks: Vec<ExportHook> = shared
         .iter()
         .map(|sh| {
@@ -575,6 +612,64 @@ fn attach_and_run(
         let _ = p.join();
     }
     Ok(())
+}
+
+/// Frames per kernel busy poll of a queue's NAPI (`SO_BUSY_POLL_BUDGET`):
+/// one worker batch.
+const BUSY_POLL_BUDGET: u16 = 64;
+/// The interface settings that let a busy-polling socket keep its NAPI:
+/// after a busy poll (or a NAPI run that found work) the kernel defers its
+/// own softirq this many times, by `gro_flush_timeout` each, before it
+/// takes the queue back. 200 us is short enough that a worker that stops
+/// polling (an export, a quiet queue, a wait in poll(2)) hands over before
+/// a 256-frame veth ring overflows at 1 Mpps.
+const NAPI_DEFER_HARD_IRQS: u32 = 2;
+const NAPI_GRO_FLUSH_TIMEOUT_NS: u64 = 200_000;
+
+/// `napi_defer_hard_irqs` and `gro_flush_timeout` of an interface (sysfs of
+/// this process's network namespace), set for kernel busy polling and put
+/// back as they were on drop.
+#[derive(Debug)]
+struct NapiDefer {
+    dir: std::path::PathBuf,
+    old: (String, String),
+}
+
+impl NapiDefer {
+    fn apply(iface: &str) -> std::io::Result<NapiDefer> {
+        if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not an interface name",
+            ));
+        }
+        let dir = std::path::Path::new("/sys/class/net").join(iface);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_string());
+        let old = (read("napi_defer_hard_irqs")?, read("gro_flush_timeout")?);
+        let n = NapiDefer { dir, old };
+        n.write(
+            &NAPI_DEFER_HARD_IRQS.to_string(),
+            &NAPI_GRO_FLUSH_TIMEOUT_NS.to_string(),
+        )?;
+        Ok(n)
+    }
+
+    fn write(&self, defer: &str, timeout: &str) -> std::io::Result<()> {
+        std::fs::write(self.dir.join("gro_flush_timeout"), timeout)?;
+        std::fs::write(self.dir.join("napi_defer_hard_irqs"), defer)
+    }
+}
+
+impl Drop for NapiDefer {
+    fn drop(&mut self) {
+        let (defer, timeout) = self.old.clone();
+        if let Err(e) = self.write(&defer, &timeout) {
+            log(format!(
+                "cannot restore napi_defer_hard_irqs / gro_flush_timeout in {}: {e}",
+                self.dir.display()
+            ));
+        }
+    }
 }
 
 /// The cores the pipeline pins to (what `core_affinity` reports for this thread).

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -229,6 +230,33 @@ impl Collector for NodeCollector {
                     .filter_map(|(lb, s)| s.as_ref().map(|s| (lb.clone(), f(s)))),
             )?;
         }
+
+        // What exporting cost the workers (time away from their queues).
+        counter_f(
+            &mut e,
+            "worker_export_seconds",
+            "Time a worker spent exporting (snapshots, /flows, push) instead of reading its queue",
+            workers
+                .iter()
+                .map(|w| (q(w), w.export_ns.load(Ordering::Relaxed) as f64 / 1e9)),
+        )?;
+        counter(
+            &mut e,
+            "worker_export_flows",
+            "Live flows a worker walked while exporting (export seconds / this = cost per flow)",
+            workers
+                .iter()
+                .map(|w| (q(w), w.export_flows.load(Ordering::Relaxed))),
+        )?;
+        gauge(
+            &mut e,
+            "worker_export_max_nanoseconds",
+            "Longest single export of a worker: the longest it left its queue for it",
+            workers.iter().map(|w| {
+                let ns = w.export_max_ns.load(Ordering::Relaxed);
+                (q(w), i64::try_from(ns).unwrap_or(i64::MAX))
+            }),
+        )?;
 
         // Workers and the hand-off rings.
         let snaps: Vec<_> = workers.iter().map(|w| (q(w), w.snapshot())).collect();

@@ -23,6 +23,14 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// One queue's AF_XDP socket as a live frame source (never exhausted).
 /// Frames are Ethernet, time-stamped once per batch (CLOCK_REALTIME).
+///
+/// Busy polling here is kernel busy polling (the socket's
+/// [`XskSocket::busy_poll`]): each empty-ish poll runs the queue's NAPI on
+/// the worker's own core, so the worker never spins while the kernel's
+/// receive work waits for that core. Where the kernel refused it,
+/// [`PollMode::Adaptive`] waits in poll(2) instead of spinning (a spinning
+/// worker on the NAPI's core is what starves the fill ring); only an
+/// explicit [`PollMode::Busy`] spins then.
 #[derive(Debug)]
 pub struct XskSource {
     sock: XskSocket,
@@ -30,6 +38,8 @@ pub struct XskSource {
     empty_polls: u32,
     calls: u32,
     last_stats: Instant,
+    napi_logged: bool,
+    seen_frames: bool,
     shared: Arc<WorkerShared>,
 }
 
@@ -44,7 +54,34 @@ impl XskSource {
             empty_polls: 0,
             calls: 0,
             last_stats: Instant::now(),
+            napi_logged: false,
+            seen_frames: false,
             shared,
+        }
+    }
+
+    /// What this source does when busy: its placement line for the log.
+    pub fn strategy(&self) -> String {
+        match (self.poll, self.sock.busy_poll()) {
+            (PollMode::Wait, _) => "waits in poll(2), the kernel's NAPI wakes it".into(),
+            (mode, Some(budget)) => format!(
+                "asks to run the queue's NAPI itself (kernel busy poll, SO_PREFER_BUSY_POLL, \
+                 budget {budget}; confirmed or not at the first frames){}",
+                if mode == PollMode::Adaptive {
+                    "; after a quiet spell waits in poll(2)"
+                } else {
+                    ""
+                }
+            ),
+            (PollMode::Busy, None) => format!(
+                "spins on the rx ring (kernel busy poll refused: {}): keep NAPI off this core",
+                self.sock.busy_poll_error().unwrap_or("not asked for")
+            ),
+            (PollMode::Adaptive, None) => format!(
+                "waits in poll(2) (kernel busy poll refused: {}; spinning would starve a NAPI \
+                 on this core)",
+                self.sock.busy_poll_error().unwrap_or("not asked for")
+            ),
         }
     }
 
@@ -56,8 +93,9 @@ impl XskSource {
             PollMode::Busy => RxMode::BusyPoll,
             PollMode::Wait => wait,
             PollMode::Adaptive => {
-                if self.empty_polls >= SPIN_BEFORE_WAIT
-                    && !self.shared.handoff_active.load(Ordering::Relaxed)
+                if self.sock.busy_poll().is_none()
+                    || self.empty_polls >= SPIN_BEFORE_WAIT
+                        && !self.shared.handoff_active.load(Ordering::Relaxed)
                 {
                     wait
                 } else {
@@ -84,6 +122,7 @@ impl FrameSource for XskSource {
                 caplen: len,
             });
         })?;
+        self.seen_frames |= n > 0;
         self.empty_polls = if n == 0 {
             self.empty_polls.saturating_add(1)
         } else {
@@ -95,9 +134,35 @@ impl FrameSource for XskSource {
             if let Ok(s) = self.sock.stats() {
                 self.shared.set_xsk_stats(s);
             }
+            if !self.napi_logged && self.seen_frames {
+                // Once per queue, off the per-packet path: what the first
+                // frames showed.
+                self.napi_logged = true;
+                let core = current_cpu().map_or("?".into(), |c| c.to_string());
+                let q = self.sock.queue();
+                match (self.sock.napi_id(), self.sock.busy_poll()) {
+                    (Some(id), Some(_)) => eprintln!(
+                        "wirelens: placement: queue {q}: frames from NAPI {id}, which the \
+                         worker on core {core} runs itself (kernel busy poll)"
+                    ),
+                    (id, _) => eprintln!(
+                        "wirelens: placement: queue {q}: worker on core {core}, NAPI {}: {}",
+                        id.map_or("unknown".into(), |i| i.to_string()),
+                        self.strategy()
+                    ),
+                }
+            }
         }
         Ok(n)
     }
+}
+
+/// The core the calling thread runs on (the worker is pinned: its core).
+fn current_cpu() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Field 39 ("processor"), counted after the parenthesised name.
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split_whitespace().nth(36)?.parse().ok()
 }
 
 impl Drop for XskSource {

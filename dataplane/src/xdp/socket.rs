@@ -9,7 +9,22 @@
 //! ring *before* it publishes having taken it off the fill ring (`xsk_flush`),
 //! so a ring of exactly `frame_count` slots can look full for a moment. Should
 //! the ring still refuse a batch, the frames wait in `pending` (allocated
-//! once) and go back first on the next call.
+//! once) and go back first on the next call. A batch's frames go back as
+//! soon as the callback has seen them: whatever the caller does with what
+//! it took from them (the pipeline's analysis) comes after the refill.
+//!
+//! Kernel busy polling ([`XskConfig::busy_poll_budget`]): on a machine
+//! where the queue's NAPI (the kernel's receive work: the driver's poll,
+//! the XDP program, the copy into the UMEM) runs on the worker's core, a
+//! worker that spins on the rx ring starves it, and the fill and rx rings
+//! look empty for ever. With `SO_PREFER_BUSY_POLL` the worker runs that
+//! NAPI itself, inside its own `recvfrom` (one per batch of up to `budget`
+//! frames), and the kernel, given the interface's `napi_defer_hard_irqs`
+//! and `gro_flush_timeout`, keeps its own softirq out of the way while the
+//! worker polls (and takes over again that long after it stops). The
+//! worker and the kernel then take turns on one core instead of fighting
+//! over it; where NAPI runs on another core, the same calls cost one
+//! syscall per batch.
 
 use std::io;
 use std::num::NonZeroU32;
@@ -29,6 +44,10 @@ use super::sys;
 /// The tx and completion rings are required by the kernel but unused (we
 /// never transmit): keep them minimal.
 const TX_RING: u32 = 64;
+/// `SO_BUSY_POLL`: what enables busy polling on the socket. Our receive
+/// calls never block, so the kernel runs one NAPI poll per call whatever
+/// the value; it only bounds blocking calls.
+const BUSY_POLL_USECS: u32 = 50;
 
 /// How [`XskSocket::recv_batch`] waits when the rx ring is empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +97,12 @@ pub struct XskConfig {
     pub try_zero_copy: bool,
     /// Try a UMEM on huge pages before normal pages.
     pub try_huge_pages: bool,
+    /// `Some(budget)`: kernel busy polling (see the module documentation):
+    /// in [`RxMode::BusyPoll`] each `recv_batch` that finds fewer than a
+    /// batch of frames runs the queue's NAPI for up to `budget` frames.
+    /// Where the kernel refuses the socket options, the socket works
+    /// without ([`XskSocket::busy_poll_error`]).
+    pub busy_poll_budget: Option<u16>,
 }
 
 impl Default for XskConfig {
@@ -89,6 +114,7 @@ impl Default for XskConfig {
             rx_mode: RxMode::Poll { timeout_ms: 100 },
             try_zero_copy: true,
             try_huge_pages: true,
+            busy_poll_budget: None,
         }
     }
 }
@@ -107,6 +133,9 @@ impl XskConfig {
                 "frame_size {} must be 2048 or 4096",
                 self.frame_size
             ));
+        }
+        if self.busy_poll_budget == Some(0) {
+            return bad("busy_poll_budget must be at least 1".into());
         }
         if self.batch_size == 0 || self.batch_size > self.frame_count {
             return bad(format!(
@@ -145,6 +174,11 @@ pub struct XskSocket {
     zero_copy_error: Option<String>,
     huge_pages: bool,
     rx_mode: RxMode,
+    /// Kernel busy polling in force (the budget), and why not if refused.
+    busy_poll: Option<u16>,
+    busy_poll_error: Option<String>,
+    /// Whether the NAPI check after the first frames is still to do.
+    napi_checked: bool,
     fd: RawFd,
     rx: RxQueue,
     fq: FillQueue,
@@ -252,6 +286,13 @@ impl XskSocket {
             // scratch space that rx consume overwrites.
             descs.truncate(cfg.batch_size as usize);
             let fd = rx.fd().as_raw_fd();
+            let (busy_poll, busy_poll_error) = match cfg.busy_poll_budget {
+                None => (None, None),
+                Some(budget) => match sys::set_prefer_busy_poll(fd, BUSY_POLL_USECS, budget) {
+                    Ok(()) => (Some(budget), None),
+                    Err(e) => (None, Some(e.to_string())),
+                },
+            };
             program.register_socket(queue, fd)?;
             return Ok(XskSocket {
                 iface,
@@ -260,6 +301,9 @@ impl XskSocket {
                 zero_copy_error,
                 huge_pages,
                 rx_mode: cfg.rx_mode,
+                busy_poll,
+                busy_poll_error,
+                napi_checked: false,
                 fd,
                 rx,
                 fq,
@@ -338,10 +382,19 @@ impl XskSocket {
         // SAFETY: `batch` is scratch space; consume fills it with descriptors
         // of frames of this socket's UMEM.
         let mut n = unsafe { self.rx.consume(&mut self.batch) };
+        if n < self.batch.len() && self.busy_poll.is_some() && self.rx_mode == RxMode::BusyPoll {
+            // Run the queue's NAPI here: it fills the rx ring for the next
+            // call (or for this one, when it found nothing).
+            sys::xsk_kick(self.fd)?;
+            if n == 0 {
+                // SAFETY: as above.
+                n = unsafe { self.rx.consume(&mut self.batch) };
+            }
+        }
         if n == 0 {
             match self.rx_mode {
                 RxMode::BusyPoll => {
-                    if self.fq.needs_wakeup() {
+                    if self.busy_poll.is_none() && self.fq.needs_wakeup() {
                         sys::xsk_kick(self.fd)?;
                     }
                     return Ok(0);
@@ -358,6 +411,10 @@ impl XskSocket {
         }
         if n == 0 {
             return Ok(0);
+        }
+        if !self.napi_checked {
+            self.napi_checked = true;
+            self.check_napi();
         }
         let ts = now_ns();
         for desc in &self.batch[..n] {
@@ -379,6 +436,21 @@ impl XskSocket {
             sys::xsk_kick(self.fd)?;
         }
         Ok(n)
+    }
+
+    /// Once frames have come: without a NAPI id on the socket the kernel
+    /// has nothing to busy poll (a driver without NAPI busy-poll support;
+    /// veth on recent kernels registers its XDP queues without one), and
+    /// the busy-poll calls would only cost a syscall each: stop making them.
+    fn check_napi(&mut self) {
+        if self.busy_poll.is_some() && self.napi_id().is_none() {
+            self.busy_poll = None;
+            self.busy_poll_error = Some(
+                "the kernel ties no NAPI instance to this socket (SO_INCOMING_NAPI_ID 0): its \
+                 driver cannot be busy polled"
+                    .into(),
+            );
+        }
     }
 
     /// The kernel's drop counters for this socket.
@@ -415,6 +487,26 @@ impl XskSocket {
     /// Whether the UMEM sits on huge pages.
     pub fn huge_pages(&self) -> bool {
         self.huge_pages
+    }
+
+    /// The kernel busy-poll budget in force (`None`: not asked for,
+    /// refused, or found useless at the first frames: see
+    /// [`XskSocket::busy_poll_error`]).
+    pub fn busy_poll(&self) -> Option<u16> {
+        self.busy_poll
+    }
+
+    /// Why the kernel refused busy polling, when it was asked for.
+    pub fn busy_poll_error(&self) -> Option<&str> {
+        self.busy_poll_error.as_deref()
+    }
+
+    /// The NAPI instance the kernel delivers this socket's frames from
+    /// (`SO_INCOMING_NAPI_ID`), known once a frame has arrived; `None`
+    /// before, or where the driver has none (kernel busy polling then has
+    /// nothing to run).
+    pub fn napi_id(&self) -> Option<u32> {
+        sys::incoming_napi_id(self.fd).ok().flatten()
     }
 
     /// The waiting strategy.
@@ -457,5 +549,6 @@ mod tests {
         assert!(bad(|c| c.frame_size = 3000));
         assert!(bad(|c| c.batch_size = 0));
         assert!(bad(|c| c.batch_size = 8192));
+        assert!(bad(|c| c.busy_poll_budget = Some(0)));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Everything `unsafe` in `xdp/` that is not ring or UMEM access lives here:
 //! interface lookup, `RLIMIT_MEMLOCK`, `getifaddrs`, the ethtool channel
-//! query, `setns`, the AF_XDP rx and tx wakeups and `BPF_PROG_TEST_RUN`.
+//! query, `setns`, the AF_XDP rx and tx wakeups, the busy-poll socket
+//! options and `BPF_PROG_TEST_RUN`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -194,6 +195,64 @@ pub(crate) fn xsk_kick(fd: RawFd) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn setsockopt_int(fd: RawFd, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: `val` is a live c_int and the length passed is its size; a
+    // stale `fd` gives EBADF, not undefined behaviour.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes `fd`'s receive calls drive the NAPI instance of its queue
+/// themselves (Linux >= 5.11): `SO_PREFER_BUSY_POLL` (while the socket busy
+/// polls, the kernel leaves that NAPI to it instead of running it from the
+/// interrupt/softirq side, given the interface's `napi_defer_hard_irqs` and
+/// `gro_flush_timeout`), `SO_BUSY_POLL` (`usecs`, which enables busy
+/// polling on the socket) and `SO_BUSY_POLL_BUDGET` (packets per NAPI poll;
+/// above `net.core.busy_poll_budget` needs CAP_NET_ADMIN).
+pub(crate) fn set_prefer_busy_poll(fd: RawFd, usecs: u32, budget: u16) -> io::Result<()> {
+    setsockopt_int(fd, libc::SO_PREFER_BUSY_POLL, 1)?;
+    setsockopt_int(
+        fd,
+        libc::SO_BUSY_POLL,
+        libc::c_int::try_from(usecs).unwrap_or(libc::c_int::MAX),
+    )?;
+    setsockopt_int(fd, libc::SO_BUSY_POLL_BUDGET, libc::c_int::from(budget))
+}
+
+/// The NAPI instance the kernel has tied `fd` to (`SO_INCOMING_NAPI_ID`;
+/// set at the first frame received), or `None` when there is none yet, or
+/// the driver has no NAPI to busy poll.
+pub(crate) fn incoming_napi_id(fd: RawFd) -> io::Result<Option<u32>> {
+    let mut val: libc::c_uint = 0;
+    let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+    // SAFETY: `val` and `len` are live and `len` is `val`'s size; the kernel
+    // writes at most `len` bytes.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_NAPI_ID,
+            (&mut val as *mut libc::c_uint).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((val != 0).then_some(val))
 }
 
 /// What a transmit kick ([`xsk_tx_kick`]) got from the kernel.
