@@ -122,16 +122,25 @@ impl CodecError {
 
 /// Encodes `r`: `(Content-Type, Content-Encoding, body)`.
 pub fn encode(r: &NodeReport, enc: Encoding) -> (&'static str, Option<&'static str>, Vec<u8>) {
+    let body = match enc {
+        Encoding::Json => json(r),
+        Encoding::JsonGzip => gzip(&json(r)),
+        Encoding::JsonZstd => zstd_bytes(&json(r)),
+        Encoding::Compact => zstd_bytes(&encode_compact(r)),
+        Encoding::CompactPlain => encode_compact(r),
+    };
+    let (ct, ce) = headers(enc);
+    (ct, ce, body)
+}
+
+/// `(Content-Type, Content-Encoding)` of `enc`.
+pub fn headers(enc: Encoding) -> (&'static str, Option<&'static str>) {
     match enc {
-        Encoding::Json => (JSON_CONTENT_TYPE, None, json(r)),
-        Encoding::JsonGzip => (JSON_CONTENT_TYPE, Some("gzip"), gzip(&json(r))),
-        Encoding::JsonZstd => (JSON_CONTENT_TYPE, Some("zstd"), zstd_bytes(&json(r))),
-        Encoding::Compact => (
-            COMPACT_CONTENT_TYPE,
-            Some("zstd"),
-            zstd_bytes(&encode_compact(r)),
-        ),
-        Encoding::CompactPlain => (COMPACT_CONTENT_TYPE, None, encode_compact(r)),
+        Encoding::Json => (JSON_CONTENT_TYPE, None),
+        Encoding::JsonGzip => (JSON_CONTENT_TYPE, Some("gzip")),
+        Encoding::JsonZstd => (JSON_CONTENT_TYPE, Some("zstd")),
+        Encoding::Compact => (COMPACT_CONTENT_TYPE, Some("zstd")),
+        Encoding::CompactPlain => (COMPACT_CONTENT_TYPE, None),
     }
 }
 
@@ -202,7 +211,7 @@ fn decompress<'a>(
     };
     let capped = |r: &mut dyn Read| -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::new();
-        r.take(max as u64 + 1)
+        r.take((max as u64).saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| CodecError::Corrupt(format!("{enc} body: {e}")))?;
         if out.len() > max {
