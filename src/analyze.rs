@@ -49,6 +49,27 @@ pub struct AnalyzeArgs {
     /// File with the token for --push: `TOKEN` or `NODE:TOKEN` lines.
     #[arg(long, requires = "push")]
     pub token_file: Option<PathBuf>,
+    /// How --push puts reports on the wire: `compact` (binary + zstd; falls
+    /// back to JSON by itself for a control plane that does not read it) or
+    /// `json` (report.v1).
+    #[arg(long, value_enum, default_value_t = PushEncoding::Compact, requires = "push")]
+    pub push_encoding: PushEncoding,
+}
+
+/// `--push-encoding` of `analyze` and `run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PushEncoding {
+    Json,
+    Compact,
+}
+
+impl From<PushEncoding> for wirelens_ctrl::codec::Encoding {
+    fn from(e: PushEncoding) -> Self {
+        match e {
+            PushEncoding::Json => wirelens_ctrl::codec::Encoding::Json,
+            PushEncoding::Compact => wirelens_ctrl::codec::Encoding::Compact,
+        }
+    }
 }
 
 const SEC: u64 = 1_000_000_000;
@@ -228,7 +249,15 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
     if let (Some(url), Some(node), Some(tf), Some(recs)) =
         (&args.push, &args.node, &args.token_file, pushed)
     {
-        let code = crate::ctrl_cli::push_analysis(url, node, tf, &name, recs, &summary);
+        let code = crate::ctrl_cli::push_analysis(
+            url,
+            node,
+            tf,
+            &name,
+            recs,
+            &summary,
+            args.push_encoding.into(),
+        );
         if code != exit::OK && broke.is_none() {
             return code;
         }

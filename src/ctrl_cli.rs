@@ -867,9 +867,6 @@ pub fn alerts(a: &QueryArgs) -> u8 {
     })
 }
 
-/// Flows per report of `analyze --push` (about 2 kB of JSON each: ~4 MB a report).
-const PUSH_BATCH: usize = 2000;
-
 /// `analyze --push`: sends the capture's flow records as node `node`'s reports.
 /// The report instance is a hash of the node and the capture, so pushing the
 /// same capture again is acknowledged as a duplicate and not counted twice.
@@ -880,6 +877,7 @@ pub fn push_analysis(
     source: &str,
     records: Vec<FlowExport>,
     summary: &Summary,
+    encoding: wirelens_ctrl::codec::Encoding,
 ) -> u8 {
     let tf = token_file.display().to_string();
     let token = match Tokens::load(token_file).and_then(|t| t.token_for(node, &tf)) {
@@ -907,25 +905,16 @@ pub fn push_analysis(
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     let n_flows = records.len();
-    let batches: Vec<Vec<FlowDelta>> = if records.is_empty() {
-        vec![Vec::new()]
-    } else {
-        let deltas: Vec<FlowDelta> = records
-            .into_iter()
-            .map(|e| {
-                let [c2s, s2c] = e.rtt;
-                let mut d = FlowDelta::from_record(e.record);
-                d.rtt_c2s = (!c2s.is_empty()).then_some(c2s);
-                d.rtt_s2c = (!s2c.is_empty()).then_some(s2c);
-                d
-            })
-            .collect();
-        deltas
-            .chunks(PUSH_BATCH)
-            .map(<[FlowDelta]>::to_vec)
-            .collect()
-    };
-    let n_reports = batches.len();
+    let deltas: Vec<FlowDelta> = records
+        .into_iter()
+        .map(|e| {
+            let [c2s, s2c] = e.rtt;
+            let mut d = FlowDelta::from_record(e.record);
+            d.rtt_c2s = (!c2s.is_empty()).then_some(c2s);
+            d.rtt_s2c = (!s2c.is_empty()).then_some(s2c);
+            d
+        })
+        .collect();
     let mut p = Pusher::new(PusherConfig {
         url: url.to_string(),
         node: node.to_string(),
@@ -937,31 +926,22 @@ pub fn push_analysis(
             source: source.to_string(),
             hostname: None,
         },
-        backlog: n_reports,
+        // An import holds the whole capture: nothing to drop.
+        backlog_bytes: usize::MAX,
         timeout: Duration::from_secs(30),
+        encoding,
     });
-    for b in batches {
-        p.enqueue(b, now_ns());
-    }
-    let mut tries = 0;
-    loop {
-        match p.flush() {
-            Ok(_) => break,
-            Err(e) if e.is_retryable() && tries < 2 => {
-                tries += 1;
-                eprintln!("wirelens: push: {e} (retrying)");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            Err(e) => {
-                eprintln!("wirelens: push: {e}");
-                return EXIT_CTRL;
-            }
-        }
+    // Cut by encoded size below the control plane's body limit.
+    p.enqueue(deltas, now_ns());
+    let n_reports = p.backlog();
+    if let Err(e) = p.flush_until(std::time::Instant::now() + Duration::from_secs(60)) {
+        eprintln!("wirelens: push: {e}");
+        return EXIT_CTRL;
     }
     let s = p.stats();
     eprintln!(
-        "wirelens: pushed {n_flows} flows in {n_reports} report(s) to {url} as node {node}: {} accepted, {} already there",
-        s.accepted, s.duplicates
+        "wirelens: pushed {n_flows} flows in {n_reports} report(s) ({} bytes, {}) to {url} as node {node}: {} accepted, {} already there",
+        s.bytes_sent, p.encoding().name(), s.accepted, s.duplicates
     );
     exit::OK
 }

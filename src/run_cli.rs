@@ -75,6 +75,15 @@ pub struct RunArgs {
     /// Seconds between two pushes (default 5).
     #[arg(long)]
     pub push_secs: Option<u64>,
+    /// MiB of encoded reports kept while the control plane is unreachable
+    /// (default 64); past it the oldest are dropped, and the control plane
+    /// sees the count (`dropped_reports`, `dropped_flows`).
+    #[arg(long, value_name = "MIB")]
+    pub backlog_mib: Option<u64>,
+    /// How reports travel: `compact` (binary + zstd, default; falls back to
+    /// JSON by itself for a control plane that does not read it) or `json`.
+    #[arg(long, value_enum)]
+    pub push_encoding: Option<crate::analyze::PushEncoding>,
     /// Probe a TWAMP-light reflector continuously (repeatable):
     /// `TARGET[,interval=100ms,size=128,dscp=0,window=10s,count=N]`. TARGET is
     /// IP, IP:PORT or [V6]:PORT (port 862 by default). Results per window on
@@ -136,6 +145,14 @@ fn start(args: &RunArgs) -> Result<(), NodeError> {
         token_file: args.token_file.clone(),
         node: args.node.clone(),
         push_secs: args.push_secs,
+        backlog_mib: args.backlog_mib,
+        push_encoding: args.push_encoding.map(|e| {
+            match e {
+                crate::analyze::PushEncoding::Json => "json",
+                crate::analyze::PushEncoding::Compact => "compact",
+            }
+            .to_string()
+        }),
         probe: (!args.probe.is_empty()).then(|| args.probe.clone()),
     };
     let opts = match &args.config {

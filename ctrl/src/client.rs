@@ -1,9 +1,12 @@
 //! Blocking HTTP(S) client of the control plane (ureq).
 //!
 //! * [`Client`]: GET the API (the CLI) and POST one report.
-//! * [`Pusher`]: what a node uses: a bounded backlog of reports, sent in
-//!   order with their sequence numbers, kept while the control plane is
-//!   unreachable and counted when the backlog overflows.
+//! * [`Pusher`]: what a node uses: reports cut by encoded size below the
+//!   control plane's advertised body limit, a backlog bounded in bytes, sent
+//!   in order with their sequence numbers, retried with backoff while the
+//!   control plane is unreachable, split further on 413, and counted
+//!   (`dropped_reports`/`dropped_flows`, in the next report) when the
+//!   backlog overflows.
 //!
 //! ureq rather than reqwest: the CLI and the node push are blocking and
 //! sequential, and ureq adds no async runtime to that path. TLS is rustls
@@ -26,7 +29,12 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::report::{FlowDelta, NodeMeta, NodeReport};
+use std::time::Instant;
+
+use crate::codec::{self, Encoding};
+use crate::report::{
+    FlowDelta, NodeMeta, NodeReport, ProbeWindow, MAX_FLOWS_PER_REPORT, MAX_PROBES_PER_REPORT,
+};
 
 /// What went wrong talking to the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -388,7 +396,51 @@ impl Client {
             .send_json(report);
         self.finish(r, &url)
     }
+
+    /// POST one encoded report body (see [`crate::codec::encode`]). Also
+    /// returns the body limit the control plane advertised in
+    /// [`MAX_BODY_HEADER`], when it sent one (it does on every answer to a
+    /// report, 413 included).
+    pub fn post_report_body(
+        &self,
+        token: &str,
+        content_type: &str,
+        content_encoding: Option<&str>,
+        body: &[u8],
+    ) -> (Result<ReportAck, ClientError>, Option<usize>) {
+        if let Err(e) = self.check_setup() {
+            return (Err(e), None);
+        }
+        let url = format!("{}/api/v1/report", self.base);
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", content_type);
+        if let Some(ce) = content_encoding {
+            req = req.header("Content-Encoding", ce);
+        }
+        let r = req.send(body);
+        let max = r.as_ref().ok().and_then(|resp| {
+            resp.headers()
+                .get(MAX_BODY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        });
+        (self.finish(r, &url), max)
+    }
 }
+
+/// The answer header of `POST /api/v1/report` that names the largest body
+/// the control plane accepts, in bytes.
+pub const MAX_BODY_HEADER: &str = "x-wirelens-max-body";
+/// The body limit a [`Pusher`] assumes until the control plane names one.
+pub const DEFAULT_MAX_BODY: usize = 4 << 20;
+/// Smallest body limit a [`Pusher`] believes (a smaller header is taken as this).
+const MIN_MAX_BODY: usize = 4 << 10;
+/// Bytes kept free below the body limit: a report's drop counters are
+/// stamped after it was cut, and compression may move its size a little.
+const BODY_MARGIN: usize = 512;
 
 /// A node's connection to the control plane.
 #[derive(Clone)]
@@ -399,9 +451,13 @@ pub struct PusherConfig {
     /// One run of the node (e.g. its start time in ns); names reports with `seq`.
     pub instance: u64,
     pub meta: NodeMeta,
-    /// Most reports held while the control plane is unreachable.
-    pub backlog: usize,
+    /// Most bytes of encoded reports held while the control plane is
+    /// unreachable; beyond it the oldest reports are dropped and counted.
+    pub backlog_bytes: usize,
     pub timeout: Duration,
+    /// How reports are put on the wire. A compact-encoding pusher falls back
+    /// to JSON by itself when the control plane answers 415 (an older one).
+    pub encoding: Encoding,
 }
 
 impl fmt::Debug for PusherConfig {
@@ -413,8 +469,9 @@ impl fmt::Debug for PusherConfig {
             .field("token", &"<redacted>")
             .field("instance", &self.instance)
             .field("meta", &self.meta)
-            .field("backlog", &self.backlog)
+            .field("backlog_bytes", &self.backlog_bytes)
             .field("timeout", &self.timeout)
+            .field("encoding", &self.encoding)
             .finish()
     }
 }
@@ -426,26 +483,138 @@ pub struct PushStats {
     pub accepted: u64,
     /// Reports it had already (a retry whose first answer was lost).
     pub duplicates: u64,
-    /// Reports dropped because the backlog was full.
+    /// Reports dropped: the backlog was full, the control plane refused them
+    /// as invalid, or they held a single delta over the body limit. The
+    /// control plane sees this (cumulative) in the next report.
     pub dropped_reports: u64,
     pub dropped_flows: u64,
-    /// Reports the control plane refused as invalid (dropped; resending cannot help).
+    /// Reports the control plane refused as invalid (dropped and counted in
+    /// `dropped_*`; resending cannot help).
     pub rejected: u64,
+    /// Flow deltas that alone encode larger than the body limit (dropped and
+    /// counted in `dropped_flows`).
+    pub oversize_flows: u64,
+    /// Reports split because the control plane answered 413.
+    pub splits: u64,
+    /// Failed attempts that will be retried (unreachable, timeouts, 429, 5xx).
+    pub retries: u64,
+    /// Body bytes of the reports delivered.
+    pub bytes_sent: u64,
 }
 
-/// Sends a node's reports in order; keeps up to `backlog` of them while the
-/// control plane is unreachable, dropping (and counting) the oldest beyond.
+/// Exponential backoff with jitter: the n-th failure in a row waits a
+/// random time in `[d/2, d]` with `d = min(max, base * 2^(n-1))`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    /// `seed` makes the jitter differ between nodes (e.g. the instance).
+    pub fn new(base: Duration, max: Duration, seed: u64) -> Backoff {
+        Backoff {
+            base,
+            max: max.max(base),
+            failures: 0,
+            rng: seed | 1,
+        }
+    }
+
+    /// Counts a failure and returns how long to wait before the next try.
+    pub fn fail(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let exp = self.failures.saturating_sub(1).min(30);
+        let d = self.base.saturating_mul(1 << exp).min(self.max);
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = d / 2;
+        half + half.mul_f64((self.rng >> 11) as f64 / (1u64 << 53) as f64)
+    }
+
+    /// A success: the next failure waits `base` again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Failures in a row so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+/// One encoded report waiting to be sent.
+#[derive(Debug)]
+struct Queued {
+    flows: usize,
+    encoding: Encoding,
+    content_type: &'static str,
+    content_encoding: Option<&'static str>,
+    body: Vec<u8>,
+}
+
+/// One report's range of deltas and its encoded body.
+pub type Cut = (std::ops::Range<usize>, Vec<u8>);
+
+/// Cuts `flows[..]` into consecutive ranges whose encoding (`enc` of the
+/// range) is at most `limit` bytes and at most [`MAX_FLOWS_PER_REPORT`]
+/// deltas each. A single delta that alone encodes larger than `limit` is
+/// left out and its index returned in the second list. Tries a size from
+/// the bytes per delta seen so far and shrinks it when a body comes out too
+/// large, so each delta is encoded about once or twice.
+pub fn split_by_size(
+    n_flows: usize,
+    limit: usize,
+    mut enc: impl FnMut(std::ops::Range<usize>) -> Vec<u8>,
+) -> (Vec<Cut>, Vec<usize>) {
+    let (mut out, mut oversize) = (Vec::new(), Vec::new());
+    let mut guess = n_flows.clamp(1, MAX_FLOWS_PER_REPORT);
+    let mut i = 0;
+    let scale = |n: usize, len: usize| (n as f64 * limit as f64 * 0.9 / len.max(1) as f64) as usize;
+    while i < n_flows {
+        let mut n = guess.min(n_flows - i).max(1);
+        loop {
+            let body = enc(i..i + n);
+            if body.len() <= limit {
+                out.push((i..i + n, body.clone()));
+                i += n;
+                if body.len() > limit / 2 || n == guess {
+                    guess = scale(n, body.len()).clamp(1, MAX_FLOWS_PER_REPORT);
+                }
+                break;
+            }
+            if n == 1 {
+                oversize.push(i);
+                i += 1;
+                break;
+            }
+            n = scale(n, body.len()).clamp(1, n - 1);
+        }
+    }
+    (out, oversize)
+}
+
+/// Sends a node's reports in order; see the [module documentation](self).
 ///
 /// Call order: [`Pusher::enqueue`] per batch, then [`Pusher::flush`]; on an
-/// error call `flush` again later. A report keeps its `seq` across retries,
-/// so the control plane counts it once.
+/// error call `flush` again after [`Pusher::retry_in`]. A report keeps its
+/// `seq` across retries, so the control plane counts it once.
 #[derive(Debug)]
 pub struct Pusher {
     cfg: PusherConfig,
     client: Client,
     next_seq: u64,
-    queue: VecDeque<NodeReport>,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
     stats: PushStats,
+    max_body: usize,
+    encoding: Encoding,
+    backoff: Backoff,
+    retry_in: Option<Duration>,
 }
 
 impl Pusher {
@@ -459,63 +628,312 @@ impl Pusher {
     pub fn with_client(cfg: PusherConfig, client: Client) -> Pusher {
         Pusher {
             client,
+            encoding: cfg.encoding,
+            backoff: Backoff::new(
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+                cfg.instance,
+            ),
             cfg,
             next_seq: 0,
             queue: VecDeque::new(),
+            queued_bytes: 0,
             stats: PushStats::default(),
+            max_body: DEFAULT_MAX_BODY,
+            retry_in: None,
         }
     }
 
-    /// Queues `flows` as the next report, made at `sent_ns`.
-    pub fn enqueue(&mut self, flows: Vec<FlowDelta>, sent_ns: u64) {
+    fn report(&self, seq: u64, sent_ns: u64) -> NodeReport {
         let mut r = NodeReport::new(
             &self.cfg.node,
             self.cfg.instance,
-            self.next_seq,
+            seq,
             sent_ns,
             self.cfg.meta.clone(),
         );
-        r.flows = flows;
-        self.next_seq += 1;
-        while self.queue.len() >= self.cfg.backlog.max(1) {
+        r.dropped_reports = self.stats.dropped_reports;
+        r.dropped_flows = self.stats.dropped_flows;
+        r
+    }
+
+    /// Queues `flows` as the next report(s), made at `sent_ns`: as many as
+    /// it takes to stay below the body limit.
+    pub fn enqueue(&mut self, flows: Vec<FlowDelta>, sent_ns: u64) {
+        self.enqueue_with_probes(flows, Vec::new(), sent_ns);
+    }
+
+    /// [`Pusher::enqueue`] with the probe windows finished since the last
+    /// report (`wirelens run --probe`), in the first report's probe section.
+    pub fn enqueue_with_probes(
+        &mut self,
+        flows: Vec<FlowDelta>,
+        mut probes: Vec<ProbeWindow>,
+        sent_ns: u64,
+    ) {
+        while probes.len() > MAX_PROBES_PER_REPORT {
+            let rest = probes.split_off(MAX_PROBES_PER_REPORT);
+            self.enqueue_cut(Vec::new(), std::mem::replace(&mut probes, rest), sent_ns);
+        }
+        self.enqueue_cut(flows, probes, sent_ns);
+    }
+
+    fn enqueue_cut(&mut self, flows: Vec<FlowDelta>, probes: Vec<ProbeWindow>, sent_ns: u64) {
+        let limit = self.limit();
+        let enc = self.encoding;
+        if flows.is_empty() {
+            let mut r = self.report(self.next_seq, sent_ns);
+            r.probes = probes;
+            self.next_seq += 1;
+            self.push(&r, None);
+            return;
+        }
+        let mut probes = Some(probes);
+        let template = self.report(self.next_seq, sent_ns);
+        let (cuts, oversize) = split_by_size(flows.len(), limit, |range| {
+            let mut r = template.clone();
+            r.flows = flows[range.clone()].to_vec();
+            if range.start == 0 {
+                r.probes = probes.clone().unwrap_or_default();
+            }
+            codec::encode(&r, enc).2
+        });
+        self.count_oversize(oversize.len() as u64);
+        let oversize_none = oversize.is_empty();
+        for (range, body) in cuts {
+            let mut r = self.report(self.next_seq, sent_ns);
+            self.next_seq += 1;
+            if range.start == 0 {
+                r.probes = probes.take().unwrap_or_default();
+            }
+            r.flows = flows[range].to_vec();
+            // The body was made with seq 0 and the counters of before the
+            // cut: right only for the first report when nothing was dropped.
+            let reuse = r.seq == template.seq && oversize_none;
+            self.push(&r, reuse.then_some(body));
+        }
+    }
+
+    fn count_oversize(&mut self, n: u64) {
+        if n > 0 {
+            self.stats.oversize_flows += n;
+            self.stats.dropped_flows += n;
+        }
+    }
+
+    /// The largest body to make.
+    fn limit(&self) -> usize {
+        self.max_body
+            .saturating_sub(BODY_MARGIN)
+            .max(MIN_MAX_BODY / 2)
+    }
+
+    /// Encodes `r` with the drop counters as they are once it is queued and
+    /// queues it, dropping (and counting) the oldest reports beyond the backlog.
+    fn push(&mut self, r: &NodeReport, encoded: Option<Vec<u8>>) {
+        let mut body = encoded.unwrap_or_else(|| codec::encode(r, self.encoding).2);
+        let need = body.len();
+        while !self.queue.is_empty() && self.queued_bytes + need > self.cfg.backlog_bytes {
             if let Some(old) = self.queue.pop_front() {
+                self.queued_bytes -= old.body.len();
                 self.stats.dropped_reports += 1;
-                self.stats.dropped_flows += old.flows.len() as u64;
+                self.stats.dropped_flows += old.flows as u64;
             }
         }
-        self.queue.push_back(r);
+        let (mut content_type, mut content_encoding) = codec::headers(self.encoding);
+        if (r.dropped_reports, r.dropped_flows)
+            != (self.stats.dropped_reports, self.stats.dropped_flows)
+        {
+            let mut r = r.clone();
+            r.dropped_reports = self.stats.dropped_reports;
+            r.dropped_flows = self.stats.dropped_flows;
+            (content_type, content_encoding, body) = codec::encode(&r, self.encoding);
+        }
+        self.queued_bytes += body.len();
+        self.queue.push_back(Queued {
+            flows: r.flows.len(),
+            encoding: self.encoding,
+            content_type,
+            content_encoding,
+            body,
+        });
+    }
+
+    /// Re-cuts the front report: with the current encoding and body limit,
+    /// or in halves when it already fits (a 413 without a usable limit). A
+    /// single delta that does not fit is dropped and counted. The first
+    /// piece keeps the report's `seq` (the control plane did not take it),
+    /// the others get new ones.
+    fn recut_front(&mut self, halve: bool) {
+        let Some(q) = self.queue.pop_front() else {
+            return;
+        };
+        self.queued_bytes -= q.body.len();
+        // Our own body: it decodes (a failure would be a bug; then the
+        // report is dropped and counted rather than retried forever).
+        let r = match codec::decode(
+            Some(q.content_type),
+            q.content_encoding,
+            &q.body,
+            usize::MAX,
+        ) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.dropped_reports += 1;
+                self.stats.dropped_flows += q.flows as u64;
+                return;
+            }
+        };
+        let mut limit = self.limit();
+        if halve {
+            limit = limit.min(q.body.len() / 2);
+        }
+        let enc = self.encoding;
+        let (cuts, oversize) = split_by_size(r.flows.len(), limit, |range| {
+            let mut c = r.clone();
+            c.flows = r.flows[range.clone()].to_vec();
+            if range.start != 0 {
+                c.probes.clear();
+            }
+            codec::encode(&c, enc).2
+        });
+        self.count_oversize(oversize.len() as u64);
+        if r.flows.is_empty() || (cuts.is_empty() && !r.probes.is_empty()) {
+            // Probe windows alone too large: nothing smaller to make.
+            self.stats.dropped_reports += 1;
+            return;
+        }
+        let mut pieces = Vec::with_capacity(cuts.len());
+        for (k, (range, _)) in cuts.into_iter().enumerate() {
+            let mut c = r.clone();
+            if k > 0 {
+                c.seq = self.next_seq;
+                self.next_seq += 1;
+                c.probes.clear();
+            }
+            c.flows = r.flows[range].to_vec();
+            let (content_type, content_encoding, body) = codec::encode(&c, enc);
+            pieces.push(Queued {
+                flows: c.flows.len(),
+                encoding: enc,
+                content_type,
+                content_encoding,
+                body,
+            });
+        }
+        for p in pieces.into_iter().rev() {
+            self.queued_bytes += p.body.len();
+            self.queue.push_front(p);
+        }
     }
 
     /// Sends the queued reports in order. Returns how many were delivered, or
-    /// the error that stopped it (the failed report stays queued when a retry
-    /// can help; an invalid one is dropped and counted in `rejected`).
+    /// the error that stopped it: a retryable one leaves the report queued
+    /// and sets [`Pusher::retry_in`]; an invalid report is dropped, counted
+    /// in `rejected` and `dropped_*`, and its error returned.
     pub fn flush(&mut self) -> Result<usize, ClientError> {
         let mut sent = 0;
-        while let Some(r) = self.queue.front_mut() {
-            r.dropped_reports = self.stats.dropped_reports;
-            r.dropped_flows = self.stats.dropped_flows;
-            match self.client.post_report(&self.cfg.token, r) {
+        while let Some(q) = self.queue.front() {
+            if q.encoding != self.encoding {
+                self.recut_front(false);
+                continue;
+            }
+            let (r, max) = self.client.post_report_body(
+                &self.cfg.token,
+                q.content_type,
+                q.content_encoding,
+                &q.body,
+            );
+            if let Some(m) = max {
+                self.max_body = m.max(MIN_MAX_BODY);
+            }
+            match r {
                 Ok(ack) => {
                     if ack.status == "duplicate" {
                         self.stats.duplicates += 1;
                     } else {
                         self.stats.accepted += 1;
                     }
+                    self.stats.bytes_sent += q.body.len() as u64;
+                    self.queued_bytes -= q.body.len();
                     self.queue.pop_front();
                     sent += 1;
+                    self.backoff.reset();
+                    self.retry_in = None;
+                }
+                Err(ClientError::Http { status: 413, .. }) => {
+                    self.stats.splits += 1;
+                    let fits = q.body.len() <= self.limit();
+                    self.recut_front(fits);
+                }
+                Err(ClientError::Http { status: 415, .. })
+                    if matches!(self.encoding, Encoding::Compact | Encoding::CompactPlain) =>
+                {
+                    // A control plane of before the compact encoding: JSON,
+                    // uncompressed (it reads no Content-Encoding either).
+                    self.encoding = Encoding::Json;
                 }
                 Err(e) => {
-                    let permanent = matches!(&e, ClientError::Http { status, .. }
+                    let refused = matches!(&e, ClientError::Http { status, .. }
                         if (400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429));
-                    if permanent {
-                        self.queue.pop_front();
+                    if !refused {
+                        // Unreachable, timeouts, 429, 5xx, and what an
+                        // operator can fix while the node waits (a token,
+                        // a certificate): keep the report, back off.
+                        self.stats.retries += 1;
+                        self.retry_in = Some(self.backoff.fail());
+                        return Err(e);
+                    }
+                    self.retry_in = None;
+                    if let Some(old) = self.queue.pop_front() {
+                        self.queued_bytes -= old.body.len();
                         self.stats.rejected += 1;
+                        self.stats.dropped_reports += 1;
+                        self.stats.dropped_flows += old.flows as u64;
                     }
                     return Err(e);
                 }
             }
         }
         Ok(sent)
+    }
+
+    /// How long to wait before the next [`Pusher::flush`] after a retryable
+    /// failure (exponential backoff with jitter, 0.5 s doubling up to 30 s);
+    /// `None` after a success.
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.retry_in
+    }
+
+    /// Flushes until everything is delivered or `deadline` passes, waiting
+    /// the backoff between tries (for one-shot pushes like `analyze --push`).
+    pub fn flush_until(&mut self, deadline: Instant) -> Result<usize, ClientError> {
+        let delivered = |s: &PushStats| s.accepted + s.duplicates;
+        let before = delivered(&self.stats);
+        loop {
+            match self.flush() {
+                Ok(_) => return Ok((delivered(&self.stats) - before) as usize),
+                Err(e) => {
+                    let wait = match self.retry_in {
+                        // refused and counted: go on with the rest
+                        None if !self.queue.is_empty() => Duration::ZERO,
+                        Some(w) => w,
+                        None => return Err(e),
+                    };
+                    if Instant::now() + wait > deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+
+    /// Counts deltas the caller had to drop before they reached the pusher
+    /// (e.g. a node's bounded buffer of exited flows), so that the control
+    /// plane sees them in `dropped_flows`.
+    pub fn count_dropped(&mut self, flows: u64) {
+        self.stats.dropped_flows += flows;
     }
 
     pub fn stats(&self) -> PushStats {
@@ -527,22 +945,23 @@ impl Pusher {
         self.queue.len()
     }
 
-    pub fn config(&self) -> &PusherConfig {
-        &self.cfg
+    /// Bytes of the reports waiting to be sent.
+    pub fn backlog_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
-    /// [`Pusher::enqueue`] with the probe windows finished since the last
-    /// report (`wirelens run --probe`) in the report's probe section.
-    pub fn enqueue_with_probes(
-        &mut self,
-        flows: Vec<FlowDelta>,
-        probes: Vec<crate::report::ProbeWindow>,
-        sent_ns: u64,
-    ) {
-        self.enqueue(flows, sent_ns);
-        if let Some(r) = self.queue.back_mut() {
-            r.probes = probes;
-        }
+    /// The body limit in use: the control plane's last advertised one.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// The encoding in use (JSON after a compact pusher's fallback).
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    pub fn config(&self) -> &PusherConfig {
+        &self.cfg
     }
 }
 
@@ -550,33 +969,198 @@ impl Pusher {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backlog_is_bounded_and_counts_drops() {
+    fn deltas(n: usize) -> Vec<FlowDelta> {
+        (0..n)
+            .map(|i| {
+                let f = crate::agg::tests::flow(
+                    &format!("198.18.{}.{}:{}", i / 250 % 250, i % 250, 1024 + i % 60_000),
+                    "198.18.200.2:443",
+                    1_000 + i as u64,
+                    2_000 + i as u64,
+                );
+                FlowDelta::from_record(f)
+            })
+            .collect()
+    }
+
+    fn offline(backlog_bytes: usize, encoding: Encoding) -> Pusher {
         // Port 9 on loopback (discard) is closed here; nothing listens.
-        let mut p = Pusher::new(PusherConfig {
+        Pusher::new(PusherConfig {
             url: "http://127.0.0.1:9".into(),
             node: "n1".into(),
             token: "token-123".into(),
             instance: 1,
             meta: NodeMeta::default(),
-            backlog: 3,
+            backlog_bytes,
             timeout: Duration::from_secs(2),
-        });
-        for k in 0..5 {
-            let f = crate::agg::tests::flow("198.18.1.2:1", "198.18.2.2:80", 1, 2);
-            p.enqueue(vec![FlowDelta::from_record(f); k + 1], 10);
+            encoding,
+        })
+    }
+
+    fn queued(p: &Pusher) -> Vec<NodeReport> {
+        p.queue
+            .iter()
+            .map(|q| {
+                codec::decode(
+                    Some(q.content_type),
+                    q.content_encoding,
+                    &q.body,
+                    usize::MAX,
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_splitter_never_exceeds_the_limit_and_keeps_every_delta() {
+        let flows = deltas(3000);
+        for enc in [Encoding::Json, Encoding::Compact] {
+            for limit in [2_000, 20_000, 300_000, 10 << 20] {
+                let (cuts, over) = split_by_size(flows.len(), limit, |r| {
+                    let mut rep = NodeReport::new("n", 1, 0, 5, NodeMeta::default());
+                    rep.flows = flows[r].to_vec();
+                    codec::encode(&rep, enc).2
+                });
+                assert!(over.is_empty(), "{enc:?} {limit}");
+                let mut next = 0;
+                for (range, body) in &cuts {
+                    assert!(body.len() <= limit, "{enc:?} {limit}: {}", body.len());
+                    assert_eq!(range.start, next);
+                    next = range.end;
+                }
+                assert_eq!(next, flows.len(), "{enc:?} {limit}: every delta in one cut");
+                if limit == 10 << 20 {
+                    assert_eq!(cuts.len(), 1, "{enc:?}: one report when all fit");
+                }
+            }
         }
-        assert_eq!(p.backlog(), 3);
-        assert_eq!(p.stats().dropped_reports, 2);
-        assert_eq!(p.stats().dropped_flows, 1 + 2);
-        let e = p.flush().unwrap_err();
-        assert!(e.is_retryable());
-        let msg = e.to_string();
+        // A delta that alone is over the limit is left out and named.
+        let sizes = [10usize, 10, 500, 10, 10];
+        let (cuts, over) = split_by_size(sizes.len(), 100, |r| vec![0; sizes[r].iter().sum()]);
+        assert_eq!(over, vec![2]);
+        let covered: Vec<usize> = cuts.iter().flat_map(|(r, _)| r.clone()).collect();
+        assert_eq!(covered, vec![0, 1, 3, 4]);
+        assert!(cuts.iter().all(|(_, b)| b.len() <= 100));
+        // Never more than MAX_FLOWS_PER_REPORT in one cut, however small.
+        let (cuts, _) = split_by_size(MAX_FLOWS_PER_REPORT + 5, usize::MAX, |r| {
+            vec![0; r.len() / 1000]
+        });
+        assert_eq!(cuts.len(), 2);
+        assert_eq!(cuts[0].0.len(), MAX_FLOWS_PER_REPORT);
+    }
+
+    #[test]
+    fn enqueue_cuts_by_bytes_below_the_body_limit() {
+        let mut p = offline(usize::MAX, Encoding::Json);
+        p.max_body = 64 << 10;
+        p.enqueue(deltas(2000), 10);
+        let reps = queued(&p);
+        assert!(reps.len() > 10, "{} reports", reps.len());
+        assert!(p.queue.iter().all(|q| q.body.len() <= p.limit()));
+        assert_eq!(reps.iter().map(|r| r.flows.len()).sum::<usize>(), 2000);
+        let seqs: Vec<u64> = reps.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (0..reps.len() as u64).collect::<Vec<_>>());
+        // The same deltas compact: far fewer bytes, fewer reports.
+        let mut c = offline(usize::MAX, Encoding::Compact);
+        c.max_body = 64 << 10;
+        c.enqueue(deltas(2000), 10);
+        assert!(c.backlog() < reps.len());
+        assert!(c.backlog_bytes() * 5 < p.backlog_bytes());
+        // Probe windows go with the first report.
+        let mut p = offline(usize::MAX, Encoding::Compact);
+        let w = crate::report::tests::window("198.18.2.2:862", 5, &[1_000_000], 0, 0);
+        p.enqueue_with_probes(deltas(3), vec![w.clone()], 10);
+        p.enqueue_with_probes(Vec::new(), vec![w.clone()], 11);
+        let reps = queued(&p);
+        assert_eq!(reps.len(), 2);
+        assert_eq!((reps[0].flows.len(), reps[0].probes.len()), (3, 1));
+        assert_eq!((reps[1].flows.len(), reps[1].probes.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_single_delta_over_the_limit_is_counted_and_dropped() {
+        let mut p = offline(usize::MAX, Encoding::Json);
+        p.max_body = MIN_MAX_BODY;
+        let mut flows = deltas(5);
+        // A histogram of hundreds of buckets: far over 4 KiB as JSON.
+        let mut h = wirelens_dataplane::stats::Histogram::new();
+        let mut v = 1u64;
+        while v < u64::MAX / 2 {
+            h.record(v);
+            v += v / 40 + 1;
+        }
+        flows[2].rtt_c2s = Some(h);
+        p.enqueue(flows, 10);
+        let s = p.stats();
+        assert_eq!((s.oversize_flows, s.dropped_flows), (1, 1));
+        let reps = queued(&p);
+        assert_eq!(reps.iter().map(|r| r.flows.len()).sum::<usize>(), 4);
+        // The drop is in the report the control plane gets.
+        assert!(reps.iter().all(|r| r.dropped_flows == 1), "{reps:?}");
+    }
+
+    #[test]
+    fn the_backlog_is_bounded_in_bytes_and_counts_drops() {
+        let one = {
+            let mut p = offline(usize::MAX, Encoding::Compact);
+            p.enqueue(deltas(100), 10);
+            p.backlog_bytes()
+        };
+        let bound = one * 3 + one / 2;
+        let mut p = offline(bound, Encoding::Compact);
+        for k in 0..6u64 {
+            p.enqueue(deltas(100), 10 + k);
+        }
         assert!(
-            msg.starts_with("cannot reach the control plane at http://127.0.0.1:9:"),
-            "{msg}"
+            p.backlog_bytes() <= bound,
+            "{} > {bound}",
+            p.backlog_bytes()
         );
         assert_eq!(p.backlog(), 3);
-        assert_eq!(p.queue.front().map(|r| r.seq), Some(2));
+        let s = p.stats();
+        assert_eq!((s.dropped_reports, s.dropped_flows), (3, 300));
+        let reps = queued(&p);
+        // The oldest went; the newest report says what was dropped before it.
+        assert_eq!(
+            reps.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert_eq!((reps[2].dropped_reports, reps[2].dropped_flows), (3, 300));
+        // Unreachable: retryable, nothing lost from the queue, a backoff set.
+        let e = p.flush().unwrap_err();
+        assert!(e.is_retryable());
+        assert!(
+            e.to_string()
+                .starts_with("cannot reach the control plane at http://127.0.0.1:9:"),
+            "{e}"
+        );
+        assert_eq!(p.backlog(), 3);
+        assert!(p.retry_in().is_some());
+        assert_eq!(p.stats().retries, 1);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap_and_resets() {
+        let base = Duration::from_millis(500);
+        let max = Duration::from_secs(30);
+        let mut b = Backoff::new(base, max, 7);
+        for n in 1..=12u32 {
+            let cap = (base * 2u32.pow(n - 1)).min(max);
+            let d = b.fail();
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "failure {n}: {d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
+        }
+        assert_eq!(b.failures(), 12);
+        b.reset();
+        assert!(b.fail() <= base);
+        // Jitter: two nodes do not retry in step.
+        let mut a = Backoff::new(base, max, 1);
+        let mut c = Backoff::new(base, max, 2);
+        let (x, y): (Vec<_>, Vec<_>) = (0..5).map(|_| (a.fail(), c.fail())).unzip();
+        assert_ne!(x, y);
     }
 }

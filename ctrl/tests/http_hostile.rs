@@ -379,8 +379,9 @@ fn rate_limit_answers_429_with_retry_after() {
         token: NODE_TOKEN.into(),
         instance: 9,
         meta: NodeMeta::default(),
-        backlog: 4,
+        backlog_bytes: 1 << 20,
         timeout: Duration::from_secs(5),
+        encoding: wirelens_ctrl::codec::Encoding::Json,
     });
     p.enqueue(Vec::new(), 1);
     let e = p.flush().unwrap_err();
@@ -493,8 +494,9 @@ fn tokens_never_reach_the_log() {
         token: NODE_TOKEN.into(),
         instance: 1,
         meta: NodeMeta::default(),
-        backlog: 1,
+        backlog_bytes: 1 << 20,
         timeout: Duration::from_secs(1),
+        encoding: wirelens_ctrl::codec::Encoding::Json,
     };
     let opts = ClientOptions {
         ca_file: None,

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use wirelens_ctrl::codec::Encoding;
 use wirelens_dataplane::flow::TableConfig;
 use wirelens_dataplane::xdp::{Cidr, Filter, ModePreference};
 use wirelens_probe::monitor::TargetConfig;
@@ -92,6 +93,11 @@ pub struct Options {
     pub node: Option<String>,
     /// Seconds between two pushes.
     pub push_secs: Option<u64>,
+    /// MiB of encoded reports kept while the control plane is unreachable
+    /// (default 64); beyond it the oldest are dropped and counted.
+    pub backlog_mib: Option<u64>,
+    /// `compact` (default) or `json`.
+    pub push_encoding: Option<String>,
     /// TWAMP-light probe targets: `TARGET[,interval=..,size=..,dscp=..,window=..,count=..]`.
     pub probe: Option<Vec<String>>,
 }
@@ -135,6 +141,8 @@ impl Options {
             token_file,
             node,
             push_secs,
+            backlog_mib,
+            push_encoding,
             probe
         );
         self
@@ -200,8 +208,15 @@ impl Options {
         };
         let ctrl = match self.ctrl {
             None => {
-                if self.token_file.is_some() || self.node.is_some() {
-                    return bad("--token-file and --node go with --ctrl URL".into());
+                if self.token_file.is_some()
+                    || self.node.is_some()
+                    || self.backlog_mib.is_some()
+                    || self.push_encoding.is_some()
+                {
+                    return bad(
+                        "--token-file, --node, --backlog-mib and --push-encoding go with --ctrl URL"
+                            .into(),
+                    );
                 }
                 None
             }
@@ -214,11 +229,26 @@ impl Options {
                         "--node {node:?}: use 1 to 64 characters of A-Z a-z 0-9 . _ -"
                     ));
                 }
+                let encoding = match self.push_encoding.as_deref() {
+                    None | Some("compact") => Encoding::Compact,
+                    Some("json") => Encoding::Json,
+                    Some(e) => {
+                        return bad(format!("--push-encoding {e:?}: expected compact or json"))
+                    }
+                };
+                let mib = self.backlog_mib.unwrap_or(64);
+                if mib == 0 || mib > 1 << 20 {
+                    return bad(format!(
+                        "--backlog-mib {mib}: give 1 to 1048576 MiB of reports to keep"
+                    ));
+                }
                 Some(CtrlConfig {
                     url,
                     token_file,
                     node,
                     every: Duration::from_secs(self.push_secs.unwrap_or(5).max(1)),
+                    backlog_bytes: usize::try_from(mib << 20).unwrap_or(usize::MAX),
+                    encoding,
                 })
             }
         };
@@ -397,6 +427,9 @@ pub struct CtrlConfig {
     pub token_file: PathBuf,
     pub node: String,
     pub every: Duration,
+    /// Bytes of encoded reports held while the control plane is unreachable.
+    pub backlog_bytes: usize,
+    pub encoding: Encoding,
 }
 
 /// The checked settings of one daemon.
@@ -509,6 +542,29 @@ mod tests {
         assert!(err(o(|o| o.mode = Some("fast".into()))).contains("auto, driver or generic"));
         assert!(err(o(|o| o.queues = Some(vec![1, 1]))).contains("twice"));
         assert!(err(o(|o| o.ctrl = Some("http://x".into()))).contains("--token-file"));
+        assert!(err(o(|o| o.backlog_mib = Some(8))).contains("go with --ctrl"));
+        let ctrl = |f: fn(&mut Options)| {
+            o(|o| {
+                o.ctrl = Some("http://x".into());
+                o.token_file = Some("t".into());
+                o.node = Some("n".into());
+            })
+            .or(o(f))
+        };
+        assert!(err(ctrl(|o| o.push_encoding = Some("xml".into()))).contains("compact or json"));
+        assert!(err(ctrl(|o| o.backlog_mib = Some(0))).contains("--backlog-mib 0"));
+        let c = ctrl(|o| o.backlog_mib = Some(3))
+            .resolve()
+            .unwrap()
+            .ctrl
+            .unwrap();
+        assert_eq!((c.backlog_bytes, c.encoding), (3 << 20, Encoding::Compact));
+        let c = ctrl(|o| o.push_encoding = Some("json".into()))
+            .resolve()
+            .unwrap()
+            .ctrl
+            .unwrap();
+        assert_eq!((c.backlog_bytes, c.encoding), (64 << 20, Encoding::Json));
         assert!(err(o(|o| o.frames = Some(1000))).contains("power of two"));
     }
 }

@@ -505,7 +505,7 @@ fn attach_and_run(
         let token = tokens
             .token_for(&c.node, &c.token_file.display().to_string())
             .map_err(|e| NodeError::Config(format!("--token-file: {e}")))?;
-        let pc = push::pusher_config(&c.url, &c.node, token, &cfg.iface, Duration::from_secs(10));
+        let pc = push::pusher_config(c, token, &cfg.iface, Duration::from_secs(10));
         let (tx, rx) = push::channel();
         let (every, thread_ps) = (c.every, ps.clone());
         let board = state.probes.clone();

@@ -507,9 +507,15 @@ impl Collector for NodeCollector {
             )?;
             counter(
                 &mut e,
-                "push_batches_dropped",
-                "Delta batches dropped because the pusher lagged",
-                [(vec![], p.batches_dropped)],
+                "push_batches_deferred",
+                "Delta hand-overs put off because the pusher lagged (nothing lost)",
+                [(vec![], p.batches_deferred)],
+            )?;
+            counter(
+                &mut e,
+                "push_exited_dropped",
+                "Last deltas of exited flows dropped: too many waiting (in dropped_flows)",
+                [(vec![], p.exited_dropped)],
             )?;
             gauge(
                 &mut e,

@@ -6,10 +6,20 @@
 //! [`FlowDelta`] per flow that moved (the flow's first delta carries
 //! `first: true`; a flow that left the table sends its last delta and is
 //! forgotten) and hands the batch to the pusher thread through a bounded
-//! channel: the worker never blocks on the network. The pusher thread
-//! queues the batches into [`wirelens_ctrl::client::Pusher`] (bounded
-//! backlog, in-order, idempotent `seq`) and flushes. With `--probe`, the
-//! probe windows finished since the previous push ride in the same report.
+//! channel: the worker never blocks on the network. What was "last
+//! reported" moves only once the batch is handed over: when the channel is
+//! full the batch is kept (its exited flows) or made again next time (the
+//! live flows' change since the last hand-over), so a lagging pusher delays
+//! deltas and loses none. The last deltas of exited flows wait in a bounded
+//! buffer ([`MAX_EXITED`] per worker); past it they are dropped and counted,
+//! and the count reaches the control plane in `dropped_flows`.
+//!
+//! The pusher thread queues the batches into
+//! [`wirelens_ctrl::client::Pusher`] (reports cut by encoded size below the
+//! control plane's body limit, a backlog bounded in bytes by
+//! `--backlog-mib`, in-order, idempotent `seq`), flushes every interval and
+//! retries failures with backoff in between. With `--probe`, the probe
+//! windows finished since the previous push ride in the same report.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -27,6 +37,8 @@ use wirelens_dataplane::stats::Histogram;
 
 /// Batches waiting for the pusher thread, per worker.
 const CHANNEL_BATCHES: usize = 4;
+/// Last deltas of exited flows a worker holds between two hand-overs.
+pub const MAX_EXITED: usize = 1 << 18;
 
 /// Names a flow across exports: proto, client, server, vlan, first packet.
 type FlowId = (u8, IpAddr, u16, IpAddr, u16, Option<u16>, u64);
@@ -56,10 +68,18 @@ struct Reported {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PushState {
     pub stats: PushStats,
-    /// Batches a worker dropped because the pusher thread lagged.
-    pub batches_dropped: u64,
+    /// Hand-overs a worker put off because the pusher thread lagged (the
+    /// deltas went with a later one).
+    pub batches_deferred: u64,
+    /// Exited flows' last deltas dropped because [`MAX_EXITED`] were waiting
+    /// (cumulative; also in `stats.dropped_flows`).
+    pub exited_dropped: u64,
+    /// Of `exited_dropped`, what the pusher thread has not yet counted.
+    exited_dropped_uncounted: u64,
     pub errors: u64,
+    /// Reports and bytes waiting to be sent.
     pub backlog: usize,
+    pub backlog_bytes: usize,
 }
 
 /// One worker's side of the push; see the [module documentation](self).
@@ -71,6 +91,8 @@ pub struct PushTracker {
     reported: HashMap<FlowId, Reported>,
     /// Last deltas of flows that left the table since the previous push.
     exited: Vec<FlowDelta>,
+    /// Most of them held ([`MAX_EXITED`]).
+    max_exited: usize,
     tx: SyncSender<Vec<FlowDelta>>,
     state: Arc<Mutex<PushState>>,
 }
@@ -87,6 +109,7 @@ impl PushTracker {
             round: 0,
             reported: HashMap::new(),
             exited: Vec::new(),
+            max_exited: MAX_EXITED,
             tx,
             state,
         }
@@ -102,6 +125,12 @@ impl PushTracker {
             prev.as_ref(),
             e.record.last_ns,
         ) {
+            if self.exited.len() >= self.max_exited {
+                let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.exited_dropped += 1;
+                st.exited_dropped_uncounted += 1;
+                return;
+            }
             self.exited.push(d);
         }
     }
@@ -112,42 +141,70 @@ impl PushTracker {
             return;
         }
         self.last = Some(Instant::now());
-        self.round += 1;
-        let round = self.round;
+        let round = self.round + 1;
         let mut batch = std::mem::take(&mut self.exited);
-        let reported = &mut self.reported;
+        let n_exited = batch.len();
+        // The new baseline; it replaces the old one only once the batch is
+        // handed over.
+        let mut next: Vec<(FlowId, Reported)> = Vec::new();
+        let reported = &self.reported;
         engine.for_each_active(|f| {
             let rec = f.to_record(false);
             let id = flow_id(&rec);
             let rtt = [&f.dirs[0].rtt, &f.dirs[1].rtt];
             let prev = reported.get(&id);
-            if let Some(d) = delta(&rec, rtt, prev, now_ns) {
+            let d = delta(&rec, rtt, prev, now_ns);
+            let moved = d.is_some();
+            if let Some(d) = d {
                 batch.push(d);
             }
-            reported.insert(
+            next.push((
                 id,
                 Reported {
-                    c2s: rec.c2s,
-                    s2c: rec.s2c,
-                    rtt: [rtt[0].clone(), rtt[1].clone()],
-                    seen_in: round,
+                    c2s: if moved { rec.c2s } else { Direction::default() },
+                    s2c: if moved { rec.s2c } else { Direction::default() },
+                    rtt: if moved {
+                        [rtt[0].clone(), rtt[1].clone()]
+                    } else {
+                        [Histogram::new(), Histogram::new()]
+                    },
+                    seen_in: if moved { round } else { 0 },
                 },
-            );
+            ));
         });
-        // Flows that vanished without an export (none should): forget them.
-        reported.retain(|_, r| r.seen_in == round);
-        if batch.is_empty() {
-            return;
-        }
-        match self.tx.try_send(batch) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+        if !batch.is_empty() {
+            let sent = if last {
+                // Shutting down: wait for the pusher thread rather than lose the end.
+                self.tx
+                    .send(batch)
+                    .map_err(|e| TrySendError::Disconnected(e.0))
+            } else {
+                self.tx.try_send(batch)
+            };
+            if let Err(e) = sent {
+                let (TrySendError::Full(mut b) | TrySendError::Disconnected(mut b)) = e;
+                // Keep the exited flows' deltas for the next hand-over; the
+                // live flows' change is made again from the old baseline.
+                b.truncate(n_exited);
+                self.exited = b;
                 self.state
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .batches_dropped += 1;
+                    .batches_deferred += 1;
+                return;
             }
         }
+        self.round = round;
+        for (id, r) in next {
+            if r.seen_in == round {
+                self.reported.insert(id, r);
+            } else if let Some(old) = self.reported.get_mut(&id) {
+                // Unchanged since its last delta: keep that baseline.
+                old.seen_in = round;
+            }
+        }
+        // Flows that vanished without an export (none should): forget them.
+        self.reported.retain(|_, r| r.seen_in == round);
     }
 }
 
@@ -251,7 +308,10 @@ pub fn histogram_minus(cur: &Histogram, prev: &Histogram) -> Histogram {
     out
 }
 
-/// The pusher thread: merges the workers' batches, one report per interval.
+/// The pusher thread: merges the workers' batches, queues them every
+/// interval (cut by size into as many reports as it takes), flushes, and
+/// retries failures after the pusher's backoff without waiting for the next
+/// interval.
 pub(crate) fn pusher_thread(
     cfg: PusherConfig,
     every: Duration,
@@ -262,9 +322,14 @@ pub(crate) fn pusher_thread(
     let mut pusher = Pusher::new(cfg);
     let mut pending: Vec<FlowDelta> = Vec::new();
     let mut last_send = Instant::now();
+    let mut retry_at: Option<Instant> = None;
     let mut warned = false;
     loop {
-        let timeout = every.saturating_sub(last_send.elapsed());
+        let mut wake = last_send + every;
+        if let Some(t) = retry_at {
+            wake = wake.min(t);
+        }
+        let timeout = wake.saturating_duration_since(Instant::now());
         let closed = match rx.recv_timeout(timeout.max(Duration::from_millis(10))) {
             Ok(mut b) => {
                 pending.append(&mut b);
@@ -273,44 +338,50 @@ pub(crate) fn pusher_thread(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
         };
-        if !closed && last_send.elapsed() < every {
+        let interval = last_send.elapsed() >= every;
+        let retry = retry_at.is_some_and(|t| Instant::now() >= t);
+        if !closed && !interval && !retry {
             continue;
         }
-        last_send = Instant::now();
-        let mut windows = probes
-            .as_ref()
-            .map(|b| b.take_pending())
-            .unwrap_or_default();
-        if !pending.is_empty() || !windows.is_empty() {
-            let at = crate::export::now_ns();
-            let flows = std::mem::take(&mut pending);
-            let mut chunks = flows.chunks(wirelens_ctrl::report::MAX_FLOWS_PER_REPORT);
-            // The probe windows go with the first report of the interval.
-            let first = chunks.next().map(<[FlowDelta]>::to_vec).unwrap_or_default();
-            while windows.len() > wirelens_ctrl::report::MAX_PROBES_PER_REPORT {
-                let rest = windows.split_off(wirelens_ctrl::report::MAX_PROBES_PER_REPORT);
-                pusher.enqueue_with_probes(Vec::new(), windows, at);
-                windows = rest;
-            }
-            pusher.enqueue_with_probes(first, windows, at);
-            for chunk in chunks {
-                pusher.enqueue(chunk.to_vec(), at);
+        {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            pusher.count_dropped(std::mem::take(&mut st.exited_dropped_uncounted));
+        }
+        if interval || closed {
+            last_send = Instant::now();
+            let windows = probes
+                .as_ref()
+                .map(|b| b.take_pending())
+                .unwrap_or_default();
+            if !pending.is_empty() || !windows.is_empty() {
+                let at = crate::export::now_ns();
+                pusher.enqueue_with_probes(std::mem::take(&mut pending), windows, at);
             }
         }
-        let r = pusher.flush();
+        let r = if closed {
+            // Last chance: a few seconds of retries, then what is left is gone.
+            pusher.flush_until(Instant::now() + Duration::from_secs(5))
+        } else {
+            pusher.flush()
+        };
+        retry_at = pusher.retry_in().map(|d| Instant::now() + d);
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         match r {
             Ok(_) => warned = false,
             Err(e) => {
                 st.errors += 1;
                 if !warned {
-                    eprintln!("wirelens: push: {e} (keeping up to the backlog, retrying)");
+                    eprintln!(
+                        "wirelens: push: {e} (keeping up to the backlog, {} MiB, retrying)",
+                        pusher.config().backlog_bytes >> 20
+                    );
                     warned = true;
                 }
             }
         }
         st.stats = pusher.stats();
         st.backlog = pusher.backlog();
+        st.backlog_bytes = pusher.backlog_bytes();
         drop(st);
         if closed {
             break;
@@ -320,15 +391,14 @@ pub(crate) fn pusher_thread(
 
 /// The control-plane side of a node's settings.
 pub(crate) fn pusher_config(
-    url: &str,
-    node: &str,
+    c: &crate::config::CtrlConfig,
     token: String,
     iface: &str,
     timeout: Duration,
 ) -> PusherConfig {
     PusherConfig {
-        url: url.to_string(),
-        node: node.to_string(),
+        url: c.url.clone(),
+        node: c.node.clone(),
         token,
         instance: crate::export::now_ns(),
         meta: NodeMeta {
@@ -339,8 +409,9 @@ pub(crate) fn pusher_config(
                 .ok()
                 .map(|s| s.trim().to_string()),
         },
-        backlog: 64,
+        backlog_bytes: c.backlog_bytes,
         timeout,
+        encoding: c.encoding,
     }
 }
 
@@ -352,6 +423,76 @@ pub(crate) fn channel() -> (SyncSender<Vec<FlowDelta>>, Receiver<Vec<FlowDelta>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wirelens_dataplane::engine::EngineConfig;
+    use wirelens_dataplane::source::synthetic::{Synthetic, SyntheticConfig};
+    use wirelens_dataplane::wire::LinkType;
+
+    fn engine_with_flows(flows: usize, frames: u64) -> Engine {
+        let mut g = Synthetic::new(SyntheticConfig {
+            flows,
+            ..SyntheticConfig::default()
+        })
+        .unwrap();
+        let mut e = Engine::new(EngineConfig::default());
+        for _ in 0..frames {
+            let f = g.next_frame().unwrap();
+            e.handle_frame(f.ts_ns, LinkType::Ethernet, f.data);
+        }
+        e
+    }
+
+    fn tracker(cap: usize) -> (PushTracker, Receiver<Vec<FlowDelta>>, Arc<Mutex<PushState>>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(cap);
+        let st = Arc::new(Mutex::new(PushState::default()));
+        (PushTracker::new(Duration::ZERO, tx, st.clone()), rx, st)
+    }
+
+    #[test]
+    fn a_full_channel_defers_the_batch_and_loses_nothing() {
+        let e = engine_with_flows(50, 2000);
+        let live = e.table().len();
+        assert!(live > 10, "{live}");
+        let (mut t, rx, st) = tracker(1);
+        // The pusher lags: the channel holds a batch already.
+        t.tx.try_send(Vec::new()).unwrap();
+        t.tick(&e, 5, false);
+        assert_eq!(st.lock().unwrap().batches_deferred, 1);
+        assert!(t.reported.is_empty(), "the baseline did not move");
+        rx.try_recv().unwrap();
+        // Next time every live flow goes, as its first delta.
+        t.tick(&e, 6, false);
+        let b = rx.try_recv().unwrap();
+        assert_eq!(b.len(), live);
+        assert!(b.iter().all(|d| d.first));
+        assert_eq!(t.reported.len(), live);
+        // Nothing moved since: nothing to send.
+        t.tick(&e, 7, false);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn exited_deltas_are_bounded_and_the_rest_counted() {
+        let mut e = engine_with_flows(20, 500);
+        let (mut t, rx, st) = tracker(1);
+        t.max_exited = 5;
+        e.finish();
+        let mut n = 0;
+        while let Some(x) = e.poll_export() {
+            t.exited(&x);
+            n += 1;
+        }
+        assert!(n > 5, "{n}");
+        assert_eq!(t.exited.len(), 5);
+        assert_eq!(st.lock().unwrap().exited_dropped, n - 5);
+        // A deferred hand-over keeps them.
+        t.tx.try_send(Vec::new()).unwrap();
+        t.tick(&e, 5, false);
+        assert_eq!(t.exited.len(), 5);
+        rx.try_recv().unwrap();
+        t.tick(&e, 6, false);
+        assert_eq!(rx.try_recv().unwrap().len(), 5);
+        assert!(t.exited.is_empty());
+    }
 
     #[test]
     fn histogram_difference_counts_only_new_samples() {
