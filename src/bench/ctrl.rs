@@ -196,7 +196,7 @@ fn delta(a: &CtrlArgs, node: usize, f: usize, round: u64, first_ns: u64, at_ns: 
     };
     fill(&mut c2s, &h1);
     fill(&mut s2c, &h2);
-    let state = if roll >= 990 && roll < 995 {
+    let state = if (990..995).contains(&roll) {
         s2c.rst = 1;
         TcpState::Reset
     } else {
