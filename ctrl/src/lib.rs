@@ -2,6 +2,7 @@
 //! taps, offline imports) and answers "which service, which path, since when".
 //!
 //! * [`report`]: the node -> control plane report, schema `wirelens.report.v1`.
+//! * [`codec`]: report bodies on the wire: JSON and the compact encoding, compressed.
 //! * [`agg`]: pure aggregation of reports into per-service, per-path (client
 //!   subnet) and per-flow rows in 10 s and 1 min buckets; exact merges.
 //! * [`alerts`]: pure alert rules over a service's buckets.
@@ -18,6 +19,7 @@ pub mod agg;
 pub mod alerts;
 pub mod auth;
 pub mod client;
+pub mod codec;
 pub mod limit;
 pub mod report;
 pub mod server;
