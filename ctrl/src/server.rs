@@ -84,6 +84,8 @@ pub struct IngestConfig {
     pub queue: usize,
     /// Most flow deltas merged into one commit.
     pub batch_deltas: usize,
+    /// Largest report after decompression, bytes (413 beyond).
+    pub max_decoded: usize,
     /// Time budget of one read query; beyond, 503 with the reason.
     pub query_budget: Duration,
     /// Times (sent_ns, a delta's at_ns) further than this in the future are
@@ -97,6 +99,7 @@ impl Default for IngestConfig {
             top_flows: crate::store::DEFAULT_TOP_FLOWS,
             queue: 256,
             batch_deltas: 200_000,
+            max_decoded: 64 << 20,
             query_budget: Duration::from_secs(2),
             max_clock_skew: Duration::from_secs(600),
         }
@@ -522,32 +525,45 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
 }
 
 /// The one place a report body becomes a [`NodeReport`]: by its headers
-/// (`Content-Type`, `Content-Encoding`) and bytes. `Err` is the answer.
+/// (`Content-Type`: report.v1 JSON or the compact encoding;
+/// `Content-Encoding`: none, gzip or zstd) and bytes, at most
+/// `max_decoded` bytes after decompression. `Err` is the answer's status,
+/// the reason counted and the text: 415 unknown type or encoding, 400
+/// corrupt, 413 too large.
 pub fn decode_report(
     headers: &HeaderMap,
     body: &[u8],
+    max_decoded: usize,
 ) -> Result<NodeReport, (StatusCode, &'static str, String)> {
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
-        let identity = enc
-            .to_str()
-            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"));
-        if !identity {
+    use crate::codec::CodecError;
+    let text = |h: header::HeaderName| {
+        headers
+            .get(h)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            })
+            .transpose()
+    };
+    let (ct, ce) = match (text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING)) {
+        (Ok(t), Ok(e)) => (t, e),
+        (Err(v), _) | (_, Err(v)) => {
             return Err((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
-                format!(
-                    "Content-Encoding {:?} is not supported; send the report uncompressed",
-                    String::from_utf8_lossy(enc.as_bytes())
-                ),
-            ));
+                format!("header value {v:?} is not text"),
+            ))
         }
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!("malformed report: {e}"),
-        )
+    };
+    crate::codec::decode(ct, ce, body, max_decoded).map_err(|e| {
+        let (status, why) = match &e {
+            CodecError::UnknownType(_) | CodecError::UnknownEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            CodecError::Corrupt(_) => (StatusCode::BAD_REQUEST, "malformed"),
+            CodecError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        };
+        (status, why, e.to_string())
     })
 }
 
@@ -588,16 +604,23 @@ async fn post_report_inner(st: &Arc<AppState>, req: Request) -> Response {
         return unauthorized("unknown token");
     };
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let json = ct.to_str().ok().is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        // Refused before the body is read; the codec checks it again.
+        let known = ct.to_str().ok().is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                let m = m.trim();
+                m.eq_ignore_ascii_case(crate::codec::JSON_CONTENT_TYPE)
+                    || m.eq_ignore_ascii_case(crate::codec::COMPACT_CONTENT_TYPE)
+            })
         });
-        if !json {
+        if !known {
             st.reject("unsupported_media_type");
             return error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "a report is JSON: send `Content-Type: application/json`",
+                format!(
+                    "a report is `Content-Type: {}` (report.v1 JSON) or `{}` (compact)",
+                    crate::codec::JSON_CONTENT_TYPE,
+                    crate::codec::COMPACT_CONTENT_TYPE
+                ),
             );
         }
     }
@@ -635,7 +658,7 @@ async fn post_report_inner(st: &Arc<AppState>, req: Request) -> Response {
             );
         }
     };
-    let report: NodeReport = match decode_report(headers, &body) {
+    let report: NodeReport = match decode_report(headers, &body, st.ingest.max_decoded) {
         Ok(r) => r,
         Err((status, why, reason)) => {
             st.reject(why);

@@ -89,8 +89,10 @@ pub struct CtrlArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
-    /// `wirelens.report.v1` JSON.
+    /// `wirelens.report.v1` JSON, uncompressed.
     Json,
+    /// The compact binary encoding with `Content-Encoding: zstd` (what nodes push).
+    Compact,
 }
 
 /// A report's body and the headers that describe it.
@@ -102,13 +104,22 @@ pub struct Body {
 
 /// The one place a report becomes bytes on the wire.
 pub fn encode_report(r: &NodeReport, enc: Encoding) -> Result<Body> {
-    match enc {
-        Encoding::Json => Ok(Body {
-            content_type: "application/json",
-            content_encoding: None,
-            bytes: serde_json::to_vec(r)?,
-        }),
+    use wirelens_ctrl::codec;
+    let (content_type, content_encoding, bytes) = codec::encode(
+        r,
+        match enc {
+            Encoding::Json => codec::Encoding::Json,
+            Encoding::Compact => codec::Encoding::Compact,
+        },
+    );
+    if bytes.is_empty() {
+        bail!("encoding the report as {enc:?} gave no bytes");
     }
+    Ok(Body {
+        content_type,
+        content_encoding,
+        bytes,
+    })
 }
 
 /// A tiny deterministic generator (SplitMix64): the same fleet every run.
