@@ -110,7 +110,7 @@ pub struct Retention {
     pub s10_ns: u64,
     pub m1_ns: u64,
     pub flows_ns: u64,
-    /// Names of accepted reports, for idempotency.
+    /// Names of accepted reports, for idempotency, and nodes not heard from.
     pub reports_ns: u64,
 }
 
@@ -861,6 +861,12 @@ impl Store for SqliteStore {
             "DELETE FROM reports WHERE received_ns < ?1",
             params![cut(r.reports_ns)],
         )?;
+        // A node silent for as long as the idempotency names are kept is
+        // forgotten with them.
+        n += tx.execute(
+            "DELETE FROM nodes WHERE last_seen_ns < ?1",
+            params![cut(r.reports_ns)],
+        )?;
         tx.commit()?;
         Ok(n as u64)
     }
@@ -1013,6 +1019,10 @@ mod tests {
         // Prune far in the future removes buckets and flows, keeps totals.
         assert!(s.prune(u64::MAX / 2, &Retention::default()).unwrap() > 0);
         assert!(s.service_rows(Res::S10, 0, None).unwrap().is_empty());
+        assert!(
+            s.nodes().unwrap().is_empty(),
+            "a long silent node is pruned"
+        );
         assert_eq!(s.totals().unwrap()[0].1.packets, 12);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
