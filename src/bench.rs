@@ -39,6 +39,7 @@ use wirelens_dataplane::PacketMeta;
 
 use crate::{exit, Format};
 
+mod ctrl;
 mod hostile;
 
 /// Throughput benchmarks over synthetic traffic.
@@ -63,6 +64,10 @@ pub enum BenchCommand {
     /// garbage frames, against the same healthy traffic alone: speed share,
     /// table bound, memory, what was shed, which healthy flows survived.
     Hostile(hostile::HostileArgs),
+    /// A fleet of simulated nodes reporting to a real `ctrl serve` over
+    /// HTTP: deltas/s offered and acknowledged, commit and query latency,
+    /// server RSS, bytes per delta on the wire and on disk.
+    Ctrl(ctrl::CtrlArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -185,6 +190,13 @@ pub fn run(args: &BenchArgs) -> u8 {
         },
         #[cfg(feature = "live")]
         BenchCommand::Live(a) => crate::bench_live::run(a),
+        BenchCommand::Ctrl(a) => match ctrl::bench_ctrl(a) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("wirelens bench ctrl: {e:#}");
+                exit::INPUT
+            }
+        },
         BenchCommand::Hostile(a) => match hostile::bench_hostile(a) {
             Ok(()) => exit::OK,
             Err(e) => {

@@ -97,6 +97,17 @@ pub struct ServeArgs {
     /// beyond); 0 turns the limit off.
     #[arg(long, value_name = "PER_SEC", default_value_t = 10.0)]
     pub rate_limit: f64,
+    /// Flows the flows view keeps per service and minute besides those with
+    /// an event (reset, refused, zero window, PMTU), the worst first.
+    #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::store::DEFAULT_TOP_FLOWS)]
+    pub top_flows: usize,
+    /// Time budget of one read query, seconds (503 with the reason beyond).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub query_budget: f64,
+    /// Reports stamped further in the future than this (seconds) are
+    /// refused with 422.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    pub max_clock_skew: f64,
     /// Reports a node may send at once before --rate-limit applies.
     #[arg(long, value_name = "N", default_value_t = 60)]
     pub rate_burst: u32,
@@ -307,6 +318,12 @@ pub fn serve(a: &ServeArgs) -> u8 {
         }),
         api_tokens,
         limits,
+        ingest: server::IngestConfig {
+            top_flows: a.top_flows,
+            query_budget: Duration::from_secs_f64(a.query_budget.max(0.001)),
+            max_clock_skew: Duration::from_secs_f64(a.max_clock_skew.max(0.0)),
+            ..server::IngestConfig::default()
+        },
     };
     match server::run(&a.listen, cfg) {
         Ok(()) => exit::OK,

@@ -427,43 +427,182 @@ pub type ServiceBucketKey = (String, Res, u64);
 /// A row's key in the path table: (service, client subnet, resolution, bucket start).
 pub type PathBucketKey = (String, String, Res, u64);
 
+/// One flow of a report kept for the flows view: its service, the 1 min
+/// bucket of its (latest) delta, and the deltas of this report merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowRowIn {
+    pub service: String,
+    pub bucket: u64,
+    pub state: FlowState,
+    /// Reset, refused, zero window or PMTU: kept whatever its rank.
+    pub event: bool,
+}
+
 /// What one report adds: rows to merge into the store under `report.node`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rows {
     pub services: BTreeMap<ServiceBucketKey, Counters>,
     pub paths: BTreeMap<PathBucketKey, Counters>,
-    /// Per flow id: the deltas of this report merged.
-    pub flows: BTreeMap<String, (String, FlowState)>,
+    /// Per flow id: the flows of this report the flows view may keep (see
+    /// [`rows_of_top`]), their deltas of this report merged.
+    pub flows: BTreeMap<String, FlowRowIn>,
     /// Per service: the whole report's counters (cumulative totals, /metrics).
     pub totals: BTreeMap<String, Counters>,
 }
 
-/// The rows of one report. Pure.
+/// How bad a flow is for the flows view: loss (retransmissions), then
+/// zero-window stall time, then RTT p99 (the order of `sort=worst`).
+pub fn worst_score(r: &FlowRecord) -> (u64, u64, u64) {
+    (
+        r.c2s.retransmits.saturating_add(r.s2c.retransmits),
+        r.c2s.zero_window_ns.saturating_add(r.s2c.zero_window_ns),
+        r.c2s.rtt.p99_ns.max(r.s2c.rtt.p99_ns).unwrap_or(0),
+    )
+}
+
+/// A flow with an event the flows view always keeps: a reset, a refused
+/// connection, a zero-window stall, or an ICMP PMTU error.
+pub fn has_event(r: &FlowRecord) -> bool {
+    r.c2s.rst > 0
+        || r.s2c.rst > 0
+        || r.c2s.zero_window_events > 0
+        || r.s2c.zero_window_events > 0
+        || r.pmtu.as_ref().is_some_and(|p| p.icmp_errors > 0)
+        || r.tcp
+            .as_ref()
+            .is_some_and(|t| matches!(t.state, TcpState::Reset | TcpState::Refused))
+}
+
+/// The rows of one report with every flow kept. Pure.
 pub fn rows_of(report: &NodeReport) -> Rows {
-    let mut rows = Rows::default();
-    for d in &report.flows {
-        let c = Counters::of_delta(d);
-        let service = ServiceKey::of(&d.flow).to_string();
-        let subnet = subnet_of(d.flow.client.ip);
-        for res in Res::ALL {
-            let b = res.bucket(d.at_ns);
-            rows.services
-                .entry((service.clone(), res, b))
-                .or_default()
-                .merge(&c);
-            rows.paths
-                .entry((service.clone(), subnet.clone(), res, b))
-                .or_default()
-                .merge(&c);
+    rows_of_top(report, usize::MAX)
+}
+
+/// The service and path key of an address without formatting it.
+fn subnet_key(ip: IpAddr) -> (bool, u64) {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            (false, u64::from_be_bytes([0, 0, 0, 0, 0, o[0], o[1], o[2]]))
         }
-        rows.totals.entry(service.clone()).or_default().merge(&c);
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            (
+                true,
+                (u64::from(s[0]) << 48)
+                    | (u64::from(s[1]) << 32)
+                    | (u64::from(s[2]) << 16)
+                    | u64::from(s[3]),
+            )
+        }
+    }
+}
+
+fn proto_code(p: Proto) -> u8 {
+    match p {
+        Proto::Tcp => 0,
+        Proto::Udp => 1,
+        Proto::Icmp => 2,
+        Proto::Other => 3,
+    }
+}
+
+/// The rows of one report. Each delta is merged once into its service's and
+/// its path's 10 s row; the 1 min rows and the totals are merged from those
+/// (exact: every field merges associatively). Of the flows, only those the
+/// flows view can keep are turned into [`FlowRowIn`]: per service and 1 min
+/// bucket the `top` worst by [`worst_score`] plus every flow with an event
+/// ([`has_event`]). A flow among the `top` worst of the whole store is among
+/// the `top` worst of the report that carried it, so this loses nothing the
+/// store would keep. Pure.
+pub fn rows_of_top(report: &NodeReport, top: usize) -> Rows {
+    use std::collections::HashMap;
+    let mut services: Vec<String> = Vec::new();
+    let mut svc_idx: HashMap<(IpAddr, u16, u8), usize> = HashMap::new();
+    let mut subnets: Vec<String> = Vec::new();
+    let mut sub_idx: HashMap<(bool, u64), usize> = HashMap::new();
+    let mut s10: HashMap<(usize, u64), Counters> = HashMap::new();
+    let mut p10: HashMap<(usize, usize, u64), Counters> = HashMap::new();
+    // Per (service, 1 min bucket): the worst `top` (score, delta index).
+    type Worst = Vec<((u64, u64, u64), usize)>;
+    let mut worst: HashMap<(usize, u64), Worst> = HashMap::new();
+    let mut keep: Vec<(usize, usize, bool)> = Vec::new();
+    for (idx, d) in report.flows.iter().enumerate() {
+        let f = &d.flow;
+        let svc = *svc_idx
+            .entry((f.server.ip, f.server.port, proto_code(f.proto)))
+            .or_insert_with(|| {
+                services.push(ServiceKey::of(f).to_string());
+                services.len() - 1
+            });
+        let sub = *sub_idx.entry(subnet_key(f.client.ip)).or_insert_with(|| {
+            subnets.push(subnet_of(f.client.ip));
+            subnets.len() - 1
+        });
+        let c = Counters::of_delta(d);
+        let b = Res::S10.bucket(d.at_ns);
+        s10.entry((svc, b)).or_default().merge(&c);
+        match p10.entry((svc, sub, b)) {
+            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(&c),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(c);
+            }
+        }
+        let bm = Res::M1.bucket(d.at_ns);
+        if has_event(f) {
+            keep.push((idx, svc, true));
+        } else if top > 0 {
+            let w = worst.entry((svc, bm)).or_default();
+            let score = worst_score(f);
+            if w.len() < top {
+                w.push((score, idx));
+            } else if let Some(min) = w.iter_mut().min_by_key(|e| e.0) {
+                if score > min.0 {
+                    *min = (score, idx);
+                }
+            }
+        }
+    }
+    for ((svc, _), w) in worst {
+        keep.extend(w.into_iter().map(|(_, idx)| (idx, svc, false)));
+    }
+    keep.sort_unstable();
+    let mut rows = Rows::default();
+    for ((svc, b), c) in s10 {
+        let name = &services[svc];
+        rows.services
+            .entry((name.clone(), Res::M1, Res::M1.bucket(b)))
+            .or_default()
+            .merge(&c);
+        rows.totals.entry(name.clone()).or_default().merge(&c);
+        rows.services.insert((name.clone(), Res::S10, b), c);
+    }
+    for ((svc, sub, b), c) in p10 {
+        let (name, subnet) = (&services[svc], &subnets[sub]);
+        rows.paths
+            .entry((name.clone(), subnet.clone(), Res::M1, Res::M1.bucket(b)))
+            .or_default()
+            .merge(&c);
+        rows.paths
+            .insert((name.clone(), subnet.clone(), Res::S10, b), c);
+    }
+    for (idx, svc, event) in keep {
+        let d = &report.flows[idx];
         let st = FlowState::of_delta(d);
         match rows.flows.entry(flow_id(&d.flow)) {
             std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert((service, st));
+                v.insert(FlowRowIn {
+                    service: services[svc].clone(),
+                    bucket: Res::M1.bucket(d.at_ns),
+                    state: st,
+                    event,
+                });
             }
             std::collections::btree_map::Entry::Occupied(mut o) => {
-                merge_flow(&mut o.get_mut().1, &st)
+                let e = o.get_mut();
+                e.bucket = e.bucket.max(Res::M1.bucket(d.at_ns));
+                e.event |= event;
+                merge_flow(&mut e.state, &st);
             }
         }
     }

@@ -70,6 +70,53 @@ pub struct ServerConfig {
     pub api_tokens: Option<Tokens>,
     /// Timeouts and the connection cap against slow or numerous clients.
     pub limits: ConnLimits,
+    /// The ingest path and the read API's bounds.
+    pub ingest: IngestConfig,
+}
+
+/// The ingest path and the read API's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestConfig {
+    /// Flows the flows view keeps per service and 1 min bucket besides
+    /// those with an event.
+    pub top_flows: usize,
+    /// Reports waiting for the writer at most; beyond, 503 with Retry-After.
+    pub queue: usize,
+    /// Most flow deltas merged into one commit.
+    pub batch_deltas: usize,
+    /// Largest report after decompression, bytes (413 beyond).
+    pub max_decoded: usize,
+    /// Time budget of one read query; beyond, 503 with the reason.
+    pub query_budget: Duration,
+    /// Times (sent_ns, a delta's at_ns) further than this in the future are
+    /// refused with 422.
+    pub max_clock_skew: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            top_flows: crate::store::DEFAULT_TOP_FLOWS,
+            queue: 256,
+            batch_deltas: 200_000,
+            max_decoded: 64 << 20,
+            query_budget: Duration::from_secs(2),
+            max_clock_skew: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Work for the writer thread.
+enum Job {
+    Ingest {
+        report: Box<NodeReport>,
+        rows: agg::Rows,
+        done: tokio::sync::oneshot::Sender<Result<crate::store::Ingest, String>>,
+    },
+    Prune {
+        keep: Retention,
+        done: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    },
 }
 
 /// The server's certificate chain and private key, PEM files.
@@ -132,7 +179,12 @@ struct SelfStats {
 
 /// Shared by the handlers.
 pub struct AppState {
-    store: Mutex<Box<dyn Store>>,
+    /// Query connections; a query takes one that is free.
+    readers: Vec<Mutex<Box<dyn Store>>>,
+    next_reader: std::sync::atomic::AtomicUsize,
+    /// The writer thread's queue (group commit).
+    writer: std::sync::mpsc::SyncSender<Job>,
+    ingest: IngestConfig,
     tokens: Tokens,
     api_tokens: Option<Tokens>,
     body_limit: usize,
@@ -163,15 +215,97 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Readers of the read API (each a WAL reader connection).
+const READERS: usize = 3;
+
+/// The writer: takes every report waiting (up to `batch_deltas` deltas),
+/// merges and commits them in one transaction, then answers each.
+fn writer_loop(mut store: Box<dyn Store>, rx: std::sync::mpsc::Receiver<Job>, batch_deltas: usize) {
+    let mut pending: Option<Job> = None;
+    loop {
+        let first = match pending.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let mut batch = Vec::new();
+        match first {
+            Job::Prune { keep, done } => {
+                let _ = done.send(store.prune(now_ns(), &keep).map_err(|e| e.to_string()));
+                continue;
+            }
+            j @ Job::Ingest { .. } => batch.push(j),
+        }
+        let mut deltas: usize = batch
+            .iter()
+            .map(|j| match j {
+                Job::Ingest { report, .. } => report.flows.len(),
+                Job::Prune { .. } => 0,
+            })
+            .sum();
+        while deltas < batch_deltas {
+            match rx.try_recv() {
+                Ok(j @ Job::Ingest { .. }) => {
+                    if let Job::Ingest { report, .. } = &j {
+                        deltas += report.flows.len();
+                    }
+                    batch.push(j);
+                }
+                Ok(j) => {
+                    pending = Some(j);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let items: Vec<(&NodeReport, &agg::Rows)> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Ingest { report, rows, .. } => Some((report.as_ref(), rows)),
+                Job::Prune { .. } => None,
+            })
+            .collect();
+        let res = store.ingest_batch(&items, now_ns());
+        drop(items);
+        for (k, j) in batch.into_iter().enumerate() {
+            if let Job::Ingest { done, .. } = j {
+                let _ = done.send(match &res {
+                    Ok(v) => Ok(v[k]),
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+        }
+    }
+}
+
 impl AppState {
     /// Logging to stderr.
-    pub fn new(store: Box<dyn Store>, cfg: &ServerConfig) -> Arc<AppState> {
+    pub fn new(store: Box<dyn Store>, cfg: &ServerConfig) -> Result<Arc<AppState>, StoreError> {
         AppState::with_log(store, cfg, LogSink::Stderr)
     }
 
-    pub fn with_log(store: Box<dyn Store>, cfg: &ServerConfig, log: LogSink) -> Arc<AppState> {
-        Arc::new(AppState {
-            store: Mutex::new(store),
+    /// Takes `store` as the writer (on a thread of its own) and opens its
+    /// readers.
+    pub fn with_log(
+        store: Box<dyn Store>,
+        cfg: &ServerConfig,
+        log: LogSink,
+    ) -> Result<Arc<AppState>, StoreError> {
+        let readers = (0..READERS)
+            .map(|_| store.reader().map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.ingest.queue.max(1));
+        let batch = cfg.ingest.batch_deltas.max(1);
+        std::thread::Builder::new()
+            .name("wl-ctrl-writer".into())
+            .spawn(move || writer_loop(store, rx, batch))?;
+        Ok(Arc::new(AppState {
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
+            writer: tx,
+            ingest: cfg.ingest,
             tokens: cfg.tokens.clone(),
             api_tokens: cfg.api_tokens.clone(),
             body_limit: cfg.body_limit,
@@ -182,7 +316,7 @@ impl AppState {
             log,
             limits: cfg.limits,
             conns: ConnStats::default(),
-        })
+        }))
     }
 
     /// Logs one line (never a token: callers pass node names and reasons).
@@ -218,6 +352,10 @@ impl AppState {
         Some(r)
     }
 
+    fn reject_query(&self, why: &'static str) {
+        self.reject(why);
+    }
+
     fn reject(&self, why: &'static str) {
         *self
             .stats
@@ -249,19 +387,45 @@ fn error(status: StatusCode, reason: impl Into<String>) -> Response {
     (status, Json(json!({ "error": reason.into() }))).into_response()
 }
 
-/// Runs a store operation off the async threads.
+/// Runs a query on a reader connection off the async threads, under the
+/// query budget. Never touches the writer.
 async fn with_store<T: Send + 'static>(
     st: &Arc<AppState>,
     f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
     let st2 = Arc::clone(st);
     let r = tokio::task::spawn_blocking(move || {
-        let mut g = st2.store.lock().unwrap_or_else(PoisonError::into_inner);
-        f(g.as_mut())
+        let n = st2.readers.len();
+        let start = st2.next_reader.fetch_add(1, Ordering::Relaxed);
+        // A free reader if there is one, else wait for the next in turn.
+        let mut g = (0..n)
+            .find_map(|k| st2.readers[(start + k) % n].try_lock().ok())
+            .unwrap_or_else(|| {
+                st2.readers[start % n]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
+        let budget = st2.ingest.query_budget;
+        let ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+        g.set_deadline(
+            Some(now_ns().saturating_add(u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX))),
+            ms,
+        );
+        let r = f(g.as_mut());
+        g.set_deadline(None, ms);
+        r
     })
     .await;
     match r {
         Ok(Ok(v)) => Ok(v),
+        Ok(Err(e @ (StoreError::Budget(_) | StoreError::TooManyRows(_)))) => {
+            st.reject_query(if matches!(e, StoreError::Budget(_)) {
+                "query_budget"
+            } else {
+                "query_too_many_rows"
+            });
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
         Ok(Err(e)) => {
             st.log(format_args!("store error: {e}"));
             Err(error(
@@ -349,9 +513,87 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
         .then(|| rest.trim_ascii())
 }
 
+/// The header on every answer to `POST /api/v1/report`: the body limit in
+/// bytes, so a node can size its reports below it.
+pub const MAX_BODY_HEADER: &str = "x-wirelens-max-body";
+
 async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let mut r = post_report_inner(&st, req).await;
+    r.headers_mut()
+        .insert(MAX_BODY_HEADER, header::HeaderValue::from(st.body_limit));
+    r
+}
+
+/// The one place a report body becomes a [`NodeReport`]: by its headers
+/// (`Content-Type`: report.v1 JSON or the compact encoding;
+/// `Content-Encoding`: none, gzip or zstd) and bytes, at most
+/// `max_decoded` bytes after decompression. `Err` is the answer's status,
+/// the reason counted and the text: 415 unknown type or encoding, 400
+/// corrupt, 413 too large.
+pub fn decode_report(
+    headers: &HeaderMap,
+    body: &[u8],
+    max_decoded: usize,
+) -> Result<NodeReport, (StatusCode, &'static str, String)> {
+    use crate::codec::CodecError;
+    let text = |h: header::HeaderName| {
+        headers
+            .get(h)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            })
+            .transpose()
+    };
+    let (ct, ce) = match (text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING)) {
+        (Ok(t), Ok(e)) => (t, e),
+        (Err(v), _) | (_, Err(v)) => {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("header value {v:?} is not text"),
+            ))
+        }
+    };
+    crate::codec::decode(ct, ce, body, max_decoded).map_err(|e| {
+        let (status, why) = match &e {
+            CodecError::UnknownType(_) | CodecError::UnknownEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            CodecError::Corrupt(_) => (StatusCode::BAD_REQUEST, "malformed"),
+            CodecError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        };
+        (status, why, e.to_string())
+    })
+}
+
+/// A time further than `skew` ahead of `now`: the reason, for a 422.
+fn in_future(r: &NodeReport, now: u64, skew: Duration) -> Option<String> {
+    let limit = now.saturating_add(u64::try_from(skew.as_nanos()).unwrap_or(u64::MAX));
+    if r.sent_ns > limit {
+        return Some(format!(
+            "sent_ns {} is {} s ahead of the control plane's clock (at most {} s: --max-clock-skew); fix the node's clock",
+            r.sent_ns,
+            (r.sent_ns - now) / 1_000_000_000,
+            skew.as_secs()
+        ));
+    }
+    r.flows.iter().position(|d| d.at_ns > limit).map(|k| {
+        format!(
+            "flow delta {k}: at_ns {} is {} s ahead of the control plane's clock (at most {} s: --max-clock-skew); fix the node's clock",
+            r.flows[k].at_ns,
+            (r.flows[k].at_ns - now) / 1_000_000_000,
+            skew.as_secs()
+        )
+    })
+}
+
+async fn post_report_inner(st: &Arc<AppState>, req: Request) -> Response {
+    let st = Arc::clone(st);
     let t0 = Instant::now();
-    let headers = req.headers();
+    let (parts, req_body) = req.into_parts();
+    let headers = parts.headers;
+    let headers = &headers;
     let Some(token) = bearer(headers) else {
         st.reject("unauthenticated");
         return unauthorized("missing `Authorization: Bearer TOKEN` header");
@@ -362,16 +604,23 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
         return unauthorized("unknown token");
     };
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let json = ct.to_str().ok().is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        // Refused before the body is read; the codec checks it again.
+        let known = ct.to_str().ok().is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                let m = m.trim();
+                m.eq_ignore_ascii_case(crate::codec::JSON_CONTENT_TYPE)
+                    || m.eq_ignore_ascii_case(crate::codec::COMPACT_CONTENT_TYPE)
+            })
         });
-        if !json {
+        if !known {
             st.reject("unsupported_media_type");
             return error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "a report is JSON: send `Content-Type: application/json`",
+                format!(
+                    "a report is `Content-Type: {}` (report.v1 JSON) or `{}` (compact)",
+                    crate::codec::JSON_CONTENT_TYPE,
+                    crate::codec::COMPACT_CONTENT_TYPE
+                ),
             );
         }
     }
@@ -395,7 +644,7 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
             ),
         );
     }
-    let body = match axum::body::to_bytes(req.into_body(), st.body_limit).await {
+    let body = match axum::body::to_bytes(req_body, st.body_limit).await {
         Ok(b) => b,
         Err(e) => {
             // The only error besides the limit is a broken connection.
@@ -409,13 +658,20 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
             );
         }
     };
-    let report: NodeReport = match serde_json::from_slice(&body) {
+    let report: NodeReport = match decode_report(headers, &body, st.ingest.max_decoded) {
         Ok(r) => r,
-        Err(e) => {
-            st.reject("malformed");
-            return error(StatusCode::BAD_REQUEST, format!("malformed report: {e}"));
+        Err((status, why, reason)) => {
+            st.reject(why);
+            return error(status, reason);
         }
     };
+    if let Some(why) = in_future(&report, now_ns(), st.ingest.max_clock_skew) {
+        st.reject("clock_skew");
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid report: {why}"),
+        );
+    }
     if let Err(e) = report.validate() {
         st.reject("invalid");
         return error(
@@ -449,11 +705,54 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
         report.seq,
         report.flows.len(),
     );
-    let res = with_store(&st, move |s| {
-        let rows = agg::rows_of(&report);
-        s.ingest(&report, &rows, now_ns())
+    let (top, writer) = (st.ingest.top_flows, st.writer.clone());
+    // Rows are computed here, in parallel across requests; the writer only
+    // merges and commits.
+    let queued = tokio::task::spawn_blocking(move || {
+        let rows = agg::rows_of_top(&report, top);
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let job = Job::Ingest {
+            report: Box::new(report),
+            rows,
+            done,
+        };
+        writer.try_send(job).map(|()| rx)
     })
     .await;
+    let rx = match queued {
+        Ok(Ok(rx)) => rx,
+        Ok(Err(std::sync::mpsc::TrySendError::Full(_))) => {
+            st.reject("ingest_queue_full");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} reports are waiting to be committed; retry in 1 s",
+                    st.ingest.queue
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(1));
+            return r;
+        }
+        Ok(Err(std::sync::mpsc::TrySendError::Disconnected(_))) | Err(_) => {
+            st.log("report refused: the writer is gone");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "store writer stopped");
+        }
+    };
+    let res = match rx.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            st.log(format_args!("store error: {e}"));
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store: {e}"),
+            ))
+        }
+        Err(_) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store writer stopped",
+        )),
+    };
     match res {
         Ok(outcome) => {
             match outcome {
@@ -488,19 +787,38 @@ async fn post_report(State(st): State<Arc<AppState>>, req: Request) -> Response 
 
 type Params = Query<HashMap<String, String>>;
 
+/// Largest `limit` of the read API.
+pub const MAX_LIMIT: usize = 10_000;
+/// Largest `paths` of `/api/v1/services`.
+pub const MAX_PATHS: usize = 100;
+/// `since` when none is given: the last hour.
+pub const DEFAULT_SINCE_NS: u64 = 3600 * 1_000_000_000;
+
 fn limit_of(p: &HashMap<String, String>, default: usize) -> Result<usize, String> {
     match p.get("limit") {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<usize>()
-            .map_err(|_| format!("limit {v:?} is not a number")),
+        None => Ok(default.min(MAX_LIMIT)),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= MAX_LIMIT => Ok(n),
+            Ok(_) => Err(format!("limit {v}: at most {MAX_LIMIT}")),
+            Err(_) => Err(format!("limit {v:?} is not a number")),
+        },
     }
 }
 
+/// `since`: default the last hour; a time past now is refused.
 fn since_of(p: &HashMap<String, String>) -> Result<u64, String> {
+    let now = now_ns();
     match p.get("since") {
-        None => Ok(0),
-        Some(v) => parse_since(v, now_ns()),
+        None => Ok(now.saturating_sub(DEFAULT_SINCE_NS)),
+        Some(v) => {
+            let t = parse_since(v, now)?;
+            if t > now {
+                return Err(format!(
+                    "since {v:?} is in the future; use an age like 15m or a past time in ns since the epoch"
+                ));
+            }
+            Ok(t)
+        }
     }
 }
 
@@ -601,7 +919,13 @@ async fn get_services(State(st): State<Arc<AppState>>, Query(p): Params) -> Resp
     };
     let paths = match p.get("paths").map(|v| v.parse::<usize>()) {
         None => 3,
-        Some(Ok(n)) => n,
+        Some(Ok(n)) if n <= MAX_PATHS => n,
+        Some(Ok(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("paths: at most {MAX_PATHS}"),
+            )
+        }
         Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "paths is not a number"),
     };
     let sort = p.get("sort").map_or("worst", String::as_str).to_string();
@@ -997,9 +1321,14 @@ where
             loop {
                 tick.tick().await;
                 let keep = st.retention;
-                if let Ok(n) = with_store(&st, move |s| s.prune(now_ns(), &keep)).await {
-                    if n > 0 {
-                        st.log(format_args!("pruned {n} rows past retention"));
+                let (done, rx) = tokio::sync::oneshot::channel();
+                if st.writer.try_send(Job::Prune { keep, done }).is_ok() {
+                    match rx.await {
+                        Ok(Ok(n)) if n > 0 => {
+                            st.log(format_args!("pruned {n} rows past retention"))
+                        }
+                        Ok(Err(e)) => st.log(format_args!("prune failed: {e}")),
+                        _ => {}
                     }
                 }
             }
@@ -1122,7 +1451,8 @@ pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
                 source,
             })?;
         let addr: SocketAddr = listener.local_addr()?;
-        let state = AppState::new(Box::new(store), &cfg);
+        let store = store.with_top_flows(cfg.ingest.top_flows);
+        let state = AppState::new(Box::new(store), &cfg)?;
         let rate = match cfg.rate_limit {
             Some(l) => format!("{} reports/s per node, bursts of {}", l.per_sec, l.burst),
             None => "no rate limit".into(),

@@ -1,11 +1,22 @@
 //! Where aggregates live: the [`Store`] trait and its SQLite implementation.
 //!
-//! The HTTP layer calls [`Store::ingest`] with a report and the rows that
-//! [`crate::agg::rows_of`] computed from it; the store merges them into what
-//! it holds *in one transaction* and returns only after the commit, and only
-//! then does the control plane acknowledge the report. Queries return rows;
-//! merging them into summaries and alerts is pure code elsewhere. Another
-//! backend (ClickHouse) implements the same trait.
+//! The HTTP layer hands batches of reports, each with the rows that
+//! [`crate::agg::rows_of_top`] computed from it, to [`Store::ingest_batch`]
+//! on one writer: the store merges the rows of the whole batch in memory
+//! (one row per service/path, node, resolution and bucket, however many
+//! flow deltas fed it), reads and rewrites each merged row once, all *in one
+//! transaction*, and returns only after the commit; only then does the
+//! control plane acknowledge the reports (group commit). Rows are binary
+//! (postcard: varints, histograms as their buckets); rows written by older
+//! builds as JSON text still decode. Queries run on their own connections
+//! ([`Store::reader`]: WAL readers, never blocked by the writer), each under
+//! a time budget ([`Store::set_deadline`]). Merging rows into summaries and
+//! alerts is pure code elsewhere.
+//!
+//! The flows view keeps per service and 1 min bucket the `top` worst flows
+//! (by [`crate::agg::worst_score`]) plus every flow with an event
+//! ([`crate::agg::has_event`]), not every flow: its size grows with
+//! services and time, not with flows.
 //!
 //! # SQLite durability
 //!
@@ -14,16 +25,20 @@
 //! server *and* a power loss or kernel crash. `NORMAL` would survive SIGKILL
 //! too (the WAL is in the page cache) but may lose the last commits on power
 //! loss, i.e. acknowledged reports; a node would not resend them. The cost is
-//! one fsync per report: nodes report every few seconds, so even a thousand
-//! nodes are a few hundred fsyncs a second.
+//! one fsync per commit, and a commit holds every report that arrived while
+//! the previous one was written.
 #![forbid(unsafe_code)]
 
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use crate::agg::{merge_flow, Counters, FlowState, Res, Rows};
+use crate::agg::{merge_flow, worst_score, Counters, FlowState, Res, Rows};
 use crate::report::{NodeMeta, NodeReport, ProbeWindow};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +52,24 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("database holds a row that does not decode: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("database holds a binary row that does not decode: {0}")]
+    Binary(#[from] postcard::Error),
     #[error("database {path} could not switch to WAL journal mode (got {mode:?}); is it on a network file system?")]
     NoWal { path: String, mode: String },
+    /// The query ran past its time budget and was interrupted.
+    #[error("query ran past its time budget of {0} ms; ask for less (a later since, a service, a smaller limit)")]
+    Budget(u64),
+    /// The query would load more rows than one answer may hold.
+    #[error("query matches more than {0} rows; ask for less (a later since, a service)")]
+    TooManyRows(usize),
 }
+
+/// Flows kept per service and 1 min bucket besides those with an event.
+pub const DEFAULT_TOP_FLOWS: usize = 20;
+/// Most bucket rows one query loads.
+pub const MAX_QUERY_ROWS: usize = 500_000;
 
 /// What became of a report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -80,7 +110,7 @@ pub struct Retention {
     pub s10_ns: u64,
     pub m1_ns: u64,
     pub flows_ns: u64,
-    /// Names of accepted reports, for idempotency.
+    /// Names of accepted reports, for idempotency, and nodes not heard from.
     pub reports_ns: u64,
 }
 
@@ -145,7 +175,23 @@ pub trait Store: Send {
         report: &NodeReport,
         rows: &Rows,
         now_ns: u64,
-    ) -> Result<Ingest, StoreError>;
+    ) -> Result<Ingest, StoreError> {
+        Ok(self.ingest_batch(&[(report, rows)], now_ns)?[0])
+    }
+    /// Merges the rows of every report of `batch` in one transaction;
+    /// returns, after the commit, what became of each (in order). A report
+    /// already seen, in the store or earlier in the batch, changes nothing.
+    fn ingest_batch(
+        &mut self,
+        batch: &[(&NodeReport, &Rows)],
+        now_ns: u64,
+    ) -> Result<Vec<Ingest>, StoreError>;
+    /// Another connection to the same data for queries (a WAL reader:
+    /// never waits for the writer, never holds it up).
+    fn reader(&self) -> Result<Box<dyn Store>, StoreError>;
+    /// Queries started from now on are interrupted at `deadline_ns` (ns
+    /// since the epoch; `None`: no budget) with [`StoreError::Budget`].
+    fn set_deadline(&mut self, _deadline_ns: Option<u64>, _budget_ms: u64) {}
     fn nodes(&mut self) -> Result<Vec<NodeInfo>, StoreError>;
     /// Service bucket rows at `res` from `since_ns` on (optionally one service).
     fn service_rows(
@@ -181,9 +227,27 @@ pub trait Store: Send {
 }
 
 /// SQLite behind [`Store`].
-#[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    path: PathBuf,
+    /// Flows kept per (service, 1 min bucket) besides event flows.
+    top: usize,
+    /// Per (service, 1 min bucket): the scores of the `top` worst flows
+    /// kept so far (the writer's; rebuilt empty after a restart, which then
+    /// keeps at most `top` more per bucket).
+    kept: Kept,
+    /// Query deadline (ns since the epoch, 0: none) read by the progress handler.
+    deadline: Arc<AtomicU64>,
+    budget_ms: u64,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("top", &self.top)
+            .finish_non_exhaustive()
+    }
 }
 
 const SCHEMA: &str = "
@@ -212,12 +276,18 @@ CREATE TABLE IF NOT EXISTS flows (
   retransmits INTEGER NOT NULL, stall_ns INTEGER NOT NULL, rtt_p99_ns INTEGER NOT NULL,
   state TEXT NOT NULL, PRIMARY KEY (node, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS flows_last ON flows(last_ns);
+CREATE TABLE IF NOT EXISTS top_flows (
+  service TEXT NOT NULL, bucket INTEGER NOT NULL, node TEXT NOT NULL, id TEXT NOT NULL,
+  last_ns INTEGER NOT NULL, bytes INTEGER NOT NULL, retransmits INTEGER NOT NULL,
+  stall_ns INTEGER NOT NULL, rtt_p99_ns INTEGER NOT NULL, state BLOB NOT NULL,
+  PRIMARY KEY (service, bucket, node, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS top_flows_last ON top_flows(last_ns);
 CREATE TABLE IF NOT EXISTS service_totals (service TEXT PRIMARY KEY, c TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS probe_windows (
   node TEXT NOT NULL, target TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
   w TEXT NOT NULL, PRIMARY KEY (node, target, start_ns)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS probe_windows_end ON probe_windows(end_ns);
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 ";
 
 /// Stored integers are i64; ns times and ids are u64 (bit-preserving cast).
@@ -228,10 +298,84 @@ fn u(v: i64) -> u64 {
     v as u64
 }
 
+/// A row's binary form.
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(postcard::to_allocvec(v)?)
+}
+
+/// A stored row: binary (this build) or JSON text (rows of older builds).
+fn dec<T: serde::de::DeserializeOwned>(v: ValueRef<'_>) -> Result<T, StoreError> {
+    match v {
+        ValueRef::Blob(b) => Ok(postcard::from_bytes(b)?),
+        ValueRef::Text(t) => Ok(serde_json::from_slice(t)?),
+        other => Err(StoreError::Sql(rusqlite::Error::InvalidColumnType(
+            0,
+            "row".into(),
+            other.data_type(),
+        ))),
+    }
+}
+
+/// Reads the row at `key` with `select` (if any), merges `c` into it and
+/// writes it back with `upsert` (the key's parameters, then the row).
+fn merge_row<T: Serialize + serde::de::DeserializeOwned>(
+    tx: &rusqlite::Transaction<'_>,
+    select: &str,
+    upsert: &str,
+    key: &[&dyn rusqlite::ToSql],
+    c: T,
+    merge: impl FnOnce(&mut T, &T),
+) -> Result<T, StoreError> {
+    let mut st = tx.prepare_cached(select)?;
+    let mut rows = st.query(key)?;
+    let merged = match rows.next()? {
+        Some(r) => {
+            let mut m: T = dec(r.get_ref(0)?)?;
+            merge(&mut m, &c);
+            m
+        }
+        None => c,
+    };
+    drop(rows);
+    let blob = enc(&merged)?;
+    let mut p: Vec<&dyn rusqlite::ToSql> = key.to_vec();
+    p.push(&blob);
+    tx.prepare_cached(upsert)?.execute(p.as_slice())?;
+    Ok(merged)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` in WAL mode with
     /// `synchronous=FULL`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Self::connect(path)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore::on(conn, path))
+    }
+
+    fn on(conn: Connection, path: &Path) -> SqliteStore {
+        let deadline = Arc::new(AtomicU64::new(0));
+        let d2 = Arc::clone(&deadline);
+        // Checked every few thousand VM steps: interrupts a query past its
+        // deadline (SQLITE_INTERRUPT), which becomes StoreError::Budget.
+        conn.progress_handler(
+            4000,
+            Some(move || {
+                let d = d2.load(Ordering::Relaxed);
+                d != 0 && crate::now_ns() > d
+            }),
+        );
+        SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            top: DEFAULT_TOP_FLOWS,
+            kept: HashMap::new(),
+            deadline,
+            budget_ms: 0,
+        }
+    }
+
+    fn connect(path: &Path) -> Result<Connection, StoreError> {
         let p = path.display().to_string();
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: p.clone(),
@@ -244,8 +388,25 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStore { conn })
+        Ok(conn)
+    }
+
+    /// Keeps `n` flows per service and 1 min bucket besides event flows.
+    pub fn with_top_flows(mut self, n: usize) -> SqliteStore {
+        self.top = n;
+        self
+    }
+
+    /// A query's error: an interrupt past the deadline is the budget's.
+    fn budget_err(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+            {
+                StoreError::Budget(self.budget_ms)
+            }
+            e => e,
+        }
     }
 
     fn bucket_rows(
@@ -256,67 +417,150 @@ impl SqliteStore {
         service: Option<&str>,
         paths: bool,
     ) -> Result<Vec<BucketRow>, StoreError> {
+        let r = self.bucket_rows_inner(sql, res, since_ns, service, paths);
+        r.map_err(|e| self.budget_err(e))
+    }
+
+    fn bucket_rows_inner(
+        &mut self,
+        sql: &str,
+        res: Res,
+        since_ns: u64,
+        service: Option<&str>,
+        paths: bool,
+    ) -> Result<Vec<BucketRow>, StoreError> {
         let mut st = self.conn.prepare_cached(sql)?;
-        let mut rows = st.query(params![res.secs(), i(since_ns), service])?;
+        let cap = MAX_QUERY_ROWS as i64 + 1;
+        let mut rows = st.query(params![res.secs(), i(since_ns), service, cap])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let c: String = r.get("c")?;
+            if out.len() == MAX_QUERY_ROWS {
+                return Err(StoreError::TooManyRows(MAX_QUERY_ROWS));
+            }
             out.push(BucketRow {
                 service: r.get("service")?,
                 subnet: if paths { Some(r.get("subnet")?) } else { None },
                 node: r.get("node")?,
                 bucket: u(r.get("bucket")?),
-                counters: serde_json::from_str(&c)?,
+                counters: dec(r.get_ref("c")?)?,
             });
+        }
+        Ok(out)
+    }
+
+    /// The kept flows, a flow's rows of several buckets merged into one; at
+    /// most `limit`, the SQL loads at most `limit` rows.
+    fn flows_inner(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError> {
+        let order = match q.sort {
+            FlowSort::Worst => "retransmits DESC, stall_ns DESC, rtt_p99_ns DESC",
+            FlowSort::Rtt => "rtt_p99_ns DESC",
+            FlowSort::Bytes => "bytes DESC",
+            FlowSort::Stall => "stall_ns DESC",
+            FlowSort::Last => "last_ns DESC",
+        };
+        let sql = format!(
+            "SELECT node, service, id, state FROM top_flows WHERE last_ns >= ?1 AND (?2 IS NULL OR service = ?2 OR substr(service, 1, length(?2) + 1) = ?2 || '/')
+             AND (?3 IS NULL OR node = ?3) ORDER BY {order}, node, id LIMIT ?4"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let mut rows = st.query(params![i(q.since_ns), q.service, q.node, limit])?;
+        let mut out: Vec<FlowRow> = Vec::new();
+        let mut at: HashMap<(String, String), (usize, FlowState)> = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let (node, service, id): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let st: FlowState = dec(r.get_ref(3)?)?;
+            match at.entry((node.clone(), id)) {
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    let (idx, m) = o.get_mut();
+                    merge_flow(m, &st);
+                    out[*idx].flow = m.record.clone();
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    out.push(FlowRow {
+                        node,
+                        service,
+                        flow: st.record.clone(),
+                    });
+                    v.insert((out.len() - 1, st));
+                }
+            }
         }
         Ok(out)
     }
 }
 
-fn merge_json_row(
-    tx: &rusqlite::Transaction<'_>,
-    select: &str,
-    upsert: &str,
-    key: &[&dyn rusqlite::ToSql],
-    c: &Counters,
-) -> Result<(), StoreError> {
-    let old: Option<String> = tx
-        .prepare_cached(select)?
-        .query_row(key, |r| r.get(0))
-        .optional()?;
-    let merged = match old {
-        Some(s) => {
-            let mut m: Counters = serde_json::from_str(&s)?;
-            m.merge(c);
-            m
+/// Per (service, 1 min bucket): the scores of the flows kept.
+type Kept = HashMap<(String, u64), Vec<(u64, u64, u64)>>;
+
+/// Whether a flow of `score` joins the `top` kept flows of (service, bucket).
+fn admit(kept: &mut Kept, top: usize, service: &str, bucket: u64, score: (u64, u64, u64)) -> bool {
+    {
+        if top == 0 {
+            return false;
         }
-        None => c.clone(),
-    };
-    let json = serde_json::to_string(&merged)?;
-    let mut p: Vec<&dyn rusqlite::ToSql> = key.to_vec();
-    p.push(&json);
-    tx.prepare_cached(upsert)?.execute(p.as_slice())?;
-    Ok(())
+        let w = kept.entry((service.to_string(), bucket)).or_default();
+        if w.len() < top {
+            w.push(score);
+            return true;
+        }
+        match w.iter_mut().min() {
+            Some(min) if score > *min => {
+                *min = score;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
+type NodeKey<'a> = (&'a str, &'a str, Res, u64);
+type PathKey<'a> = (&'a str, &'a str, &'a str, Res, u64);
+
 impl Store for SqliteStore {
-    fn ingest(
+    fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
+        let conn = Self::connect(&self.path)?;
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(Box::new(SqliteStore::on(conn, &self.path)))
+    }
+
+    fn set_deadline(&mut self, deadline_ns: Option<u64>, budget_ms: u64) {
+        self.budget_ms = budget_ms;
+        self.deadline.store(
+            deadline_ns
+                .unwrap_or(0)
+                .max(u64::from(deadline_ns.is_some())),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn ingest_batch(
         &mut self,
-        report: &NodeReport,
-        rows: &Rows,
+        batch: &[(&NodeReport, &Rows)],
         now_ns: u64,
-    ) -> Result<Ingest, StoreError> {
+    ) -> Result<Vec<Ingest>, StoreError> {
+        let (top, kept) = (self.top, &mut self.kept);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let node = report.node.as_str();
-        let fresh = tx.execute(
-            "INSERT OR IGNORE INTO reports(node, instance, seq, received_ns, flows) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![node, i(report.instance), i(report.seq), i(now_ns), report.flows.len() as i64],
-        )? == 1;
-        let meta = serde_json::to_string(&report.meta)?;
-        tx.execute(
-            "INSERT INTO nodes(node, first_seen_ns, last_seen_ns, last_sent_ns, instance, last_seq, reports, duplicates,
+        let mut out = Vec::with_capacity(batch.len());
+        for (report, _) in batch {
+            let node = report.node.as_str();
+            let fresh = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO reports(node, instance, seq, received_ns, flows) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    node,
+                    i(report.instance),
+                    i(report.seq),
+                    i(now_ns),
+                    report.flows.len() as i64
+                ])?
+                == 1;
+            let meta = serde_json::to_string(&report.meta)?;
+            tx.prepare_cached(
+                "INSERT INTO nodes(node, first_seen_ns, last_seen_ns, last_sent_ns, instance, last_seq, reports, duplicates,
                flow_deltas, dropped_reports, dropped_flows, meta)
              VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT(node) DO UPDATE SET last_seen_ns = excluded.last_seen_ns,
@@ -326,7 +570,8 @@ impl Store for SqliteStore {
                flow_deltas = flow_deltas + excluded.flow_deltas,
                dropped_reports = max(dropped_reports, excluded.dropped_reports),
                dropped_flows = max(dropped_flows, excluded.dropped_flows), meta = excluded.meta",
-            params![
+            )?
+            .execute(params![
                 node,
                 i(now_ns),
                 i(report.sent_ns),
@@ -338,87 +583,153 @@ impl Store for SqliteStore {
                 i(report.dropped_reports),
                 i(report.dropped_flows),
                 meta
-            ],
-        )?;
-        if !fresh {
-            tx.commit()?;
-            return Ok(Ingest::Duplicate);
+            ])?;
+            out.push(if fresh {
+                Ingest::Accepted
+            } else {
+                Ingest::Duplicate
+            });
         }
-        for ((service, res, bucket), c) in &rows.services {
-            merge_json_row(
+        // The batch's rows merged in memory: one read and one write per
+        // (service or path, node, resolution, bucket), whatever the number
+        // of deltas behind it.
+        let mut services: BTreeMap<NodeKey<'_>, Counters> = BTreeMap::new();
+        let mut paths: BTreeMap<PathKey<'_>, Counters> = BTreeMap::new();
+        let mut totals: BTreeMap<&str, Counters> = BTreeMap::new();
+        let fresh = || {
+            batch
+                .iter()
+                .zip(&out)
+                .filter(|(_, o)| **o == Ingest::Accepted)
+                .map(|(b, _)| *b)
+        };
+        for (report, rows) in fresh() {
+            let node = report.node.as_str();
+            for ((service, res, bucket), c) in &rows.services {
+                services
+                    .entry((service, node, *res, *bucket))
+                    .or_default()
+                    .merge(c);
+            }
+            for ((service, subnet, res, bucket), c) in &rows.paths {
+                paths
+                    .entry((service, subnet, node, *res, *bucket))
+                    .or_default()
+                    .merge(c);
+            }
+            for (service, c) in &rows.totals {
+                totals.entry(service).or_default().merge(c);
+            }
+        }
+        let merge = |a: &mut Counters, b: &Counters| a.merge(b);
+        for ((service, node, res, bucket), c) in services {
+            merge_row(
                 &tx,
                 "SELECT c FROM service_buckets WHERE service = ?1 AND node = ?2 AND res = ?3 AND bucket = ?4",
                 "INSERT OR REPLACE INTO service_buckets(service, node, res, bucket, c) VALUES (?1, ?2, ?3, ?4, ?5)",
-                &[service, &node, &res.secs(), &i(*bucket)],
+                &[&service, &node, &res.secs(), &i(bucket)],
                 c,
+                merge,
             )?;
         }
-        for ((service, subnet, res, bucket), c) in &rows.paths {
-            merge_json_row(
+        for ((service, subnet, node, res, bucket), c) in paths {
+            merge_row(
                 &tx,
                 "SELECT c FROM path_buckets WHERE service = ?1 AND subnet = ?2 AND node = ?3 AND res = ?4 AND bucket = ?5",
                 "INSERT OR REPLACE INTO path_buckets(service, subnet, node, res, bucket, c) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                &[service, subnet, &node, &res.secs(), &i(*bucket)],
+                &[&service, &subnet, &node, &res.secs(), &i(bucket)],
                 c,
+                merge,
             )?;
         }
-        for (service, c) in &rows.totals {
-            merge_json_row(
+        for (service, c) in totals {
+            merge_row(
                 &tx,
                 "SELECT c FROM service_totals WHERE service = ?1",
                 "INSERT OR REPLACE INTO service_totals(service, c) VALUES (?1, ?2)",
-                &[service],
+                &[&service],
                 c,
+                merge,
             )?;
         }
-        for (id, (service, st)) in &rows.flows {
-            let old: Option<String> = tx
-                .prepare_cached("SELECT state FROM flows WHERE node = ?1 AND id = ?2")?
-                .query_row(params![node, id], |r| r.get(0))
+        // The flows view: event flows always, the others while they are
+        // among the worst `top` of their service and bucket.
+        let mut flows: Vec<(&str, &String, &crate::agg::FlowRowIn)> = Vec::new();
+        for (report, rows) in fresh() {
+            flows.extend(
+                rows.flows
+                    .iter()
+                    .map(|(id, f)| (report.node.as_str(), id, f)),
+            );
+        }
+        for (node, id, f) in flows {
+            if !f.event
+                && !admit(
+                    kept,
+                    top,
+                    &f.service,
+                    f.bucket,
+                    worst_score(&f.state.record),
+                )
+            {
+                continue;
+            }
+            let old: Option<Vec<u8>> = tx
+                .prepare_cached(
+                    "SELECT state FROM top_flows WHERE service = ?1 AND bucket = ?2 AND node = ?3 AND id = ?4",
+                )?
+                .query_row(params![f.service, i(f.bucket), node, id], |r| r.get(0))
                 .optional()?;
             let merged = match old {
-                Some(s) => {
-                    let mut m: FlowState = serde_json::from_str(&s)?;
-                    merge_flow(&mut m, st);
+                Some(b) => {
+                    let mut m: FlowState = postcard::from_bytes(&b)?;
+                    merge_flow(&mut m, &f.state);
                     m
                 }
-                None => st.clone(),
+                None => f.state.clone(),
             };
             let r = &merged.record;
-            let p99 = r.c2s.rtt.p99_ns.max(r.s2c.rtt.p99_ns).unwrap_or(0);
+            let (retx, stall, p99) = worst_score(r);
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO flows(node, id, service, first_ns, last_ns, bytes, retransmits, stall_ns, rtt_p99_ns, state)
+                "INSERT OR REPLACE INTO top_flows(service, bucket, node, id, last_ns, bytes, retransmits, stall_ns, rtt_p99_ns, state)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
+                f.service,
+                i(f.bucket),
                 node,
                 id,
-                service,
-                i(r.first_ns),
                 i(r.last_ns),
                 i(r.c2s.bytes.saturating_add(r.s2c.bytes)),
-                i(r.c2s.retransmits.saturating_add(r.s2c.retransmits)),
-                i(r.c2s.zero_window_ns.saturating_add(r.s2c.zero_window_ns)),
+                i(retx),
+                i(stall),
                 i(p99),
-                serde_json::to_string(&merged)?
+                enc(&merged)?
             ])?;
         }
-        for w in &report.probes {
-            // A window is named by (node, target, start): the same window in
-            // two reports (which a node never sends) is kept once.
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO probe_windows(node, target, start_ns, end_ns, w) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                node,
-                w.target,
-                i(w.start_ns),
-                i(w.end_ns),
-                serde_json::to_string(w)?
-            ])?;
+        for (report, _) in fresh() {
+            for w in &report.probes {
+                // A window is named by (node, target, start): the same window in
+                // two reports (which a node never sends) is kept once.
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO probe_windows(node, target, start_ns, end_ns, w) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    report.node,
+                    w.target,
+                    i(w.start_ns),
+                    i(w.end_ns),
+                    serde_json::to_string(w)?
+                ])?;
+            }
         }
         tx.commit()?;
-        Ok(Ingest::Accepted)
+        // The admission state of buckets past any report's reach.
+        if kept.len() > 4096 {
+            let cut = now_ns.saturating_sub(3600 * 1_000_000_000);
+            kept.retain(|(_, b), _| *b >= cut);
+        }
+        Ok(out)
     }
 
     fn probe_windows(
@@ -477,7 +788,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<BucketRow>, StoreError> {
         self.bucket_rows(
             "SELECT service, node, bucket, c FROM service_buckets
-             WHERE res = ?1 AND bucket >= ?2 AND (?3 IS NULL OR service = ?3 OR substr(service, 1, length(?3) + 1) = ?3 || '/') ORDER BY bucket",
+             WHERE res = ?1 AND bucket >= ?2 AND (?3 IS NULL OR service = ?3 OR substr(service, 1, length(?3) + 1) = ?3 || '/') ORDER BY bucket LIMIT ?4",
             res,
             since_ns,
             service,
@@ -493,7 +804,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<BucketRow>, StoreError> {
         self.bucket_rows(
             "SELECT service, subnet, node, bucket, c FROM path_buckets
-             WHERE res = ?1 AND bucket >= ?2 AND (?3 IS NULL OR service = ?3 OR substr(service, 1, length(?3) + 1) = ?3 || '/') ORDER BY bucket",
+             WHERE res = ?1 AND bucket >= ?2 AND (?3 IS NULL OR service = ?3 OR substr(service, 1, length(?3) + 1) = ?3 || '/') ORDER BY bucket LIMIT ?4",
             res,
             since_ns,
             service,
@@ -502,31 +813,8 @@ impl Store for SqliteStore {
     }
 
     fn flows(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError> {
-        let order = match q.sort {
-            FlowSort::Worst => "retransmits DESC, stall_ns DESC, rtt_p99_ns DESC",
-            FlowSort::Rtt => "rtt_p99_ns DESC",
-            FlowSort::Bytes => "bytes DESC",
-            FlowSort::Stall => "stall_ns DESC",
-            FlowSort::Last => "last_ns DESC",
-        };
-        let sql = format!(
-            "SELECT node, service, state FROM flows WHERE last_ns >= ?1 AND (?2 IS NULL OR service = ?2 OR substr(service, 1, length(?2) + 1) = ?2 || '/')
-             AND (?3 IS NULL OR node = ?3) ORDER BY {order}, node, id LIMIT ?4"
-        );
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-        let mut rows = st.query(params![i(q.since_ns), q.service, q.node, limit])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let s: String = r.get(2)?;
-            let st: FlowState = serde_json::from_str(&s)?;
-            out.push(FlowRow {
-                node: r.get(0)?,
-                service: r.get(1)?,
-                flow: st.record,
-            });
-        }
-        Ok(out)
+        let r = self.flows_inner(q);
+        r.map_err(|e| self.budget_err(e))
     }
 
     fn totals(&mut self) -> Result<Vec<(String, Counters)>, StoreError> {
@@ -536,8 +824,7 @@ impl Store for SqliteStore {
         let mut rows = st.query([])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let c: String = r.get(1)?;
-            out.push((r.get(0)?, serde_json::from_str(&c)?));
+            out.push((r.get(0)?, dec(r.get_ref(1)?)?));
         }
         Ok(out)
     }
@@ -563,11 +850,21 @@ impl Store for SqliteStore {
             params![cut(r.flows_ns)],
         )?;
         n += tx.execute(
+            "DELETE FROM top_flows WHERE last_ns < ?1",
+            params![cut(r.flows_ns)],
+        )?;
+        n += tx.execute(
             "DELETE FROM probe_windows WHERE end_ns < ?1",
             params![cut(r.flows_ns)],
         )?;
         n += tx.execute(
             "DELETE FROM reports WHERE received_ns < ?1",
+            params![cut(r.reports_ns)],
+        )?;
+        // A node silent for as long as the idempotency names are kept is
+        // forgotten with them.
+        n += tx.execute(
+            "DELETE FROM nodes WHERE last_seen_ns < ?1",
             params![cut(r.reports_ns)],
         )?;
         tx.commit()?;
@@ -722,7 +1019,167 @@ mod tests {
         // Prune far in the future removes buckets and flows, keeps totals.
         assert!(s.prune(u64::MAX / 2, &Retention::default()).unwrap() > 0);
         assert!(s.service_rows(Res::S10, 0, None).unwrap().is_empty());
+        assert!(
+            s.nodes().unwrap().is_empty(),
+            "a long silent node is pruned"
+        );
         assert_eq!(s.totals().unwrap()[0].1.packets, 12);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn group_commit_merges_a_batch_once_and_names_each_outcome() {
+        let path = tmp("batch");
+        let mut s = SqliteStore::open(&path).unwrap();
+        let (a, b, c) = (report("n1", 0, 5), report("n1", 1, 7), report("n2", 0, 11));
+        let (ra, rb, rc) = (rows_of(&a), rows_of(&b), rows_of(&c));
+        // `a` twice in one batch: the second is a duplicate and adds nothing.
+        let out = s
+            .ingest_batch(&[(&a, &ra), (&b, &rb), (&a, &ra), (&c, &rc)], 1)
+            .unwrap();
+        assert_eq!(
+            out,
+            [
+                Ingest::Accepted,
+                Ingest::Accepted,
+                Ingest::Duplicate,
+                Ingest::Accepted
+            ]
+        );
+        // And a later batch sees it as seen too.
+        assert_eq!(
+            s.ingest_batch(&[(&b, &rb)], 2).unwrap(),
+            [Ingest::Duplicate]
+        );
+        assert_eq!(s.totals().unwrap()[0].1.packets, 5 + 7 + 11);
+        let rows = s.service_rows(Res::S10, 0, None).unwrap();
+        let per_node: Vec<(String, u64)> = rows
+            .iter()
+            .map(|r| (r.node.clone(), r.counters.packets))
+            .collect();
+        assert_eq!(per_node.len(), 2, "one row per node: {per_node:?}");
+        assert!(per_node.contains(&("n1".into(), 12)));
+        assert!(per_node.contains(&("n2".into(), 11)));
+        let nodes = s.nodes().unwrap();
+        assert_eq!((nodes[0].reports, nodes[0].duplicates), (2, 2));
+        // Rows are binary, not JSON text.
+        let ty: String = s
+            .conn
+            .query_row("SELECT typeof(c) FROM service_buckets LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(ty, "blob");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn flows_view_keeps_the_worst_per_bucket_and_every_event() {
+        let path = tmp("top");
+        let mut s = SqliteStore::open(&path).unwrap().with_top_flows(3);
+        let t = 1_700_000_000 * SEC;
+        let mk = |seq: u64, base: u64| {
+            let mut r = NodeReport::new("n1", 9, seq, t, NodeMeta::default());
+            for k in 0..40u64 {
+                let mut f = flow(
+                    &format!("198.18.1.{}:{}", 1 + k % 200, 1000 + base + k),
+                    "198.18.2.2:80",
+                    t,
+                    t + SEC,
+                );
+                f.c2s.packets = 10;
+                f.c2s.retransmits = base + k; // the last ones are the worst
+                if k == 7 {
+                    f.s2c.rst = 1; // an event: kept whatever its rank
+                }
+                r.flows.push(delta_with_rtt(f, t + SEC, &[1_000_000]));
+            }
+            r
+        };
+        let r1 = mk(0, 0);
+        s.ingest(&r1, &crate::agg::rows_of_top(&r1, 3), 1).unwrap();
+        let q = FlowQuery {
+            limit: 100,
+            ..FlowQuery::default()
+        };
+        let kept: Vec<u64> = s
+            .flows(&q)
+            .unwrap()
+            .iter()
+            .map(|f| f.flow.c2s.retransmits)
+            .collect();
+        assert_eq!(kept, [39, 38, 37, 7], "3 worst, then the reset one");
+        // A later report with worse flows: those join; the bucket's totals
+        // still count every delta.
+        let r2 = mk(1, 100);
+        s.ingest(&r2, &crate::agg::rows_of_top(&r2, 3), 2).unwrap();
+        let kept = s.flows(&q).unwrap();
+        assert_eq!(kept.len(), 4 + 3 + 1);
+        assert_eq!(kept[0].flow.c2s.retransmits, 139);
+        let rows = s.service_rows(Res::M1, 0, None).unwrap();
+        assert_eq!(rows[0].counters.deltas, 80);
+        // `limit` is applied in the SQL.
+        let two = s
+            .flows(&FlowQuery {
+                limit: 2,
+                ..FlowQuery::default()
+            })
+            .unwrap();
+        assert_eq!(two.len(), 2);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn rows_of_older_builds_in_json_text_still_decode() {
+        let path = tmp("legacy");
+        let mut s = SqliteStore::open(&path).unwrap();
+        let c = Counters {
+            packets: 42,
+            ..Counters::default()
+        };
+        s.conn
+            .execute(
+                "INSERT INTO service_buckets(service, node, res, bucket, c) VALUES ('198.18.2.2:80/tcp', 'old', 60, 0, ?1)",
+                [serde_json::to_string(&c).unwrap()],
+            )
+            .unwrap();
+        let r = report("old", 0, 8);
+        let mut rows = rows_of(&r);
+        // Put the new delta in the old row's bucket: merged, rewritten binary.
+        let (k, v) = rows.services.pop_first().unwrap();
+        rows.services.clear();
+        rows.services.insert((k.0, Res::M1, 0), v);
+        s.ingest(&r, &rows, 1).unwrap();
+        let got = s.service_rows(Res::M1, 0, None).unwrap();
+        assert_eq!(got[0].counters.packets, 50);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_query_past_its_deadline_is_interrupted() {
+        let path = tmp("budget");
+        let mut w = SqliteStore::open(&path).unwrap();
+        let r = report("n1", 0, 5);
+        w.ingest(&r, &rows_of(&r), 1).unwrap();
+        // Enough rows that the query runs long enough to be checked.
+        let blob = enc(&Counters::default()).unwrap();
+        w.conn
+            .execute(
+                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 20000)
+                 INSERT INTO service_buckets SELECT 'svc', 'n' || x, 10, x, ?1 FROM n",
+                [blob],
+            )
+            .unwrap();
+        let mut q = w.reader().unwrap();
+        q.set_deadline(Some(1), 7); // long past
+        match q.service_rows(Res::S10, 0, None) {
+            Err(StoreError::Budget(7)) => {}
+            other => panic!("expected the budget error, got {other:?}"),
+        }
+        q.set_deadline(None, 7);
+        assert_eq!(q.service_rows(Res::S10, 0, None).unwrap().len(), 20_001);
+        // A reader cannot write.
+        assert!(q.ingest(&report("n1", 5, 1), &rows_of(&r), 2).is_err());
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

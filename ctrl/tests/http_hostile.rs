@@ -44,6 +44,7 @@ fn config(db: &Path) -> ServerConfig {
         rate_limit: None,
         api_tokens: None,
         limits: wirelens_ctrl::server::ConnLimits::default(),
+        ingest: wirelens_ctrl::server::IngestConfig::default(),
     }
 }
 

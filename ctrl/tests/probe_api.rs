@@ -31,6 +31,7 @@ fn start() -> support::Srv {
         rate_limit: None,
         api_tokens: None,
         limits: server::ConnLimits::default(),
+        ingest: server::IngestConfig::default(),
     })
 }
 

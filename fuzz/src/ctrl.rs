@@ -185,8 +185,8 @@ pub fn check_valid_report(report: &NodeReport) {
     let flows: BTreeMap<&String, [u64; 2]> = rows
         .flows
         .iter()
-        .map(|(id, (_, st))| {
-            let r = &st.record;
+        .map(|(id, f)| {
+            let r = &f.state.record;
             let c = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
             let p = u128::from(r.c2s.packets) + u128::from(r.s2c.packets);
             let b = u128::from(r.c2s.bytes) + u128::from(r.s2c.bytes);

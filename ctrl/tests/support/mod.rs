@@ -35,7 +35,8 @@ pub fn start(name: &str, config: impl FnOnce(PathBuf) -> ServerConfig) -> Srv {
     let cfg = config(dir.join("ctrl.db"));
     let log = Arc::new(Mutex::new(Vec::new()));
     let store = SqliteStore::open(&cfg.db).unwrap();
-    let state = AppState::with_log(Box::new(store), &cfg, LogSink::Memory(Arc::clone(&log)));
+    let state =
+        AppState::with_log(Box::new(store), &cfg, LogSink::Memory(Arc::clone(&log))).unwrap();
     let tls = cfg
         .tls
         .as_ref()
