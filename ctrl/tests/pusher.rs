@@ -29,6 +29,7 @@ fn config(db: &Path, body_limit: usize) -> ServerConfig {
         rate_limit: None,
         api_tokens: None,
         limits: wirelens_ctrl::server::ConnLimits::default(),
+        ingest: wirelens_ctrl::server::IngestConfig::default(),
     }
 }
 
