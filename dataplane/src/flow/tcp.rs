@@ -157,9 +157,6 @@ struct TcpDir {
     /// ACKs from the other side that advanced over this direction's data since
     /// the last RTT sample: the sample's weight.
     acks_pending: u32,
-    /// When the previous packet went this way.
-    last_tx_ns: u64,
-    last_tx_valid: bool,
 }
 
 /// What happened to a segment's bytes, by exact coverage.
@@ -680,8 +677,10 @@ impl TcpConn {
                             // Timer-driven (RTO or tail-loss probe): the sender
                             // had been silent for at least one initial RTT.
                             // SACK-driven recovery sends while ACKs arrive.
-                            let silence = now.saturating_sub(fwd.last_tx_ns);
-                            if fwd.last_tx_valid && silence >= ooo_thres {
+                            // (`lastack_ns` is when the previous segment
+                            // went this way; `window_valid`: there was one.)
+                            let silence = now.saturating_sub(fwd.lastack_ns);
+                            if fwd.window_valid && silence >= ooo_thres {
                                 bump(&mut st.rto_retransmits)
                             }
                         }
@@ -704,8 +703,6 @@ impl TcpConn {
         fwd.acked |= flags & F::ACK != 0;
         fwd.last_keepalive = keepalive;
         fwd.last_zwp = zwp;
-        fwd.last_tx_ns = now;
-        fwd.last_tx_valid = true;
     }
 
     /// Time still at zero window, for each direction, up to the last packet.
@@ -912,5 +909,15 @@ mod syn_only_tests {
         for flags in [F::SYN | F::ACK, F::SYN | F::RST, F::SYN | F::FIN, F::ACK] {
             assert!(!SynOnly::fits(&syn(flags, None, 0)));
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// The compact form must stay compact: a SYN flood holds one per flow.
+    #[test]
+    fn syn_only_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<super::SynOnly>(), 40);
+        eprintln!("TcpConn: {} B", std::mem::size_of::<super::TcpConn>());
     }
 }
