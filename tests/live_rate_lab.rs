@@ -81,14 +81,17 @@ fn default_live_settings_keep_up_with_a_modest_rate() {
     let c = &m["counters"];
     let offered = u(m, "offered_packets");
     let received = u(m, "received_packets");
-    // The generator is paced; a receiver that falls behind slows it down
-    // (veth stops the sender's queue), so "keeps up" is first of all: the
-    // offered load was actually offered.
+    // The generator is paced. A receiver whose kernel side falls behind
+    // slows it down (veth stops the sender's queue) instead of losing
+    // frames; so does a generator starved of its own core by the machine's
+    // other load, which the test cannot tell apart. Only a gross shortfall
+    // fails here; what proves the worker kept up are the kernel's drop
+    // counters below (a worker that lags leaves the fill ring empty) and
+    // every offered frame analysed.
     let want = rate * seconds;
     assert!(
-        offered >= want * 9 / 10 && offered <= want * 11 / 10,
-        "offered {offered} frames, paced at {rate} pps for {seconds} s: the receiver held \
-         the generator back\n{stderr}"
+        offered >= want / 2 && offered <= want * 11 / 10,
+        "offered {offered} frames, paced at {rate} pps for {seconds} s\n{stderr}"
     );
     assert_eq!(
         u(c, "xsk_fill_ring_empty"),

@@ -32,7 +32,18 @@
 //!
 //! Per-flow results are the same as one engine over the same frames as long as
 //! each flow's packets arrive at one source (symmetric RSS) and no ring
-//! overflows; the tests below prove it record for record. Capture-wide
+//! overflows; the tests below prove it record for record.
+//!
+//! Ordering: what the hand-off guarantees is FIFO per ordered pair of
+//! workers (one SPSC ring each): the packets worker `a` hands to worker `b`
+//! are analysed by `b` in the order `a` read them. Nothing orders packets
+//! across sources: the owner analyses its own batch, then what it drains
+//! from each ring, so when one flow's packets arrive on two queues (a SPAN
+//! port whose RSS is not symmetric) a packet handed off may be analysed
+//! after a later packet that came straight to the owner, by up to a batch
+//! and the ring's backlog. The timestamps stay the readers' own; the TCP
+//! analysis must accept such reordering (a SYN analysed after its
+//! SYN/ACK, the test `synack_before_handed_off_syn_is_one_flow`). Capture-wide
 //! burst maxima (`max_packets_1ms`) are per worker: [`merge_summary`] keeps
 //! the largest, a lower bound of the capture-wide value.
 //!

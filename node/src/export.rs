@@ -6,10 +6,22 @@
 //! hook
 //! 1. expires idle flows on wall-clock time ([`Engine::poll_expired`]),
 //! 2. takes the flows that left the table ([`Engine::poll_export`]) into a
-//!    bounded ring of recently closed flows and into the per-service totals,
-//! 3. publishes a [`WorkerSnapshot`] (counters, summary, services with the
-//!    live flows added) into its [`WorkerShared`] slot: one `Mutex` swap of
-//!    an `Arc`, once a second. Never a lock per packet.
+//!    bounded ring of recently closed flows and into the next batch,
+//! 3. hands an [`ExportBatch`] (counters, summary, the records and RTT
+//!    histograms of the flows that left and of the live flows) to its
+//!    [`ExportAggregator`] thread through a bounded channel, never waiting.
+//!    The aggregator does the heavy part off the packet thread: the
+//!    per-service totals (an RTT-histogram merge per flow); then it
+//!    publishes a [`WorkerSnapshot`] into the worker's [`WorkerShared`]
+//!    slot: one `Mutex` swap of an `Arc`, once a second. Never a lock per
+//!    packet. Should the aggregator lag (channel full), the worker keeps the
+//!    exits for the next batch (no flow is lost from the totals), skips
+//!    that second's live view and counts it (`export_skipped`).
+//!
+//! What stays on the worker, because only it may read its engine: a record
+//! and two histogram copies per live flow per export (and the push
+//! tracker's deltas with `--ctrl`). `/metrics` shows what it costs
+//! (`wirelens_worker_export_seconds` / `_export_flows`).
 //!
 //! `/flows` wants the flow records themselves, which cost a record per live
 //! flow to build: the HTTP side asks for them ([`WorkerShared::want_flows`])
@@ -21,12 +33,14 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wirelens_dataplane::engine::Engine;
 use wirelens_dataplane::pipeline::{WorkerContext, WorkerCounters, WorkerHook};
 use wirelens_dataplane::report::{FlowRecord, Summary};
+use wirelens_dataplane::stats::Histogram;
 use wirelens_dataplane::xdp::XskStats;
 
 use crate::push::PushTracker;
@@ -89,6 +103,9 @@ pub struct WorkerShared {
     pub export_ns: AtomicU64,
     pub export_flows: AtomicU64,
     pub export_max_ns: AtomicU64,
+    /// Exports the aggregator could not take (it lagged): that second's
+    /// live view was skipped, the exits went with the next one.
+    pub export_skipped: AtomicU64,
 }
 
 impl WorkerShared {
@@ -111,6 +128,7 @@ impl WorkerShared {
             export_ns: AtomicU64::new(0),
             export_flows: AtomicU64::new(0),
             export_max_ns: AtomicU64::new(0),
+            export_skipped: AtomicU64::new(0),
         }
     }
 
@@ -161,20 +179,81 @@ pub struct ExportHook {
     closed: VecDeque<FlowRecord>,
     closed_cap: usize,
     closed_dropped: u64,
-    /// Totals of the flows that left this worker's table.
-    exited: ServiceTable,
+    /// Flows that left the table since the last batch the aggregator took.
+    exits: Vec<Contribution>,
+    tx: SyncSender<ExportBatch>,
     push: Option<PushTracker>,
 }
 
+/// A flow's record and RTT histograms [c2s, s2c]: what it adds to its
+/// service.
+type Contribution = (FlowRecord, [Histogram; 2]);
+
+/// Batches waiting for one worker's aggregator.
+const AGGREGATOR_BATCHES: usize = 2;
+
+/// What a worker hands its [`ExportAggregator`] once a second.
+#[derive(Debug)]
+pub struct ExportBatch {
+    /// Everything but `services`, which the aggregator fills in.
+    snap: WorkerSnapshot,
+    exits: Vec<Contribution>,
+    active: Vec<Contribution>,
+}
+
+/// The thread side of one worker's export: per-service totals of the
+/// flows that left its table, plus its live flows, published as the
+/// worker's [`WorkerSnapshot`]. Run it with [`ExportAggregator::run`] on a
+/// thread of its own; it ends when its [`ExportHook`] is dropped, after the
+/// last batch.
+#[derive(Debug)]
+pub struct ExportAggregator {
+    shared: Arc<WorkerShared>,
+    rx: Receiver<ExportBatch>,
+    exited: ServiceTable,
+}
+
+impl ExportAggregator {
+    pub fn run(mut self) {
+        while let Ok(b) = self.rx.recv() {
+            self.apply(b);
+        }
+    }
+
+    fn apply(&mut self, b: ExportBatch) {
+        for (rec, rtt) in &b.exits {
+            self.exited.add(rec, [&rtt[0], &rtt[1]]);
+        }
+        let services = self.exited.with_active(|add| {
+            for (rec, rtt) in &b.active {
+                add(rec, [&rtt[0], &rtt[1]]);
+            }
+        });
+        let snap = WorkerSnapshot { services, ..b.snap };
+        *self
+            .shared
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+    }
+}
+
 impl ExportHook {
+    /// The hook for a worker, and the aggregator to run on a thread of its own.
     pub fn new(
         shared: Arc<WorkerShared>,
         every: Duration,
         closed_cap: usize,
         max_services: usize,
         push: Option<PushTracker>,
-    ) -> ExportHook {
-        ExportHook {
+    ) -> (ExportHook, ExportAggregator) {
+        let (tx, rx) = sync_channel(AGGREGATOR_BATCHES);
+        let agg = ExportAggregator {
+            shared: shared.clone(),
+            rx,
+            exited: ServiceTable::new(max_services),
+        };
+        let hook = ExportHook {
             shared,
             every,
             last_export: None,
@@ -183,18 +262,20 @@ impl ExportHook {
             closed: VecDeque::with_capacity(closed_cap.min(1 << 16)),
             closed_cap,
             closed_dropped: 0,
-            exited: ServiceTable::new(max_services),
+            exits: Vec::new(),
+            tx,
             push,
-        }
+        };
+        (hook, agg)
     }
 
     /// Moves the flows that left the table into the ring and the totals.
     fn take_exits(&mut self, engine: &mut Engine) {
         while let Some(e) = engine.poll_export() {
-            self.exited.add(&e.record, [&e.rtt[0], &e.rtt[1]]);
             if let Some(p) = self.push.as_mut() {
                 p.exited(&e);
             }
+            self.exits.push((e.record.clone(), e.rtt));
             if self.closed_cap == 0 {
                 self.closed_dropped += 1;
                 continue;
@@ -213,26 +294,43 @@ impl ExportHook {
             engine.poll_expired(now, EXPIRE_BUDGET);
         }
         self.take_exits(engine);
-        let services = self.exited.with_active(|add| {
-            engine.for_each_active(|f| {
-                let rec = f.to_record(false);
-                add(&rec, [&f.dirs[0].rtt, &f.dirs[1].rtt]);
-            });
+        let mut active = Vec::with_capacity(engine.table().len());
+        engine.for_each_active(|f| {
+            active.push((
+                f.to_record(false),
+                [f.dirs[0].rtt.clone(), f.dirs[1].rtt.clone()],
+            ));
         });
-        let snap = WorkerSnapshot {
-            at_ns: now,
-            counters: *counters,
-            summary: engine.summary(),
-            active_flows: engine.table().len() as u64,
-            closed_kept: self.closed.len() as u64,
-            closed_dropped: self.closed_dropped,
-            services,
+        let batch = ExportBatch {
+            snap: WorkerSnapshot {
+                at_ns: now,
+                counters: *counters,
+                summary: engine.summary(),
+                active_flows: engine.table().len() as u64,
+                closed_kept: self.closed.len() as u64,
+                closed_dropped: self.closed_dropped,
+                services: ServiceTable::new(1),
+            },
+            exits: std::mem::take(&mut self.exits),
+            active,
         };
-        *self
-            .shared
-            .snapshot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+        if last {
+            // The worker is about to return: the final snapshot (for the
+            // last scrape) may wait for the aggregator.
+            let _ = self.tx.send(batch);
+        } else {
+            match self.tx.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(b)) => {
+                    // The aggregator lags: keep the exits for the next batch.
+                    self.exits = b.exits;
+                    self.shared.export_skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                // The aggregator is gone (the daemon is stopping): nothing
+                // reads the snapshots any more.
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
         if let Some(p) = self.push.as_mut() {
             p.tick(engine, now, last);
         }

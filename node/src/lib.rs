@@ -5,14 +5,16 @@
 //!   -> XskSource (FrameSource) -> pipeline worker q, pinned: parse, hand off by
 //!      symmetric flow hash, Engine (the same one `analyze` runs)
 //!   -> ExportHook on the worker thread, about once a second: idle timeouts on
-//!      wall-clock time, closed flows into a bounded ring, snapshot into the
+//!      wall-clock time, closed flows into a bounded ring, the live and closed
+//!      flows' records handed to the worker's aggregator thread
+//!   -> aggregator thread per worker: per-service totals, snapshot into the
 //!      worker's slot (one Mutex swap of an Arc)
 //!   -> HTTP thread (tokio, axum): /metrics, /flows, /healthz read the slots
 //! ```
 //!
 //! Threads: the caller's (setup; then it runs the pipeline and blocks; at
 //! the end it detaches XDP, in the network namespace it attached in), one
-//! pinned worker per queue (the pipeline's), the HTTP thread (which also
+//! pinned worker per queue (the pipeline's) and its export aggregator, the HTTP thread (which also
 //! turns SIGINT/SIGTERM into the stop flag), with `--ctrl` a pusher, and
 //! with `--probe` one prober thread per target (pinned to the cores the
 //! workers do not get, see [`probes`]).
@@ -573,7 +575,7 @@ fn attach_and_run(
             src.strategy()
         ));
     }
-    let hooks: Vec<ExportHook> = shared
+    let (hooks, aggregators): (Vec<ExportHook>, Vec<_>) = shared
         .iter()
         .map(|sh| {
             let tracker = push_tx
@@ -587,12 +589,29 @@ fn attach_and_run(
                 tracker,
             )
         })
-        .collect();
+        .unzip();
+    // The per-service aggregation of each worker's exports, off the
+    // workers' threads; each ends after its worker's last export.
+    let mut aggregator_threads = Vec::with_capacity(aggregators.len());
+    for (agg, q) in aggregators.into_iter().zip(&queues) {
+        aggregator_threads.push(
+            std::thread::Builder::new()
+                .name(format!("wirelens-agg{q}"))
+                .spawn(move || agg.run())
+                .map_err(|source| NodeError::Io {
+                    what: "starting an export aggregator thread".into(),
+                    source,
+                })?,
+        );
+    }
     drop(push_tx);
     if stop.load(Ordering::SeqCst) {
         log("stopped before the workers started");
     }
     let run = pipeline.run_with_hooks(sources, hooks, stop);
+    for t in aggregator_threads {
+        let _ = t.join();
+    }
     let s = pipeline.summary();
     log(format!(
         "workers stopped: {} frames, {} packets analysed, {} flows (tcp {}, udp {}, icmp {}, \

@@ -248,6 +248,15 @@ impl Collector for NodeCollector {
                 .iter()
                 .map(|w| (q(w), w.export_flows.load(Ordering::Relaxed))),
         )?;
+        counter(
+            &mut e,
+            "worker_export_skipped",
+            "Exports the aggregator thread could not take (it lagged): that second's live view \
+             was skipped, its closed flows went with the next export",
+            workers
+                .iter()
+                .map(|w| (q(w), w.export_skipped.load(Ordering::Relaxed))),
+        )?;
         gauge(
             &mut e,
             "worker_export_max_nanoseconds",
