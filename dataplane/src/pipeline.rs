@@ -1370,10 +1370,9 @@ mod tests {
     /// (SPSC rings, FIFO), and nothing across sources: a packet handed off
     /// is analysed after the owner's own packets of the batch it is
     /// drained behind. Joining the late SYN to the record its SYN/ACK opened
-    /// is the TCP analyzer's part (branch `engine`); until that fix is in,
-    /// this test fails (two records) and is ignored.
+    /// is the TCP analyzer's part; without it this test fails (two records:
+    /// a `syn_sent` one with the SYN/ACK, and the connection without it).
     #[test]
-    #[ignore = "needs the engine's fix for a SYN arriving after its SYN/ACK (branch engine)"]
     fn synack_before_handed_off_syn_is_one_flow() {
         let k = 2;
         // A client port whose flow worker 1 owns.
