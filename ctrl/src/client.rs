@@ -721,10 +721,13 @@ impl Pusher {
         }
     }
 
-    /// The largest body to make.
+    /// The largest body to make: below the control plane's limit, and a
+    /// quarter of the backlog at most, so that a full backlog drops a few
+    /// reports, not one report larger than the backlog itself.
     fn limit(&self) -> usize {
         self.max_body
             .saturating_sub(BODY_MARGIN)
+            .min(self.cfg.backlog_bytes / 4)
             .max(MIN_MAX_BODY / 2)
     }
 
@@ -1138,6 +1141,16 @@ mod tests {
         assert_eq!(p.backlog(), 3);
         assert!(p.retry_in().is_some());
         assert_eq!(p.stats().retries, 1);
+        // One batch larger than the whole backlog: cut in pieces of a quarter
+        // at most; the oldest pieces go, counted, the rest stay within bounds.
+        let mut p = offline(64 << 10, Encoding::Json);
+        p.enqueue(deltas(2000), 10);
+        let s = p.stats();
+        let kept: usize = queued(&p).iter().map(|r| r.flows.len()).sum();
+        assert!(p.backlog_bytes() <= 64 << 10, "{}", p.backlog_bytes());
+        assert!(s.dropped_reports > 0 && kept > 0, "{s:?}");
+        assert_eq!(kept as u64 + s.dropped_flows, 2000, "{s:?}");
+        assert_eq!(queued(&p).last().unwrap().dropped_flows, s.dropped_flows);
     }
 
     #[test]
