@@ -101,6 +101,12 @@ pub struct ServeArgs {
     /// node name) may send, over every node name it claims; 0 turns it off.
     #[arg(long, value_name = "PER_SEC", default_value_t = 2000.0)]
     pub token_rate_limit: f64,
+    /// Services kept in total; the services of nodes beyond go to `_other`.
+    #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::store::DEFAULT_MAX_SERVICES)]
+    pub max_services: usize,
+    /// Services kept per node; that node's further services go to `_other`.
+    #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::store::DEFAULT_MAX_SERVICES_PER_NODE)]
+    pub max_services_per_node: usize,
     /// Reports a shared token may send at once before --token-rate-limit applies.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub token_rate_burst: u32,
@@ -330,6 +336,8 @@ pub fn serve(a: &ServeArgs) -> u8 {
                 per_sec: a.token_rate_limit,
                 burst: a.token_rate_burst.max(1),
             }),
+            max_services: a.max_services,
+            max_services_per_node: a.max_services_per_node,
             top_flows: a.top_flows,
             query_budget: Duration::from_secs_f64(a.query_budget.max(0.001)),
             max_clock_skew: Duration::from_secs_f64(a.max_clock_skew.max(0.0)),

@@ -80,6 +80,10 @@ pub struct IngestConfig {
     /// Reports per shared token (one that any node may use), over all the
     /// node names it claims; `None`: only the per-node limit.
     pub token_rate_limit: Option<RateLimit>,
+    /// Services kept in total and per node; the rest are stored as
+    /// [`crate::store::OTHER`].
+    pub max_services: usize,
+    pub max_services_per_node: usize,
     /// Flows the flows view keeps per service and 1 min bucket besides
     /// those with an event.
     pub top_flows: usize,
@@ -100,6 +104,8 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             token_rate_limit: None,
+            max_services: crate::store::DEFAULT_MAX_SERVICES,
+            max_services_per_node: crate::store::DEFAULT_MAX_SERVICES_PER_NODE,
             top_flows: crate::store::DEFAULT_TOP_FLOWS,
             queue: 256,
             batch_deltas: 200_000,
@@ -1493,7 +1499,9 @@ pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
                 source,
             })?;
         let addr: SocketAddr = listener.local_addr()?;
-        let store = store.with_top_flows(cfg.ingest.top_flows);
+        let store = store
+            .with_top_flows(cfg.ingest.top_flows)
+            .with_max_services(cfg.ingest.max_services, cfg.ingest.max_services_per_node);
         let state = AppState::new(Box::new(store), &cfg)?;
         let rate = match cfg.rate_limit {
             Some(l) => format!("{} reports/s per node, bursts of {}", l.per_sec, l.burst),
