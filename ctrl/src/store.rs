@@ -259,7 +259,8 @@ pub trait Store: Send {
         node: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, ProbeWindow)>, StoreError>;
-    /// Cumulative per-service counters since the store was created (never pruned).
+    /// Cumulative per-service counters since the store was created (a
+    /// service silent past the 1 min retention is pruned).
     fn totals(&mut self) -> Result<Vec<(String, Counters)>, StoreError>;
     /// Deletes what is older than the retention; returns rows deleted.
     fn prune(&mut self, now_ns: u64, r: &Retention) -> Result<u64, StoreError>;
@@ -394,6 +395,15 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Self::connect(path)?;
         conn.execute_batch(SCHEMA)?;
+        // Stores of older builds: totals had no time of their own.
+        let has_last: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('service_totals') WHERE name = 'last_ns'")?
+            .exists([])?;
+        if !has_last {
+            conn.execute_batch(
+                "ALTER TABLE service_totals ADD COLUMN last_ns INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
         Ok(SqliteStore::on(conn, path))
     }
 
@@ -745,6 +755,8 @@ impl Store for SqliteStore {
                 c,
                 merge,
             )?;
+            tx.prepare_cached("UPDATE service_totals SET last_ns = ?2 WHERE service = ?1")?
+                .execute(params![service, i(now_ns)])?;
         }
         // The flows view: event flows always, the others while they are
         // among the worst `top` of their service and bucket.
@@ -948,6 +960,12 @@ impl Store for SqliteStore {
             "DELETE FROM reports WHERE received_ns < ?1",
             params![cut(r.reports_ns)],
         )?;
+        // A service not reported for as long as its 1 min buckets are kept
+        // loses its cumulative totals too (a /metrics series that ended).
+        n += tx.execute(
+            "DELETE FROM service_totals WHERE last_ns < ?1",
+            params![cut(r.m1_ns)],
+        )?;
         // A node silent for as long as the idempotency names are kept is
         // forgotten with them.
         n += tx.execute(
@@ -1103,14 +1121,19 @@ mod tests {
                 .len(),
             1
         );
-        // Prune far in the future removes buckets and flows, keeps totals.
+        // Totals outlive the 10 s buckets...
+        let day = 24 * 3600 * SEC;
+        s.prune(3 + 2 * day, &Retention::default()).unwrap();
+        assert_eq!(s.totals().unwrap()[0].1.packets, 12);
+        // ...and a prune far in the future removes buckets, flows, silent
+        // nodes and silent services' totals.
         assert!(s.prune(u64::MAX / 2, &Retention::default()).unwrap() > 0);
         assert!(s.service_rows(Res::S10, 0, None).unwrap().is_empty());
         assert!(
             s.nodes().unwrap().is_empty(),
             "a long silent node is pruned"
         );
-        assert_eq!(s.totals().unwrap()[0].1.packets, 12);
+        assert!(s.totals().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
