@@ -97,6 +97,19 @@ pub struct ServeArgs {
     /// beyond); 0 turns the limit off.
     #[arg(long, value_name = "PER_SEC", default_value_t = 10.0)]
     pub rate_limit: f64,
+    /// Reports per second one shared token (a token file line without a
+    /// node name) may send, over every node name it claims; 0 turns it off.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 2000.0)]
+    pub token_rate_limit: f64,
+    /// Services kept in total; the services of nodes beyond go to `_other`.
+    #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::store::DEFAULT_MAX_SERVICES)]
+    pub max_services: usize,
+    /// Services kept per node; that node's further services go to `_other`.
+    #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::store::DEFAULT_MAX_SERVICES_PER_NODE)]
+    pub max_services_per_node: usize,
+    /// Reports a shared token may send at once before --token-rate-limit applies.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub token_rate_burst: u32,
     /// Flows the flows view keeps per service and minute besides those with
     /// an event (reset, refused, zero window, PMTU), the worst first.
     #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::store::DEFAULT_TOP_FLOWS)]
@@ -319,6 +332,12 @@ pub fn serve(a: &ServeArgs) -> u8 {
         api_tokens,
         limits,
         ingest: server::IngestConfig {
+            token_rate_limit: (a.token_rate_limit > 0.0).then_some(RateLimit {
+                per_sec: a.token_rate_limit,
+                burst: a.token_rate_burst.max(1),
+            }),
+            max_services: a.max_services,
+            max_services_per_node: a.max_services_per_node,
             top_flows: a.top_flows,
             query_budget: Duration::from_secs_f64(a.query_budget.max(0.001)),
             max_clock_skew: Duration::from_secs_f64(a.max_clock_skew.max(0.0)),

@@ -124,16 +124,27 @@ impl Tokens {
     /// What `presented` grants, comparing against every entry in constant
     /// time (per entry length) without stopping at a match.
     pub fn check(&self, presented: &[u8]) -> Option<Grant> {
-        let mut found: Option<&Entry> = None;
-        for e in &self.entries {
+        self.check_entry(presented).map(|(_, g)| g)
+    }
+
+    /// Like [`Tokens::check`], with the entry's index in the file: names the
+    /// token (for its own rate limit) without holding or logging it.
+    pub fn check_entry(&self, presented: &[u8]) -> Option<(usize, Grant)> {
+        let mut found: Option<(usize, &Entry)> = None;
+        for (k, e) in self.entries.iter().enumerate() {
             let eq: bool = e.token.as_slice().ct_eq(presented).into();
             if eq && found.is_none() {
-                found = Some(e);
+                found = Some((k, e));
             }
         }
-        found.map(|e| match &e.node {
-            Some(n) => Grant::Node(n.clone()),
-            None => Grant::AnyNode,
+        found.map(|(k, e)| {
+            (
+                k,
+                match &e.node {
+                    Some(n) => Grant::Node(n.clone()),
+                    None => Grant::AnyNode,
+                },
+            )
         })
     }
 

@@ -75,8 +75,15 @@ pub struct ServerConfig {
 }
 
 /// The ingest path and the read API's bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IngestConfig {
+    /// Reports per shared token (one that any node may use), over all the
+    /// node names it claims; `None`: only the per-node limit.
+    pub token_rate_limit: Option<RateLimit>,
+    /// Services kept in total and per node; the rest are stored as
+    /// [`crate::store::OTHER`].
+    pub max_services: usize,
+    pub max_services_per_node: usize,
     /// Flows the flows view keeps per service and 1 min bucket besides
     /// those with an event.
     pub top_flows: usize,
@@ -96,6 +103,9 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
+            token_rate_limit: None,
+            max_services: crate::store::DEFAULT_MAX_SERVICES,
+            max_services_per_node: crate::store::DEFAULT_MAX_SERVICES_PER_NODE,
             top_flows: crate::store::DEFAULT_TOP_FLOWS,
             queue: 256,
             batch_deltas: 200_000,
@@ -191,6 +201,8 @@ pub struct AppState {
     retention: Retention,
     alerts: AlertConfig,
     limiter: Option<Mutex<Limiter>>,
+    /// Per shared token (keyed by its entry in the token file).
+    token_limiter: Option<Mutex<Limiter>>,
     stats: SelfStats,
     log: LogSink,
     limits: ConnLimits,
@@ -312,6 +324,10 @@ impl AppState {
             retention: cfg.retention,
             alerts: cfg.alerts.clone(),
             limiter: cfg.rate_limit.map(|l| Mutex::new(Limiter::new(l))),
+            token_limiter: cfg
+                .ingest
+                .token_rate_limit
+                .map(|l| Mutex::new(Limiter::new(l))),
             stats: SelfStats::default(),
             log,
             limits: cfg.limits,
@@ -330,17 +346,41 @@ impl AppState {
 
     /// `Some(429 answer)` when `node` is over its rate limit now.
     fn rate_limited(&self, node: &str) -> Option<Response> {
-        let limiter = self.limiter.as_ref()?;
+        self.limited(
+            self.limiter.as_ref()?,
+            node,
+            &format!("node {node:?}"),
+            "rate_limited",
+        )
+    }
+
+    /// `Some(429 answer)` when shared token `entry` is over its own limit.
+    fn token_rate_limited(&self, entry: usize) -> Option<Response> {
+        self.limited(
+            self.token_limiter.as_ref()?,
+            &format!("token#{entry}"),
+            &format!("shared token #{} of the token file", entry + 1),
+            "token_rate_limited",
+        )
+    }
+
+    fn limited(
+        &self,
+        limiter: &Mutex<Limiter>,
+        key: &str,
+        who: &str,
+        why: &'static str,
+    ) -> Option<Response> {
         let mut l = limiter.lock().unwrap_or_else(PoisonError::into_inner);
         let limit = l.limit();
-        let secs = l.check(node, now_ns()).err()?;
+        let secs = l.check(key, now_ns()).err()?;
         drop(l);
-        self.reject("rate_limited");
+        self.reject(why);
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
             Json(json!({
                 "error": format!(
-                    "node {node:?} is over its rate limit of {} reports/s (bursts of {}); retry in {secs} s",
+                    "{who} is over its rate limit of {} reports/s (bursts of {}); retry in {secs} s",
                     limit.per_sec, limit.burst
                 ),
                 "retry_after_s": secs,
@@ -598,7 +638,7 @@ async fn post_report_inner(st: &Arc<AppState>, req: Request) -> Response {
         st.reject("unauthenticated");
         return unauthorized("missing `Authorization: Bearer TOKEN` header");
     };
-    let Some(grant) = st.tokens.check(token) else {
+    let Some((entry, grant)) = st.tokens.check_entry(token) else {
         st.reject("unauthenticated");
         st.log("report refused: unknown token");
         return unauthorized("unknown token");
@@ -624,10 +664,18 @@ async fn post_report_inner(st: &Arc<AppState>, req: Request) -> Response {
             );
         }
     }
-    // A token bound to a node is limited before its body is read.
-    if let Grant::Node(n) = &grant {
-        if let Some(r) = st.rate_limited(n) {
-            return r;
+    // A token bound to a node is limited before its body is read; so is a
+    // shared token, by itself, whatever node names it claims.
+    match &grant {
+        Grant::Node(n) => {
+            if let Some(r) = st.rate_limited(n) {
+                return r;
+            }
+        }
+        Grant::AnyNode => {
+            if let Some(r) = st.token_rate_limited(entry) {
+                return r;
+            }
         }
     }
     let declared = headers
@@ -1451,7 +1499,9 @@ pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
                 source,
             })?;
         let addr: SocketAddr = listener.local_addr()?;
-        let store = store.with_top_flows(cfg.ingest.top_flows);
+        let store = store
+            .with_top_flows(cfg.ingest.top_flows)
+            .with_max_services(cfg.ingest.max_services, cfg.ingest.max_services_per_node);
         let state = AppState::new(Box::new(store), &cfg)?;
         let rate = match cfg.rate_limit {
             Some(l) => format!("{} reports/s per node, bursts of {}", l.per_sec, l.burst),

@@ -68,6 +68,47 @@ pub enum StoreError {
 
 /// Flows kept per service and 1 min bucket besides those with an event.
 pub const DEFAULT_TOP_FLOWS: usize = 20;
+/// Services kept in total; the services of nodes beyond are stored as [`OTHER`].
+pub const DEFAULT_MAX_SERVICES: usize = 10_000;
+/// Services kept per node; beyond, that node's further services are [`OTHER`].
+pub const DEFAULT_MAX_SERVICES_PER_NODE: usize = 1_000;
+/// Where the services past the caps go (as on the node).
+pub const OTHER: &str = "_other";
+
+/// The service caps: which services are known, in total and per node.
+#[derive(Debug, Default)]
+struct Caps {
+    total: usize,
+    per_node: usize,
+    known: std::collections::HashSet<String>,
+    of_node: HashMap<String, std::collections::HashSet<String>>,
+}
+
+impl Caps {
+    /// Whether `service` of `node` keeps its name (else it goes to [`OTHER`]);
+    /// a kept new service is remembered.
+    fn keep(&mut self, node: &str, service: &str) -> bool {
+        if service == OTHER {
+            return true;
+        }
+        let per = self.of_node.entry(node.to_string()).or_default();
+        if per.contains(service) {
+            return true;
+        }
+        if per.len() >= self.per_node {
+            return false;
+        }
+        if !self.known.contains(service) {
+            if self.known.len() >= self.total {
+                return false;
+            }
+            self.known.insert(service.to_string());
+        }
+        per.insert(service.to_string());
+        true
+    }
+}
+
 /// Most bucket rows one query loads.
 pub const MAX_QUERY_ROWS: usize = 500_000;
 
@@ -218,7 +259,8 @@ pub trait Store: Send {
         node: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, ProbeWindow)>, StoreError>;
-    /// Cumulative per-service counters since the store was created (never pruned).
+    /// Cumulative per-service counters since the store was created (a
+    /// service silent past the 1 min retention is pruned).
     fn totals(&mut self) -> Result<Vec<(String, Counters)>, StoreError>;
     /// Deletes what is older than the retention; returns rows deleted.
     fn prune(&mut self, now_ns: u64, r: &Retention) -> Result<u64, StoreError>;
@@ -239,6 +281,9 @@ pub struct SqliteStore {
     /// Query deadline (ns since the epoch, 0: none) read by the progress handler.
     deadline: Arc<AtomicU64>,
     budget_ms: u64,
+    /// The writer's service caps (loaded on first ingest).
+    caps: Option<Caps>,
+    max_services: (usize, usize),
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -350,6 +395,15 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Self::connect(path)?;
         conn.execute_batch(SCHEMA)?;
+        // Stores of older builds: totals had no time of their own.
+        let has_last: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('service_totals') WHERE name = 'last_ns'")?
+            .exists([])?;
+        if !has_last {
+            conn.execute_batch(
+                "ALTER TABLE service_totals ADD COLUMN last_ns INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
         Ok(SqliteStore::on(conn, path))
     }
 
@@ -372,6 +426,8 @@ impl SqliteStore {
             kept: HashMap::new(),
             deadline,
             budget_ms: 0,
+            caps: None,
+            max_services: (DEFAULT_MAX_SERVICES, DEFAULT_MAX_SERVICES_PER_NODE),
         }
     }
 
@@ -389,6 +445,34 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(conn)
+    }
+
+    /// At most `total` services, and `per_node` per node; the rest are [`OTHER`].
+    pub fn with_max_services(mut self, total: usize, per_node: usize) -> SqliteStore {
+        self.max_services = (total, per_node);
+        self.caps = None;
+        self
+    }
+
+    /// The services already stored, in total and per node.
+    fn load_caps(&self) -> Result<Caps, StoreError> {
+        let mut c = Caps {
+            total: self.max_services.0,
+            per_node: self.max_services.1,
+            ..Caps::default()
+        };
+        let mut st = self
+            .conn
+            .prepare("SELECT DISTINCT node, service FROM service_buckets WHERE res = 60")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let (node, service): (String, String) = (r.get(0)?, r.get(1)?);
+            if service != OTHER {
+                c.known.insert(service.clone());
+                c.of_node.entry(node).or_default().insert(service);
+            }
+        }
+        Ok(c)
     }
 
     /// Keeps `n` flows per service and 1 min bucket besides event flows.
@@ -539,7 +623,11 @@ impl Store for SqliteStore {
         batch: &[(&NodeReport, &Rows)],
         now_ns: u64,
     ) -> Result<Vec<Ingest>, StoreError> {
+        if self.caps.is_none() {
+            self.caps = Some(self.load_caps()?);
+        }
         let (top, kept) = (self.top, &mut self.kept);
+        let caps = self.caps.get_or_insert_with(Caps::default);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -603,22 +691,38 @@ impl Store for SqliteStore {
                 .filter(|(_, o)| **o == Ingest::Accepted)
                 .map(|(b, _)| *b)
         };
+        // Services past the caps are stored as OTHER.
+        let mut name: HashMap<(&str, &str), &str> = HashMap::new();
+        for (report, rows) in fresh() {
+            let node = report.node.as_str();
+            for service in rows.totals.keys() {
+                let n = if caps.keep(node, service) {
+                    service.as_str()
+                } else {
+                    OTHER
+                };
+                name.insert((node, service.as_str()), n);
+            }
+        }
+        let named = |node: &str, service: &str| -> &str {
+            name.get(&(node, service)).copied().unwrap_or(OTHER)
+        };
         for (report, rows) in fresh() {
             let node = report.node.as_str();
             for ((service, res, bucket), c) in &rows.services {
                 services
-                    .entry((service, node, *res, *bucket))
+                    .entry((named(node, service), node, *res, *bucket))
                     .or_default()
                     .merge(c);
             }
             for ((service, subnet, res, bucket), c) in &rows.paths {
                 paths
-                    .entry((service, subnet, node, *res, *bucket))
+                    .entry((named(node, service), subnet, node, *res, *bucket))
                     .or_default()
                     .merge(c);
             }
             for (service, c) in &rows.totals {
-                totals.entry(service).or_default().merge(c);
+                totals.entry(named(node, service)).or_default().merge(c);
             }
         }
         let merge = |a: &mut Counters, b: &Counters| a.merge(b);
@@ -651,6 +755,8 @@ impl Store for SqliteStore {
                 c,
                 merge,
             )?;
+            tx.prepare_cached("UPDATE service_totals SET last_ns = ?2 WHERE service = ?1")?
+                .execute(params![service, i(now_ns)])?;
         }
         // The flows view: event flows always, the others while they are
         // among the worst `top` of their service and bucket.
@@ -663,22 +769,15 @@ impl Store for SqliteStore {
             );
         }
         for (node, id, f) in flows {
-            if !f.event
-                && !admit(
-                    kept,
-                    top,
-                    &f.service,
-                    f.bucket,
-                    worst_score(&f.state.record),
-                )
-            {
+            let service = named(node, &f.service);
+            if !f.event && !admit(kept, top, service, f.bucket, worst_score(&f.state.record)) {
                 continue;
             }
             let old: Option<Vec<u8>> = tx
                 .prepare_cached(
                     "SELECT state FROM top_flows WHERE service = ?1 AND bucket = ?2 AND node = ?3 AND id = ?4",
                 )?
-                .query_row(params![f.service, i(f.bucket), node, id], |r| r.get(0))
+                .query_row(params![service, i(f.bucket), node, id], |r| r.get(0))
                 .optional()?;
             let merged = match old {
                 Some(b) => {
@@ -695,7 +794,7 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
-                f.service,
+                service,
                 i(f.bucket),
                 node,
                 id,
@@ -861,6 +960,12 @@ impl Store for SqliteStore {
             "DELETE FROM reports WHERE received_ns < ?1",
             params![cut(r.reports_ns)],
         )?;
+        // A service not reported for as long as its 1 min buckets are kept
+        // loses its cumulative totals too (a /metrics series that ended).
+        n += tx.execute(
+            "DELETE FROM service_totals WHERE last_ns < ?1",
+            params![cut(r.m1_ns)],
+        )?;
         // A node silent for as long as the idempotency names are kept is
         // forgotten with them.
         n += tx.execute(
@@ -1016,14 +1121,19 @@ mod tests {
                 .len(),
             1
         );
-        // Prune far in the future removes buckets and flows, keeps totals.
+        // Totals outlive the 10 s buckets...
+        let day = 24 * 3600 * SEC;
+        s.prune(3 + 2 * day, &Retention::default()).unwrap();
+        assert_eq!(s.totals().unwrap()[0].1.packets, 12);
+        // ...and a prune far in the future removes buckets, flows, silent
+        // nodes and silent services' totals.
         assert!(s.prune(u64::MAX / 2, &Retention::default()).unwrap() > 0);
         assert!(s.service_rows(Res::S10, 0, None).unwrap().is_empty());
         assert!(
             s.nodes().unwrap().is_empty(),
             "a long silent node is pruned"
         );
-        assert_eq!(s.totals().unwrap()[0].1.packets, 12);
+        assert!(s.totals().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
@@ -1180,6 +1290,62 @@ mod tests {
         assert_eq!(q.service_rows(Res::S10, 0, None).unwrap().len(), 20_001);
         // A reader cannot write.
         assert!(q.ingest(&report("n1", 5, 1), &rows_of(&r), 2).is_err());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn services_past_the_caps_go_to_other() {
+        let path = tmp("caps");
+        let t = 1_700_000_000 * SEC;
+        let mk = |node: &str, seq: u64, servers: &[&str]| {
+            let mut r = NodeReport::new(node, 9, seq, t, NodeMeta::default());
+            for s in servers {
+                let mut f = flow("198.18.1.2:1000", s, t, t + SEC);
+                f.c2s.packets = 1;
+                r.flows.push(delta_with_rtt(f, t + SEC, &[1_000_000]));
+            }
+            r
+        };
+        {
+            let mut s = SqliteStore::open(&path).unwrap().with_max_services(2, 1);
+            for r in [
+                mk("a", 0, &["198.18.2.1:80", "198.18.2.2:80"]),
+                mk("b", 0, &["198.18.2.3:80"]),
+                mk("c", 0, &["198.18.2.4:80"]),
+            ] {
+                s.ingest(&r, &rows_of(&r), 1).unwrap();
+            }
+        }
+        // After a reopen the caps are what the store holds.
+        let mut s = SqliteStore::open(&path).unwrap().with_max_services(2, 1);
+        let r = mk("a", 1, &["198.18.2.1:80", "198.18.2.5:80"]);
+        s.ingest(&r, &rows_of(&r), 2).unwrap();
+        let totals: Vec<(String, u64)> = s
+            .totals()
+            .unwrap()
+            .into_iter()
+            .map(|(k, c)| (k, c.packets))
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                ("198.18.2.1:80/tcp".into(), 2),
+                ("198.18.2.3:80/tcp".into(), 1),
+                (OTHER.into(), 3)
+            ]
+        );
+        let flows = s
+            .flows(&FlowQuery {
+                limit: 100,
+                service: Some(OTHER.into()),
+                ..FlowQuery::default()
+            })
+            .unwrap();
+        assert_eq!(
+            flows.len(),
+            3,
+            "the flows of capped services are kept as {OTHER}"
+        );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

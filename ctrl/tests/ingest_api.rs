@@ -259,3 +259,28 @@ fn an_expensive_query_leaves_ingest_latency_unchanged() {
         "ingest median {alone:?} alone, {loaded:?} under queries (slowest query {slowest:?})"
     );
 }
+
+#[test]
+fn a_shared_token_has_its_own_rate_limit_whatever_nodes_it_names() {
+    let srv = support::start("ingest-token-limit", |db| {
+        let mut c = config(&db);
+        c.ingest.token_rate_limit = Some(wirelens_ctrl::limit::RateLimit {
+            per_sec: 0.01,
+            burst: 2,
+        });
+        c
+    });
+    let t = now();
+    let mut statuses = Vec::new();
+    for (k, node) in ["a", "b", "c", "d"].iter().enumerate() {
+        let (ct, ce, body) = codec::encode(&report(node, k as u64, 1, 1, t), Encoding::Json);
+        let (status, head, b) = post(srv.addr, ct, ce, &body);
+        if status == 429 {
+            assert!(b.contains("shared token #1"), "{b}");
+            assert!(head.contains("retry-after"), "{head}");
+        }
+        statuses.push(status);
+    }
+    // A fresh node name is no fresh burst.
+    assert_eq!(statuses, [200, 200, 429, 429]);
+}
