@@ -449,6 +449,33 @@ fn client_ca_requires_a_client_certificate() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // the refused handshakes are counted on /metrics (fetched with a good
+    // client certificate through openssl's TLS client)
+    let mut c = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &srv.addr.to_string()])
+        .args(["-CAfile", &p("server-ca.pem")])
+        .args(["-cert", &p("node-a.pem"), "-key", &p("node-a.key")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = c.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("wirelens_ctrl_tls_handshakes_failed_total "))
+        .unwrap_or_else(|| panic!("no handshake counter in /metrics: {text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(failed >= 2, "{failed} failed handshakes counted: {text}");
+
     // --client-ca without --tls-cert is refused by the CLI
     let out = Command::new(BIN)
         .args([

@@ -216,6 +216,9 @@ struct ConnStats {
     over_cap: AtomicU64,
     /// Requests answered 408 because they did not complete in time.
     request_timeouts: AtomicU64,
+    /// TLS handshakes that failed or timed out (the listener's counter; set
+    /// when serving https).
+    tls_failed: std::sync::OnceLock<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -467,10 +470,12 @@ async fn with_store<T: Send + 'static>(
             Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
         }
         Ok(Err(e)) => {
+            // The store's own text (SQLite's) goes to the operator's log,
+            // not to a client that may not even be authenticated.
             st.log(format_args!("store error: {e}"));
             Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("store: {e}"),
+                "store unavailable (the control plane's log says why)",
             ))
         }
         Err(e) => {
@@ -790,10 +795,12 @@ async fn post_report_inner(st: &Arc<AppState>, req: Request) -> Response {
     let res = match rx.await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
+            // The store's own text (SQLite's) goes to the operator's log,
+            // not to a client that may not even be authenticated.
             st.log(format_args!("store error: {e}"));
             Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("store: {e}"),
+                "store unavailable (the control plane's log says why)",
             ))
         }
         Err(_) => Err(error(
@@ -1285,6 +1292,15 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
         "Connections closed by the server's limits, by reason (header timeouts are not counted: hyper closes those)",
         cut,
     );
+    if let Some(failed) = st.conns.tls_failed.get() {
+        let c = Counter::<u64>::default();
+        c.inc_by(failed.load(Ordering::Relaxed));
+        reg.register(
+            "wirelens_ctrl_tls_handshakes_failed",
+            "TLS handshakes that failed or timed out (wrong or missing client certificate, not TLS, too slow)",
+            c,
+        );
+    }
     let n = Gauge::<i64>::default();
     n.set(nodes.len() as i64);
     reg.register("wirelens_ctrl_nodes", "Nodes known to the control plane", n);
@@ -1339,6 +1355,7 @@ pub async fn serve_tls(
     state: Arc<AppState>,
 ) -> Result<(), ServeError> {
     let l = crate::tls::TlsListener::new(listener, tls)?;
+    let _ = state.conns.tls_failed.set(l.failed_handshakes());
     serve_on(l, state, shutdown_signal()).await
 }
 
