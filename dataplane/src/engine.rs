@@ -263,7 +263,7 @@ impl Core {
     /// [`FlowTable::prefetch`] found, when known.
     #[inline]
     fn analyze(&mut self, m: &PacketMeta, pre: Option<(u64, Option<u32>)>) {
-        self.bytes += u64::from(m.ip_len);
+        self.bytes = self.bytes.saturating_add(u64::from(m.ip_len));
         self.burst.update(m.ts_ns, u64::from(m.ip_len));
         if m.frag != Frag::None {
             if m.is_v6 {
