@@ -698,6 +698,7 @@ pub fn merge_summary(into: &mut Summary, s: &Summary) {
         parse_errors,
         non_ip,
         evicted_flows,
+        unsupported_link,
     } = s;
     if into.kind.is_empty() {
         into.kind.clone_from(kind);
@@ -734,6 +735,10 @@ pub fn merge_summary(into: &mut Summary, s: &Summary) {
     }
     into.non_ip = into.non_ip.saturating_add(*non_ip);
     into.evicted_flows = into.evicted_flows.saturating_add(*evicted_flows);
+    for (link, n) in unsupported_link {
+        let c = into.unsupported_link.entry(link.clone()).or_default();
+        *c = c.saturating_add(*n);
+    }
 }
 
 fn merge_tcp(a: &mut TcpTotals, b: &TcpTotals) {

@@ -236,6 +236,11 @@ pub struct Summary {
     /// Frames that carry no IP (ARP, LLDP, ...): counted, not analysed.
     pub non_ip: u64,
     pub evicted_flows: u64,
+    /// Frames skipped for a link type the parser does not read (e.g. an
+    /// 802.11 interface beside an Ethernet one in a pcapng), by the
+    /// capture's link type number.
+    #[serde(default)]
+    pub unsupported_link: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]
