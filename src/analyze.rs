@@ -185,6 +185,9 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
     let mut pushed: Option<Vec<FlowExport>> = args.push.as_ref().map(|_| Vec::new());
     let mut link_cache: Option<(u32, LinkType)> = None;
     let mut n: u64 = 0;
+    // Frames of unsupported link types, and the first one's (type, packet number).
+    let mut skipped: u64 = 0;
+    let mut first_unsupported: Option<(u32, u64)> = None;
     loop {
         let frame = match reader.next_frame() {
             Ok(Some(f)) => f,
@@ -202,12 +205,12 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
                     lt
                 }
                 None => {
-                    broke = Some(format!(
-                        "link type {} (packet {}) is not supported; wirelens reads Ethernet (1), raw IP (12, 101, 228, 229), Linux SLL (113), SLL2 (276) and loopback (0, 108)",
-                        frame.linktype,
-                        n + 1
-                    ));
-                    break;
+                    // Skipped and counted (e.g. an 802.11 interface beside
+                    // an Ethernet one in a pcapng); the analysis goes on.
+                    engine.count_unsupported_link(frame.ts_ns, frame.linktype);
+                    skipped += 1;
+                    first_unsupported.get_or_insert((frame.linktype, n + skipped));
+                    continue;
                 }
             },
         };
@@ -262,6 +265,14 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             return code;
         }
     }
+    if let (0, Some((linktype, at)), None) = (n, first_unsupported, &broke) {
+        // Nothing this tool can read: a single-interface capture of an
+        // unsupported link type fails as an unreadable input.
+        eprintln!(
+            "wirelens: {name}: link type {linktype} (packet {at}) is not supported and no packet of a supported link type followed ({skipped} skipped); wirelens reads {READS}"
+        );
+        return exit::INPUT;
+    }
     match broke {
         None => exit::OK,
         Some(msg) => {
@@ -276,6 +287,10 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         }
     }
 }
+
+/// The link types the parser reads, for error messages.
+const READS: &str =
+    "Ethernet (1), raw IP (12, 101, 228, 229), Linux SLL (113), SLL2 (276) and loopback (0, 108)";
 
 /// With `--push`, keeps a copy of the flow (and its RTT histograms) for the
 /// control plane; returns the record for the output.

@@ -63,8 +63,8 @@ pub enum Format {
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// The input could not be read at all: missing file, not a capture,
-    /// unsupported link type at the first frame.
+    /// The input could not be read at all: missing file, not a capture, no
+    /// frame of a supported link type.
     pub const INPUT: u8 = 1;
     /// Usage error (clap's own code).
     pub const USAGE: u8 = 2;

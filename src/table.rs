@@ -205,6 +205,14 @@ pub fn print(
             s.evicted_flows
         )?;
     }
+    if !s.unsupported_link.is_empty() {
+        let links: Vec<String> = s
+            .unsupported_link
+            .iter()
+            .map(|(k, v)| format!("link type {k}: {v} frames"))
+            .collect();
+        writeln!(w, "skipped (unsupported link type): {}", links.join(", "))?;
+    }
     if rows.is_empty() {
         return Ok(());
     }

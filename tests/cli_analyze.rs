@@ -210,6 +210,91 @@ fn not_a_capture_unsupported_link_and_missing_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
 }
 
+/// A little-endian pcapng: one section, interfaces of `links`, and `frames`
+/// as (interface, data) enhanced packet blocks at 1 ms steps (microseconds).
+fn pcapng(links: &[u16], frames: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    fn block(out: &mut Vec<u8>, btype: u32, body: &[u8]) {
+        let padded = (body.len() + 3) & !3;
+        let len = (12 + padded) as u32;
+        out.extend_from_slice(&btype.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(body);
+        out.resize(out.len() + padded - body.len(), 0);
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    let mut out = Vec::new();
+    let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&1u16.to_le_bytes());
+    shb.extend_from_slice(&0u16.to_le_bytes());
+    shb.extend_from_slice(&u64::MAX.to_le_bytes());
+    block(&mut out, 0x0a0d_0d0a, &shb);
+    for &l in links {
+        let mut idb = l.to_le_bytes().to_vec();
+        idb.extend_from_slice(&0u16.to_le_bytes());
+        idb.extend_from_slice(&0u32.to_le_bytes());
+        block(&mut out, 1, &idb);
+    }
+    for (i, (iface, f)) in frames.iter().enumerate() {
+        let t_us = 1_700_000_000_000_000u64 + i as u64 * 1000;
+        let mut epb = iface.to_le_bytes().to_vec();
+        epb.extend_from_slice(&((t_us >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(t_us as u32).to_le_bytes());
+        epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        epb.extend_from_slice(f);
+        block(&mut out, 6, &epb);
+    }
+    out
+}
+
+/// An 802.11 interface (105) beside an Ethernet one, its frames first and
+/// between the Ethernet ones: they are skipped and counted by link type,
+/// the Ethernet conversation is analysed as on its own, exit 0.
+#[test]
+fn pcapng_with_an_802_11_interface_beside_ethernet() {
+    let wifi = vec![0x08u8, 0x02, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    let mut frames = vec![(0u32, wifi.clone())];
+    for f in lossy_conversation() {
+        frames.push((1, f));
+        frames.push((0, wifi.clone()));
+    }
+    let f = tmp("wifi-beside-eth.pcapng");
+    write(&f, &pcapng(&[105, 1], &frames));
+    let out = bin()
+        .args(["analyze", "--format", "ndjson"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = ndjson(&out);
+    let sum = v.last().unwrap();
+    assert_eq!(sum["type"], "summary");
+    let n = lossy_conversation().len() as u64;
+    assert_eq!(sum["packets"], n * 2 + 1);
+    assert_eq!(sum["unsupported_link"]["105"], n + 1);
+    assert_eq!(sum["non_ip"], 0);
+    assert_eq!(sum["parse_errors"], serde_json::json!({}));
+    let flows: Vec<&Value> = v.iter().filter(|r| r["type"] != "summary").collect();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(
+        flows[0]["c2s"]["packets"].as_u64().unwrap() + flows[0]["s2c"]["packets"].as_u64().unwrap(),
+        n
+    );
+
+    // Only 802.11: nothing readable, exit 1 as for a single-interface
+    // capture of an unsupported link type.
+    let f = tmp("wifi-only.pcapng");
+    write(&f, &pcapng(&[105], &[(0, wifi.clone()), (0, wifi)]));
+    let out = bin().args(["analyze"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("link type 105"));
+}
+
 #[test]
 fn malformed_packets_are_counted_by_reason() {
     let mut frames = lossy_conversation();

@@ -60,6 +60,8 @@ struct Core {
     last_ns: u64,
     parse_errors: [u64; ParseError::COUNT],
     non_ip: u64,
+    /// Frames of link types the parser does not read, by link type.
+    unsupported_link: BTreeMap<u32, u64>,
     burst: BurstMeter,
     fragments: Fragments,
     frag_needed: u64,
@@ -85,6 +87,7 @@ impl Engine {
                 last_ns: 0,
                 parse_errors: [0; ParseError::COUNT],
                 non_ip: 0,
+                unsupported_link: BTreeMap::new(),
                 burst: BurstMeter::default(),
                 fragments: Fragments::default(),
                 frag_needed: 0,
@@ -158,6 +161,18 @@ impl Engine {
             Err(ParseError::NonIp) => c.non_ip += 1,
             Err(e) => c.parse_errors[e.index()] += 1,
         }
+    }
+
+    /// Counts a frame captured at `now` on an interface whose link type
+    /// (`linktype`, the capture's number) the parser does not read: skipped,
+    /// counted in the summary by link type.
+    pub fn count_unsupported_link(&mut self, now: u64, linktype: u32) {
+        let c = &mut self.core;
+        c.frames = c.frames.saturating_add(1);
+        c.first_ns.get_or_insert(now);
+        c.last_ns = c.last_ns.max(now);
+        let n = c.unsupported_link.entry(linktype).or_default();
+        *n = n.saturating_add(1);
     }
 
     /// Exports flows idle past their timeout at `now`, scanning at most
@@ -244,6 +259,11 @@ impl Engine {
             parse_errors,
             non_ip: c.non_ip,
             evicted_flows: c.table.evicted(),
+            unsupported_link: c
+                .unsupported_link
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
         }
     }
 }
@@ -263,7 +283,7 @@ impl Core {
     /// [`FlowTable::prefetch`] found, when known.
     #[inline]
     fn analyze(&mut self, m: &PacketMeta, pre: Option<(u64, Option<u32>)>) {
-        self.bytes += u64::from(m.ip_len);
+        self.bytes = self.bytes.saturating_add(u64::from(m.ip_len));
         self.burst.update(m.ts_ns, u64::from(m.ip_len));
         if m.frag != Frag::None {
             if m.is_v6 {

@@ -172,19 +172,19 @@ impl WorkerCounters {
             cpu_ns,
             runq_ns,
         } = o;
-        self.frames += frames;
-        self.parse_errors += parse_errors;
-        self.unsupported_link += unsupported_link;
-        self.local += local;
-        self.handed_off += handed_off;
-        self.ring_full += ring_full;
-        self.received += received;
-        self.batches += batches;
-        self.idle += idle;
-        self.source_errors += source_errors;
-        self.busy_ns += busy_ns;
-        self.cpu_ns += cpu_ns;
-        self.runq_ns += runq_ns;
+        self.frames = self.frames.saturating_add(*frames);
+        self.parse_errors = self.parse_errors.saturating_add(*parse_errors);
+        self.unsupported_link = self.unsupported_link.saturating_add(*unsupported_link);
+        self.local = self.local.saturating_add(*local);
+        self.handed_off = self.handed_off.saturating_add(*handed_off);
+        self.ring_full = self.ring_full.saturating_add(*ring_full);
+        self.received = self.received.saturating_add(*received);
+        self.batches = self.batches.saturating_add(*batches);
+        self.idle = self.idle.saturating_add(*idle);
+        self.source_errors = self.source_errors.saturating_add(*source_errors);
+        self.busy_ns = self.busy_ns.saturating_add(*busy_ns);
+        self.cpu_ns = self.cpu_ns.saturating_add(*cpu_ns);
+        self.runq_ns = self.runq_ns.saturating_add(*runq_ns);
     }
 }
 
@@ -698,13 +698,14 @@ pub fn merge_summary(into: &mut Summary, s: &Summary) {
         parse_errors,
         non_ip,
         evicted_flows,
+        unsupported_link,
     } = s;
     if into.kind.is_empty() {
         into.kind.clone_from(kind);
         into.schema.clone_from(schema);
     }
-    into.packets += packets;
-    into.bytes += bytes;
+    into.packets = into.packets.saturating_add(*packets);
+    into.bytes = into.bytes.saturating_add(*bytes);
     into.first_ns = match (into.first_ns, *first_ns) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -714,25 +715,30 @@ pub fn merge_summary(into: &mut Summary, s: &Summary) {
         (Some(f), Some(l)) => l.saturating_sub(f),
         _ => 0,
     };
-    into.flows.tcp += flows.tcp;
-    into.flows.udp += flows.udp;
-    into.flows.icmp += flows.icmp;
-    into.flows.other += flows.other;
+    into.flows.tcp = into.flows.tcp.saturating_add(flows.tcp);
+    into.flows.udp = into.flows.udp.saturating_add(flows.udp);
+    into.flows.icmp = into.flows.icmp.saturating_add(flows.icmp);
+    into.flows.other = into.flows.other.saturating_add(flows.other);
     merge_tcp(&mut into.tcp, tcp);
-    into.icmp.frag_needed += icmp.frag_needed;
-    into.icmp.packet_too_big += icmp.packet_too_big;
+    into.icmp.frag_needed = into.icmp.frag_needed.saturating_add(icmp.frag_needed);
+    into.icmp.packet_too_big = into.icmp.packet_too_big.saturating_add(icmp.packet_too_big);
     into.icmp.mtus.extend_from_slice(&icmp.mtus);
     into.icmp.mtus.sort_unstable();
     into.icmp.mtus.dedup();
-    into.fragments.ipv4 += fragments.ipv4;
-    into.fragments.ipv6 += fragments.ipv6;
+    into.fragments.ipv4 = into.fragments.ipv4.saturating_add(fragments.ipv4);
+    into.fragments.ipv6 = into.fragments.ipv6.saturating_add(fragments.ipv6);
     into.max_packets_1ms = into.max_packets_1ms.max(*max_packets_1ms);
     into.max_bytes_1ms = into.max_bytes_1ms.max(*max_bytes_1ms);
     for (reason, n) in parse_errors {
-        *into.parse_errors.entry(reason.clone()).or_default() += n;
+        let c = into.parse_errors.entry(reason.clone()).or_default();
+        *c = c.saturating_add(*n);
     }
-    into.non_ip += non_ip;
-    into.evicted_flows += evicted_flows;
+    into.non_ip = into.non_ip.saturating_add(*non_ip);
+    into.evicted_flows = into.evicted_flows.saturating_add(*evicted_flows);
+    for (link, n) in unsupported_link {
+        let c = into.unsupported_link.entry(link.clone()).or_default();
+        *c = c.saturating_add(*n);
+    }
 }
 
 fn merge_tcp(a: &mut TcpTotals, b: &TcpTotals) {
@@ -755,23 +761,23 @@ fn merge_tcp(a: &mut TcpTotals, b: &TcpTotals) {
         zero_window_ns,
         ecn_ce,
     } = *b;
-    a.syn += syn;
-    a.synack += synack;
-    a.fin += fin;
-    a.rst += rst;
-    a.retrans_seen += retrans_seen;
-    a.hole_fill += hole_fill;
-    a.gaps += gaps;
-    a.out_of_order += out_of_order;
-    a.retransmits += retransmits;
-    a.fast_retransmits += fast_retransmits;
-    a.spurious_retransmits += spurious_retransmits;
-    a.rto_retransmits += rto_retransmits;
-    a.dup_acks += dup_acks;
-    a.zero_window += zero_window;
-    a.zero_window_events += zero_window_events;
-    a.zero_window_ns += zero_window_ns;
-    a.ecn_ce += ecn_ce;
+    a.syn = a.syn.saturating_add(syn);
+    a.synack = a.synack.saturating_add(synack);
+    a.fin = a.fin.saturating_add(fin);
+    a.rst = a.rst.saturating_add(rst);
+    a.retrans_seen = a.retrans_seen.saturating_add(retrans_seen);
+    a.hole_fill = a.hole_fill.saturating_add(hole_fill);
+    a.gaps = a.gaps.saturating_add(gaps);
+    a.out_of_order = a.out_of_order.saturating_add(out_of_order);
+    a.retransmits = a.retransmits.saturating_add(retransmits);
+    a.fast_retransmits = a.fast_retransmits.saturating_add(fast_retransmits);
+    a.spurious_retransmits = a.spurious_retransmits.saturating_add(spurious_retransmits);
+    a.rto_retransmits = a.rto_retransmits.saturating_add(rto_retransmits);
+    a.dup_acks = a.dup_acks.saturating_add(dup_acks);
+    a.zero_window = a.zero_window.saturating_add(zero_window);
+    a.zero_window_events = a.zero_window_events.saturating_add(zero_window_events);
+    a.zero_window_ns = a.zero_window_ns.saturating_add(zero_window_ns);
+    a.ecn_ce = a.ecn_ce.saturating_add(ecn_ce);
 }
 
 #[expect(unsafe_code, reason = "the SPSC ring's slots: see the SAFETY comments")]
@@ -982,6 +988,59 @@ mod tests {
     use crate::flow::TableConfig;
     use crate::source::synthetic::{FrameArena, Mix, Synthetic, SyntheticConfig};
     use crate::source::Frame;
+
+    /// Summing counters near `u64::MAX` saturates: no overflow panic in
+    /// debug and fuzz builds, no wrap to a small number in release.
+    #[test]
+    fn merged_counters_saturate() {
+        let big = u64::MAX - 3;
+        let mut w = WorkerCounters {
+            frames: big,
+            busy_ns: big,
+            runq_ns: big,
+            ..WorkerCounters::default()
+        };
+        let o = w;
+        w.add(&o);
+        assert_eq!(
+            (w.frames, w.busy_ns, w.runq_ns),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+
+        let mut s = Summary {
+            packets: big,
+            non_ip: big,
+            tcp: TcpTotals {
+                zero_window_ns: big,
+                dup_acks: big,
+                ..TcpTotals::default()
+            },
+            ..Summary::default()
+        };
+        s.parse_errors.insert("truncated".into(), big);
+        s.flows.tcp = big;
+        let mut into = s.clone();
+        merge_summary(&mut into, &s);
+        assert_eq!(into.packets, u64::MAX);
+        assert_eq!(into.non_ip, u64::MAX);
+        assert_eq!(into.flows.tcp, u64::MAX);
+        assert_eq!(into.tcp.zero_window_ns, u64::MAX);
+        assert_eq!(into.tcp.dup_acks, u64::MAX);
+        assert_eq!(into.parse_errors["truncated"], u64::MAX);
+        // small values still add exactly
+        let mut a = Summary::default();
+        let one = Summary {
+            packets: 1,
+            tcp: TcpTotals {
+                zero_window_ns: 5,
+                ..TcpTotals::default()
+            },
+            ..Summary::default()
+        };
+        merge_summary(&mut a, &one);
+        merge_summary(&mut a, &one);
+        assert_eq!((a.packets, a.tcp.zero_window_ns), (2, 10));
+    }
 
     #[test]
     fn ring_order_full_and_wrap() {

@@ -176,23 +176,25 @@ pub struct TcpTotals {
 
 impl TcpTotals {
     pub fn add(&mut self, d: &Direction) {
-        self.syn += d.syn;
-        self.synack += d.synack;
-        self.fin += d.fin;
-        self.rst += d.rst;
-        self.retrans_seen += d.retrans_seen;
-        self.hole_fill += d.hole_fill;
-        self.gaps += d.gaps;
-        self.out_of_order += d.out_of_order;
-        self.retransmits += d.retransmits;
-        self.fast_retransmits += d.fast_retransmits;
-        self.spurious_retransmits += d.spurious_retransmits;
-        self.rto_retransmits += d.rto_retransmits;
-        self.dup_acks += d.dup_acks;
-        self.zero_window += d.zero_window;
-        self.zero_window_events += d.zero_window_events;
-        self.zero_window_ns += d.zero_window_ns;
-        self.ecn_ce += d.ecn_ce;
+        self.syn = self.syn.saturating_add(d.syn);
+        self.synack = self.synack.saturating_add(d.synack);
+        self.fin = self.fin.saturating_add(d.fin);
+        self.rst = self.rst.saturating_add(d.rst);
+        self.retrans_seen = self.retrans_seen.saturating_add(d.retrans_seen);
+        self.hole_fill = self.hole_fill.saturating_add(d.hole_fill);
+        self.gaps = self.gaps.saturating_add(d.gaps);
+        self.out_of_order = self.out_of_order.saturating_add(d.out_of_order);
+        self.retransmits = self.retransmits.saturating_add(d.retransmits);
+        self.fast_retransmits = self.fast_retransmits.saturating_add(d.fast_retransmits);
+        self.spurious_retransmits = self
+            .spurious_retransmits
+            .saturating_add(d.spurious_retransmits);
+        self.rto_retransmits = self.rto_retransmits.saturating_add(d.rto_retransmits);
+        self.dup_acks = self.dup_acks.saturating_add(d.dup_acks);
+        self.zero_window = self.zero_window.saturating_add(d.zero_window);
+        self.zero_window_events = self.zero_window_events.saturating_add(d.zero_window_events);
+        self.zero_window_ns = self.zero_window_ns.saturating_add(d.zero_window_ns);
+        self.ecn_ce = self.ecn_ce.saturating_add(d.ecn_ce);
     }
 }
 
@@ -234,4 +236,31 @@ pub struct Summary {
     /// Frames that carry no IP (ARP, LLDP, ...): counted, not analysed.
     pub non_ip: u64,
     pub evicted_flows: u64,
+    /// Frames skipped for a link type the parser does not read (e.g. an
+    /// 802.11 interface beside an Ethernet one in a pcapng), by the
+    /// capture's link type number.
+    #[serde(default)]
+    pub unsupported_link: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Totals summed over many flows saturate near `u64::MAX`.
+    #[test]
+    fn tcp_totals_add_saturates() {
+        let d = Direction {
+            zero_window_ns: u64::MAX - 1,
+            dup_acks: u64::MAX,
+            syn: 1,
+            ..Direction::default()
+        };
+        let mut t = TcpTotals::default();
+        t.add(&d);
+        t.add(&d);
+        assert_eq!(t.zero_window_ns, u64::MAX);
+        assert_eq!(t.dup_acks, u64::MAX);
+        assert_eq!(t.syn, 2);
+    }
 }

@@ -296,3 +296,52 @@ fn regress_zero_window_time_never_goes_down() {
     assert_eq!(s.tcp.zero_window_events, 1, "{s:?}");
     assert_eq!(s.tcp.zero_window_ns, 867_000 * MS - 3 * MS, "{s:?}");
 }
+
+/// Summing counters: two connections each at zero window from the start of
+/// time to near its end held `zero_window_ns` close to `u64::MAX` each; their
+/// sum in the summary's TCP totals overflowed (a panic in debug and fuzz
+/// builds, a wrap to a small number in release). Sums now saturate.
+#[test]
+fn regress_zero_window_ns_sum_saturates() {
+    use seeds::{eth, eth_tcp4, ipv4, tcp, ACK, C4, ETH_IPV4, S4, SYN};
+    use wirelens_dataplane::engine::{Engine, EngineConfig};
+    use wirelens_dataplane::wire::LinkType;
+    let t0 = 1_000;
+    let end = u64::MAX - 1_000;
+    let mut frames = Vec::new();
+    for port in [40000u16, 40001] {
+        let zero_window = eth(
+            ETH_IPV4,
+            &ipv4(
+                6,
+                S4,
+                C4,
+                1,
+                0x4000,
+                &tcp(80, port, 501, 101, ACK, 0, &[], 0),
+            ),
+        );
+        frames.push((t0, eth_tcp4(C4, S4, port, 80, 100, 0, SYN, &[], 0)));
+        frames.push((t0, eth_tcp4(S4, C4, 80, port, 500, 101, SYN | ACK, &[], 0)));
+        frames.push((t0, eth_tcp4(C4, S4, port, 80, 101, 501, ACK, &[], 0)));
+        frames.push((t0, zero_window));
+    }
+    for port in [40000u16, 40001] {
+        frames.push((end, eth_tcp4(C4, S4, port, 80, 101, 501, ACK, &[], 0)));
+    }
+    // Summary after every frame (cfg high nibble 0), default table.
+    let input = EngineInput::encode(LinkType::Ethernet, 0x0f, &frames);
+    check_engine(&input);
+    let mut e = Engine::new(EngineConfig {
+        table: wirelens_dataplane::flow::TableConfig {
+            tcp_idle_ns: u64::MAX,
+            ..Default::default()
+        },
+    });
+    for (ts, f) in &frames {
+        e.handle_frame(*ts, LinkType::Ethernet, f);
+    }
+    let s = e.summary();
+    assert_eq!(s.tcp.zero_window_events, 2, "{s:?}");
+    assert_eq!(s.tcp.zero_window_ns, u64::MAX, "{s:?}");
+}

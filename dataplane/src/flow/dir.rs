@@ -44,9 +44,9 @@ impl DirStats {
     /// Counts a packet of `ip_len` L3 bytes with `payload` L4 payload bytes.
     #[inline]
     pub fn count_packet(&mut self, now: u64, ip_len: u32, payload: u32) {
-        self.packets += 1;
-        self.bytes += u64::from(ip_len);
-        self.payload_bytes += u64::from(payload);
+        self.packets = self.packets.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(u64::from(ip_len));
+        self.payload_bytes = self.payload_bytes.saturating_add(u64::from(payload));
         self.burst.update(now, u64::from(ip_len));
     }
 
@@ -68,23 +68,33 @@ impl DirStats {
     /// Adds this direction's TCP counters to capture-wide totals without
     /// building a record (summaries of live tables run every second).
     pub fn add_to_totals(&self, t: &mut TcpTotals, open_stall_ns: u64) {
-        t.syn += u64::from(self.syn);
-        t.synack += u64::from(self.synack);
-        t.fin += u64::from(self.fin);
-        t.rst += u64::from(self.rst);
-        t.retrans_seen += u64::from(self.retrans_seen);
-        t.hole_fill += u64::from(self.hole_fill);
-        t.gaps += u64::from(self.gaps);
-        t.out_of_order += u64::from(self.out_of_order);
-        t.retransmits += self.retransmits();
-        t.fast_retransmits += u64::from(self.fast_retransmits);
-        t.spurious_retransmits += u64::from(self.spurious_retransmits);
-        t.rto_retransmits += u64::from(self.rto_retransmits);
-        t.dup_acks += u64::from(self.dup_acks);
-        t.zero_window += u64::from(self.zero_window);
-        t.zero_window_events += u64::from(self.zero_window_events);
-        t.zero_window_ns += self.zero_window_ns + open_stall_ns;
-        t.ecn_ce += u64::from(self.ecn_ce);
+        t.syn = t.syn.saturating_add(u64::from(self.syn));
+        t.synack = t.synack.saturating_add(u64::from(self.synack));
+        t.fin = t.fin.saturating_add(u64::from(self.fin));
+        t.rst = t.rst.saturating_add(u64::from(self.rst));
+        t.retrans_seen = t.retrans_seen.saturating_add(u64::from(self.retrans_seen));
+        t.hole_fill = t.hole_fill.saturating_add(u64::from(self.hole_fill));
+        t.gaps = t.gaps.saturating_add(u64::from(self.gaps));
+        t.out_of_order = t.out_of_order.saturating_add(u64::from(self.out_of_order));
+        t.retransmits = t.retransmits.saturating_add(self.retransmits());
+        t.fast_retransmits = t
+            .fast_retransmits
+            .saturating_add(u64::from(self.fast_retransmits));
+        t.spurious_retransmits = t
+            .spurious_retransmits
+            .saturating_add(u64::from(self.spurious_retransmits));
+        t.rto_retransmits = t
+            .rto_retransmits
+            .saturating_add(u64::from(self.rto_retransmits));
+        t.dup_acks = t.dup_acks.saturating_add(u64::from(self.dup_acks));
+        t.zero_window = t.zero_window.saturating_add(u64::from(self.zero_window));
+        t.zero_window_events = t
+            .zero_window_events
+            .saturating_add(u64::from(self.zero_window_events));
+        t.zero_window_ns = t
+            .zero_window_ns
+            .saturating_add(self.zero_window_ns.saturating_add(open_stall_ns));
+        t.ecn_ce = t.ecn_ce.saturating_add(u64::from(self.ecn_ce));
     }
 
     pub fn rtt_report(&self) -> Rtt {
@@ -126,7 +136,7 @@ impl DirStats {
             dup_acks: self.dup_acks.into(),
             zero_window: self.zero_window.into(),
             zero_window_events: self.zero_window_events.into(),
-            zero_window_ns: self.zero_window_ns + open_stall_ns,
+            zero_window_ns: self.zero_window_ns.saturating_add(open_stall_ns),
             ecn_ce: self.ecn_ce.into(),
             frags: self.frags.into(),
             rtt: self.rtt_report(),

@@ -456,7 +456,9 @@ impl TcpConn {
                     bump(&mut st.zero_window_events);
                 }
             } else if let Some(since) = dir.stall_since.take() {
-                st.zero_window_ns += clock.saturating_sub(since);
+                st.zero_window_ns = st
+                    .zero_window_ns
+                    .saturating_add(clock.saturating_sub(since));
             }
         }
 
@@ -591,7 +593,11 @@ impl TcpConn {
             let keepalive_ack = same_as_last && window != 0 && rev.last_keepalive;
             let zwp_ack = same_as_last && window == 0 && rev.last_zwp;
             if !keepalive_ack && !zwp_ack && same_as_last && window != 0 {
-                fwd.dupacks = if fwd.dupacks < 0 { 1 } else { fwd.dupacks + 1 };
+                fwd.dupacks = if fwd.dupacks < 0 {
+                    1
+                } else {
+                    fwd.dupacks.saturating_add(1)
+                };
                 bump(&mut st.dup_acks);
             }
         }
@@ -919,5 +925,66 @@ mod size_tests {
     fn syn_only_is_40_bytes() {
         assert_eq!(std::mem::size_of::<super::SynOnly>(), 40);
         eprintln!("TcpConn: {} B", std::mem::size_of::<super::TcpConn>());
+    }
+}
+
+#[cfg(test)]
+mod saturation_tests {
+    use super::*;
+
+    fn ack(ts_ns: u64, window: u16) -> PacketMeta {
+        PacketMeta {
+            ts_ns,
+            proto: proto::TCP,
+            ip_len: 40,
+            tcp: TcpMeta {
+                seq: 1000,
+                ack: 7,
+                flags: F::ACK,
+                window,
+                opts: TcpOpts::default(),
+            },
+            ..PacketMeta::default()
+        }
+    }
+
+    /// A duplicate ACK on a direction whose run of duplicates is already at
+    /// `i32::MAX` keeps it there (no overflow panic, no wrap to negative).
+    #[test]
+    fn dupacks_saturate_at_i32_max() {
+        let mut c = TcpConn::default();
+        let mut stats: [DirStats; 2] = Default::default();
+        let t0 = 1_700_000_000_000_000_000;
+        c.handle(t0, &ack(t0, 512), 0, &mut stats);
+        c.handle(t0 + 1, &ack(t0 + 1, 512), 0, &mut stats);
+        assert_eq!(
+            stats[0].dup_acks, 1,
+            "the second identical ACK is a dup ACK"
+        );
+        c.dirs[0].dupacks = i32::MAX;
+        c.handle(t0 + 2, &ack(t0 + 2, 512), 0, &mut stats);
+        assert_eq!(c.dirs[0].dupacks, i32::MAX);
+        assert_eq!(stats[0].dup_acks, 2);
+    }
+
+    /// A stall closing on a direction whose summed stall time is near
+    /// `u64::MAX` saturates instead of overflowing.
+    #[test]
+    fn zero_window_ns_saturates() {
+        let mut c = TcpConn::default();
+        let mut stats: [DirStats; 2] = Default::default();
+        let t0 = 1_700_000_000_000_000_000;
+        stats[0].zero_window_ns = u64::MAX - 10;
+        c.handle(t0, &ack(t0, 0), 0, &mut stats);
+        c.handle(t0 + 1_000, &ack(t0 + 1_000, 512), 0, &mut stats);
+        assert_eq!(stats[0].zero_window_events, 1);
+        assert_eq!(stats[0].zero_window_ns, u64::MAX);
+        // and the record and the totals built from it stay saturated
+        let open = c.open_stall_ns(0);
+        assert_eq!(stats[0].to_report(open).zero_window_ns, u64::MAX);
+        let mut t = crate::report::TcpTotals::default();
+        stats[0].add_to_totals(&mut t, u64::MAX);
+        stats[0].add_to_totals(&mut t, u64::MAX);
+        assert_eq!(t.zero_window_ns, u64::MAX);
     }
 }

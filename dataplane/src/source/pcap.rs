@@ -1415,6 +1415,51 @@ mod tests {
         }
     }
 
+    /// An 802.11 interface (LINKTYPE_IEEE802_11, 105) beside an Ethernet one:
+    /// the reader hands over every frame with its interface's link type and
+    /// goes on past the 802.11 ones; the engine counts those by link type
+    /// and analyses the Ethernet ones.
+    #[test]
+    fn pcapng_ethernet_beside_802_11() {
+        use crate::engine::{Engine, EngineConfig};
+        use crate::wire::LinkType;
+        // Ethernet + IPv4 + UDP 198.18.0.1:1000 -> 198.18.0.2:2000, 4 bytes of data.
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&[
+            0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+        ]);
+        eth.extend_from_slice(&[0x03, 0xe8, 0x07, 0xd0, 0, 12, 0, 0, 1, 2, 3, 4]);
+        let wifi = [0x08u8, 0x02, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let t0 = 1_700_000_000_000_000u64; // us
+        let mut ng = Ng::new(false);
+        ng.idb(105, 0, None, None);
+        ng.idb(1, 0, None, None);
+        ng.epb(0, t0, &wifi, 10);
+        ng.epb(1, t0 + 1, &eth, eth.len() as u32);
+        ng.epb(0, t0 + 2, &wifi, 10);
+        ng.epb(1, t0 + 3, &eth, eth.len() as u32);
+        let (frames, err) = read_all(&ng.out);
+        assert!(err.is_none(), "{err:?}");
+        let links: Vec<u32> = frames.iter().map(|f| f.linktype).collect();
+        assert_eq!(links, [105, 1, 105, 1]);
+
+        let mut engine = Engine::new(EngineConfig::default());
+        for f in &frames {
+            match LinkType::from_linktype(f.linktype) {
+                Some(lt) => engine.handle_frame(f.ts_ns, lt, &f.data),
+                None => engine.count_unsupported_link(f.ts_ns, f.linktype),
+            }
+        }
+        let s = engine.summary();
+        assert_eq!(s.packets, 4);
+        assert_eq!(s.unsupported_link.get("105"), Some(&2));
+        assert_eq!(s.unsupported_link.len(), 1);
+        assert_eq!(s.flows.udp, 1);
+        assert!(s.parse_errors.is_empty(), "{:?}", s.parse_errors);
+        assert_eq!(s.non_ip, 0);
+    }
+
     #[test]
     fn pcapng_multiple_sections_each_with_own_interfaces() {
         let mut ng = Ng::new(false);
