@@ -238,8 +238,9 @@ pub struct Summary {
     pub evicted_flows: u64,
     /// Frames skipped for a link type the parser does not read (e.g. an
     /// 802.11 interface beside an Ethernet one in a pcapng), by the
-    /// capture's link type number.
-    #[serde(default)]
+    /// capture's link type number. Absent when none was skipped, so the
+    /// summary of an ordinary capture is what it was before the field.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unsupported_link: BTreeMap<String, u64>,
 }
 
