@@ -17,21 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{http_get_in, skip_unless_root};
+use support::{http_get_in, sh, skip_unless_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// One namespace and what the test started in it.
 struct Lab {
@@ -149,15 +137,8 @@ impl Lab {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
         // Liveness locks a killed daemon of this lab left (ours only).
-        if let Ok(d) = std::fs::read_dir("/run/wirelens") {
-            let ours = format!("-{}", self.ns);
-            for e in d.flatten() {
-                let f = e.file_name().to_string_lossy().into_owned();
-                if f.ends_with(".lock") && f.contains(&ours) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        let ours = format!("-{}", self.ns);
+        support::remove_lock_files(|f| f.ends_with(".lock") && f.contains(&ours));
     }
 }
 

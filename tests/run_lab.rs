@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{metric, skip_unless_root};
+use support::{metric, sh, skip_unless_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const TRAFFIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/labtraffic.py");
@@ -68,20 +68,6 @@ macro_rules! require_root {
             return;
         }
     };
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("running {args:?}: {e} (scripts/setup.sh installs the lab tools)")
-        });
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn sh_out(args: &[&str]) -> String {
@@ -770,14 +756,8 @@ impl Lab {
                 .output();
         }
         // Liveness lock files a SIGKILLed daemon left behind (ours only).
-        if let Ok(d) = std::fs::read_dir("/run/wirelens") {
-            let suffix = format!("-{}.lock", self.dev("sb"));
-            for e in d.flatten() {
-                if e.file_name().to_string_lossy().ends_with(&suffix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        let suffix = format!("-{}.lock", self.dev("sb"));
+        support::remove_lock_files(|f| f.ends_with(&suffix));
     }
 }
 

@@ -234,14 +234,8 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         // A liveness lock a killed daemon left behind (ours only).
-        if let Ok(d) = std::fs::read_dir("/run/wirelens") {
-            let suffix = format!("-{}sb.lock", self.id);
-            for e in d.flatten() {
-                if e.file_name().to_string_lossy().ends_with(&suffix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        let suffix = format!("-{}sb.lock", self.id);
+        support::remove_lock_files(|f| f.ends_with(&suffix));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{http_get_in, is_root, metric};
+use support::{http_get_in, is_root, metric, sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const HTTP: &str = "127.0.0.1:9641";
@@ -76,18 +76,6 @@ for i in range(n):
         time.sleep(0.04)
 print(n)
 "#;
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 struct Lab {
     tag: String,
@@ -336,14 +324,8 @@ impl Lab {
                 .args(["netns", "del", &self.ns(n)])
                 .output();
         }
-        if let Ok(d) = std::fs::read_dir("/run/wirelens") {
-            let suffix = format!("-{}.lock", self.ns("b"));
-            for e in d.flatten() {
-                if e.file_name().to_string_lossy().ends_with(&suffix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        let suffix = format!("-{}.lock", self.ns("b"));
+        support::remove_lock_files(|f| f.ends_with(&suffix));
     }
 }
 

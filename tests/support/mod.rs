@@ -1,6 +1,7 @@
 //! What the root-only lab tests share: the root check and its SKIP (a
-//! failure under `WIRELENS_REQUIRE_ROOT_TESTS=1`), Prometheus text lookups,
-//! and HTTP GETs from inside a lab namespace.
+//! failure under `WIRELENS_REQUIRE_ROOT_TESTS=1`), running a lab command,
+//! removing the liveness locks a killed daemon left, Prometheus text
+//! lookups, and HTTP GETs from inside a lab namespace.
 #![allow(dead_code)] // each test binary uses part of it
 
 /// True when the effective uid is 0 (namespaces, XDP, AF_XDP need it).
@@ -78,4 +79,32 @@ pub fn http_get_in(ns: &str, addr: &str, path: &str) -> Option<(u16, String)> {
     .join()
     .ok()
     .flatten()
+}
+
+/// Runs a lab command (`ip`, `tc`, `ethtool`, ...) and panics with its
+/// stderr when it fails.
+pub fn sh(args: &[&str]) {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running {args:?}: {e} (scripts/setup.sh installs the lab tools)")
+        });
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Removes the liveness lock files in `/run/wirelens` whose name `ours`
+/// accepts: a SIGKILLed daemon of the lab leaves its lock behind.
+pub fn remove_lock_files(ours: impl Fn(&str) -> bool) {
+    if let Ok(d) = std::fs::read_dir("/run/wirelens") {
+        for e in d.flatten() {
+            if ours(&e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
