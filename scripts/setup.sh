@@ -15,6 +15,9 @@ pkgs=(
   tcptrace argus-server libtins-dev libpcap-dev time valgrind
   # tests/ctrl_slow_clients.rs makes its CA and certificates with the openssl CLI
   openssl
+  # the real servers the export and store tests start on loopback: nfcapd/nfdump
+  # (IPFIX collector), prometheus/promtool, clickhouse-server
+  nfdump prometheus clickhouse-server
 )
 
 sudo_cmd=()
