@@ -54,6 +54,17 @@ pub struct AnalyzeArgs {
     /// `json` (report.v1).
     #[arg(long, value_enum, default_value_t = PushEncoding::Compact, requires = "push")]
     pub push_encoding: PushEncoding,
+    /// Also export the flows as IPFIX (RFC 7011) over UDP to HOST:PORT
+    /// (nfcapd, any IPFIX collector): one biflow data record per finished
+    /// flow; elements in docs/ipfix.md.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ipfix: Option<String>,
+    /// Observation Domain ID of the --ipfix messages.
+    #[arg(long, default_value_t = 0, requires = "ipfix")]
+    pub ipfix_domain: u32,
+    /// Largest --ipfix message in bytes.
+    #[arg(long, default_value_t = wirelens_ipfix::DEFAULT_MTU, requires = "ipfix")]
+    pub ipfix_mtu: usize,
 }
 
 /// `--push-encoding` of `analyze` and `run`.
@@ -162,6 +173,18 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             ..TableConfig::default()
         },
     };
+    let mut ipfix = match &args.ipfix {
+        Some(target) => {
+            match crate::ipfix_cli::connect(target, args.ipfix_domain, args.ipfix_mtu) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    eprintln!("wirelens: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+        None => None,
+    };
     let mut engine = Engine::new(cfg);
     let mut sink = match args.format {
         Format::Ndjson => Sink::Ndjson(BufWriter::with_capacity(1 << 16, io::stdout())),
@@ -218,6 +241,7 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         n += 1;
         while let Some(exp) = engine.poll_export() {
             let rec = keep_for_push(&mut pushed, exp);
+            crate::ipfix_cli::push(&mut ipfix, &rec);
             if let Err(e) = sink.push(rec) {
                 return output_error(e);
             }
@@ -237,6 +261,7 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
     engine.finish_each(|exp| {
         if failed.is_none() {
             let rec = keep_for_push(&mut pushed, exp);
+            crate::ipfix_cli::push(&mut ipfix, &rec);
             if let Err(e) = sink.push(rec) {
                 failed = Some(e);
             }
@@ -261,6 +286,12 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             &summary,
             args.push_encoding.into(),
         );
+        if code != exit::OK && broke.is_none() {
+            return code;
+        }
+    }
+    if let Some(x) = ipfix {
+        let code = crate::ipfix_cli::finish(x);
         if code != exit::OK && broke.is_none() {
             return code;
         }

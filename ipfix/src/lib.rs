@@ -134,10 +134,10 @@ fn us32(ns: Option<u64>) -> u64 {
     }
 }
 
-/// A duration in whole milliseconds in 4 bytes, as nProbe sends its
-/// latencies (0: not measured, nProbe's convention).
-fn ms32(ns: Option<u64>) -> u64 {
-    ns.map_or(0, |v| ms(v).min(u64::from(u32::MAX)))
+/// nProbe's network latency: half a round trip, in whole milliseconds, in
+/// 4 bytes (0: not measured, nProbe's convention).
+fn half_rtt_ms32(ns: Option<u64>) -> u64 {
+    ns.map_or(0, |v| ms(v / 2).min(u64::from(u32::MAX)))
 }
 
 /// TCP flags seen going one way, from the record's counters: SYN, FIN and
@@ -163,7 +163,7 @@ fn tcp_bits(r: &FlowRecord, d: &Direction) -> u64 {
     b
 }
 
-/// tap <-> client: the handshake's SYN/ACK -> ACK, else the median RTT of
+/// tap -> client -> tap: the handshake's SYN/ACK -> ACK, else the median RTT of
 /// the server's data (tap -> client -> tap).
 fn client_latency(r: &FlowRecord) -> Option<u64> {
     r.tcp
@@ -173,7 +173,7 @@ fn client_latency(r: &FlowRecord) -> Option<u64> {
         .or(r.s2c.rtt.p50_ns)
 }
 
-/// tap <-> server: the handshake's SYN -> SYN/ACK, else the median RTT of
+/// tap -> server -> tap: the handshake's SYN -> SYN/ACK, else the median RTT of
 /// the client's data.
 fn server_latency(r: &FlowRecord) -> Option<u64> {
     r.tcp
@@ -271,10 +271,10 @@ const HEAD: &[Element] = &[
 
 const NTOP: &[Element] = &[
     ent("CLIENT_NW_LATENCY_MS", NTOP_PEN, 123, 4, |r| {
-        ms32(client_latency(r))
+        half_rtt_ms32(client_latency(r))
     }),
     ent("SERVER_NW_LATENCY_MS", NTOP_PEN, 124, 4, |r| {
-        ms32(server_latency(r))
+        half_rtt_ms32(server_latency(r))
     }),
     ent("RETRANSMITTED_IN_PKTS", NTOP_PEN, 109, 4, |r| {
         c32(r.c2s.retransmits)
@@ -423,6 +423,14 @@ pub struct EncoderStats {
     pub skipped: u64,
 }
 
+/// One finished IPFIX Message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub bytes: Vec<u8>,
+    /// Data Records in it.
+    pub records: u32,
+}
+
 /// Builds IPFIX messages from flow records; see the [crate documentation](crate).
 #[derive(Debug)]
 pub struct Encoder {
@@ -482,7 +490,7 @@ impl Encoder {
 
     /// Adds one flow as a data record; returns the message it closed when
     /// it did not fit in the one being filled.
-    pub fn push(&mut self, rec: &FlowRecord, now_ns: u64) -> Option<Vec<u8>> {
+    pub fn push(&mut self, rec: &FlowRecord, now_ns: u64) -> Option<Message> {
         let v6 = rec.client.ip.is_ipv6() || rec.server.ip.is_ipv6();
         if v6 && (rec.client.ip.is_ipv4() || rec.server.ip.is_ipv4()) {
             // Mixed families do not come out of the engine; counted, not sent.
@@ -518,7 +526,7 @@ impl Encoder {
     }
 
     /// Closes the message being filled, if any, and returns it.
-    pub fn flush(&mut self, now_ns: u64) -> Option<Vec<u8>> {
+    pub fn flush(&mut self, now_ns: u64) -> Option<Message> {
         if self.buf.is_empty() {
             return None;
         }
@@ -527,19 +535,23 @@ impl Encoder {
         self.buf[2..4].copy_from_slice(&len.to_be_bytes());
         self.buf[4..8].copy_from_slice(&((now_ns / 1_000_000_000) as u32).to_be_bytes());
         self.buf[8..12].copy_from_slice(&self.sequence.to_be_bytes());
-        self.sequence = self.sequence.wrapping_add(self.records_in_buf);
-        self.stats.records += u64::from(self.records_in_buf);
+        let records = self.records_in_buf;
+        self.sequence = self.sequence.wrapping_add(records);
+        self.stats.records += u64::from(records);
         self.stats.messages += 1;
         self.stats.bytes += u64::from(len);
         self.records_in_buf = 0;
-        Some(std::mem::take(&mut self.buf))
+        Some(Message {
+            bytes: std::mem::take(&mut self.buf),
+            records,
+        })
     }
 
     /// A message of the templates alone, for an exporter with nothing else
     /// to send when [`Encoder::templates_due`] (the message being filled,
     /// if any, is closed first and returned before it).
-    pub fn template_message(&mut self, now_ns: u64) -> Vec<Vec<u8>> {
-        let mut out: Vec<Vec<u8>> = self.flush(now_ns).into_iter().collect();
+    pub fn template_message(&mut self, now_ns: u64) -> Vec<Message> {
+        let mut out: Vec<Message> = self.flush(now_ns).into_iter().collect();
         self.templates_sent_ns = None;
         self.start(now_ns);
         out.extend(self.flush(now_ns));
@@ -569,6 +581,8 @@ impl Encoder {
         }
     }
 }
+
+pub mod udp;
 
 #[cfg(test)]
 mod tests;

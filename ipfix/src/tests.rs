@@ -130,9 +130,9 @@ fn first_message_has_templates_then_records_and_sequence_counts_records() {
     let now = 1_700_000_005_000_000_000;
     let mut msgs = Vec::new();
     for i in 0..23 {
-        msgs.extend(e.push(&rec(v4(1), v4(2), i), now));
+        msgs.extend(e.push(&rec(v4(1), v4(2), i), now).map(|m| m.bytes));
     }
-    msgs.extend(e.flush(now));
+    msgs.extend(e.flush(now).map(|m| m.bytes));
     assert!(msgs.len() > 1, "{}", msgs.len());
     let mut seq = 0;
     let mut records = 0;
@@ -171,7 +171,7 @@ fn record_fields_are_where_the_template_says() {
     let mut e = Encoder::new(EncoderConfig::default()).unwrap();
     let r = rec(v4(1), v4(2), 0);
     assert!(e.push(&r, 5).is_none());
-    let m = e.flush(5).unwrap();
+    let m = e.flush(5).unwrap().bytes;
     let s = sets(&m, 0);
     let data = s.iter().find(|(id, _)| *id == TEMPLATE_V4).unwrap().1;
     assert_eq!(&data[0..4], &[198, 18, 0, 1]);
@@ -191,9 +191,9 @@ fn record_fields_are_where_the_template_says() {
     assert_eq!(ms_at(57), 8);
     assert_eq!(u16_at(data, 65), 0x12);
     assert_eq!(data[67], 1);
-    // nProbe latencies: the handshake halves, in ms.
-    assert_eq!(u32_at(data, 68), 3);
-    assert_eq!(u32_at(data, 72), 40);
+    // nProbe latencies: half of each handshake round trip, in ms.
+    assert_eq!(u32_at(data, 68), 1);
+    assert_eq!(u32_at(data, 72), 20);
     assert_eq!(u32_at(data, 76), 5);
 }
 
@@ -202,7 +202,7 @@ fn v6_and_v4_flows_use_their_templates_in_one_message() {
     let mut e = Encoder::new(EncoderConfig::default()).unwrap();
     assert!(e.push(&rec(v6(1), v6(2), 0), 0).is_none());
     assert!(e.push(&rec(v4(1), v4(2), 0), 0).is_none());
-    let m = e.flush(0).unwrap();
+    let m = e.flush(0).unwrap().bytes;
     let ids: Vec<u16> = sets(&m, 0).iter().map(|s| s.0).collect();
     assert_eq!(ids, [TEMPLATE_SET_ID, TEMPLATE_V6, TEMPLATE_V4]);
     let s = sets(&m, 0);
@@ -217,7 +217,7 @@ fn v6_and_v4_flows_use_their_templates_in_one_message() {
         };
         assert!(e.push(&r, 0).is_none(), "{i}");
     }
-    let m = e.flush(0).unwrap();
+    let m = e.flush(0).unwrap().bytes;
     assert!(m.len() <= DEFAULT_MTU);
     let ids: Vec<u16> = sets(&m, 0).iter().map(|s| s.0).collect();
     assert_eq!(ids, [TEMPLATE_V6, TEMPLATE_V4, TEMPLATE_V6, TEMPLATE_V4]);
@@ -245,7 +245,7 @@ fn templates_are_resent_by_count_and_by_time() {
     let mut seen = Vec::new();
     for t in 0..7 {
         e.push(&rec(v4(1), v4(2), 0), t);
-        seen.push(has_templates(&e.flush(t).unwrap()));
+        seen.push(has_templates(&e.flush(t).unwrap().bytes));
     }
     assert_eq!(seen, [true, false, false, true, false, false, true]);
     // Time: 10 µs after the last templates they are due again.
@@ -253,13 +253,14 @@ fn templates_are_resent_by_count_and_by_time() {
     assert!(e.templates_due(6 + 10_000));
     let msgs = e.template_message(6 + 10_000);
     assert_eq!(msgs.len(), 1);
-    let s = sets(&msgs[0], 0);
+    assert_eq!(msgs[0].records, 0);
+    let s = sets(&msgs[0].bytes, 0);
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].0, TEMPLATE_SET_ID);
     assert!(!e.templates_due(6 + 10_001));
     // A template-only message does not move the sequence.
     e.push(&rec(v4(1), v4(2), 0), 6 + 10_001);
-    let m = e.flush(6 + 10_001).unwrap();
+    let m = e.flush(6 + 10_001).unwrap().bytes;
     assert_eq!(u32_at(&m, 8), 7);
 }
 
@@ -271,7 +272,7 @@ fn unknown_values_and_a_small_mtu() {
     r.s2c.rtt = Rtt::default();
     let mut e = Encoder::new(EncoderConfig::default()).unwrap();
     e.push(&r, 0);
-    let m = e.flush(0).unwrap();
+    let m = e.flush(0).unwrap().bytes;
     let data = sets(&m, 0)
         .into_iter()
         .find(|(id, _)| *id == TEMPLATE_V4)
