@@ -513,7 +513,7 @@ impl Encoder {
         if self.buf.is_empty() {
             self.start(now_ns);
         }
-        if !self.open_set.is_some_and(|(t, _)| t == tid) {
+        if self.open_set.is_none_or(|(t, _)| t != tid) {
             self.close_set();
             let at = self.buf.len();
             self.buf.extend_from_slice(&tid.to_be_bytes());
