@@ -243,7 +243,7 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             let rec = keep_for_push(&mut pushed, exp);
             crate::ipfix_cli::push(&mut ipfix, &rec);
             if let Err(e) = sink.push(rec) {
-                return output_error(e);
+                return output_error(e, ipfix);
             }
         }
         if n % 65536 == 0 {
@@ -268,11 +268,11 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         }
     });
     if let Some(e) = failed {
-        return output_error(e);
+        return output_error(e, ipfix);
     }
     let summary = engine.summary();
     if let Err(e) = sink.finish(&summary, &name) {
-        return output_error(e);
+        return output_error(e, ipfix);
     }
     if let (Some(url), Some(node), Some(tf), Some(recs)) =
         (&args.push, &args.node, &args.token_file, pushed)
@@ -340,7 +340,11 @@ fn describe(e: &CaptureError) -> String {
     e.to_string()
 }
 
-fn output_error(e: io::Error) -> u8 {
+/// Stdout failed: what --ipfix holds still goes out, then the exit code.
+fn output_error(e: io::Error, ipfix: Option<wirelens_ipfix::udp::UdpExporter>) -> u8 {
+    if let Some(x) = ipfix {
+        crate::ipfix_cli::finish(x);
+    }
     if e.kind() == io::ErrorKind::BrokenPipe {
         // `wirelens analyze x.pcap --format ndjson | head`: not an error.
         return exit::OK;
