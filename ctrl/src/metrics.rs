@@ -155,7 +155,7 @@ pub fn prometheus_buckets(h: &Histogram) -> (Vec<(f64, u64)>, f64, u64) {
 }
 
 /// Services rendered by default; the rest add up under `_other`.
-pub const DEFAULT_METRICS_SERVICES: usize = 500;
+pub const DEFAULT_METRICS_SERVICES: usize = 200;
 
 /// Probe rows (target x node) are read over this trailing window.
 pub const PROBE_WINDOW_NS: u64 = 5 * 60 * 1_000_000_000;
