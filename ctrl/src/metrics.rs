@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, NoLabelSet,
+};
 use prometheus_client::metrics::MetricType;
 use wirelens_dataplane::stats::Histogram;
 
@@ -41,68 +43,32 @@ pub fn l(pairs: &[(&'static str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
 }
 
-/// A counter family (`_total` is appended by the encoder).
-pub fn counter(
+/// A counter family (`_total` is appended by the encoder) of integer or
+/// floating-point (seconds) values.
+pub fn counter<V: EncodeCounterValue>(
     e: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    rows: impl IntoIterator<Item = (Labels, u64)>,
+    rows: impl IntoIterator<Item = (Labels, V)>,
 ) -> fmt::Result {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, v) in rows {
         if labels.is_empty() {
-            m.encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+            m.encode_counter::<NoLabelSet, V, f64>(&v, None)?;
         } else {
             m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+                .encode_counter::<NoLabelSet, V, f64>(&v, None)?;
         }
     }
     Ok(())
 }
 
-/// A counter family of floating-point values (seconds).
-pub fn counter_f(
+/// A gauge family of integer or floating-point values.
+pub fn gauge<V: EncodeGaugeValue>(
     e: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    rows: impl IntoIterator<Item = (Labels, f64)>,
-) -> fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        if labels.is_empty() {
-            m.encode_counter::<NoLabelSet, f64, f64>(&v, None)?;
-        } else {
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, f64, f64>(&v, None)?;
-        }
-    }
-    Ok(())
-}
-
-/// An integer gauge family.
-pub fn gauge(
-    e: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (Labels, i64)>,
-) -> fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in rows {
-        if labels.is_empty() {
-            m.encode_gauge(&v)?;
-        } else {
-            m.encode_family(&labels)?.encode_gauge(&v)?;
-        }
-    }
-    Ok(())
-}
-
-/// A floating-point gauge family.
-pub fn gauge_f(
-    e: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (Labels, f64)>,
+    rows: impl IntoIterator<Item = (Labels, V)>,
 ) -> fmt::Result {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, v) in rows {
@@ -306,7 +272,7 @@ impl CtrlCollector {
         for (name, help, f) in ones {
             counter(e, name, help, rows.iter().map(|(lb, c)| (lb.clone(), f(c))))?;
         }
-        counter_f(
+        counter(
             e,
             "service_zero_window_seconds",
             "Time the service's receivers spent at zero window, summed over flows",
@@ -354,7 +320,7 @@ impl CtrlCollector {
             rows.iter()
                 .filter_map(|p| p.state.map(|s| (t(p), i64::from(s == ProbeState::Ok)))),
         )?;
-        gauge_f(
+        gauge(
             e,
             "probe_loss_ratio",
             "Probe loss over the last 5 minutes: lost / sent, by direction (any, up, down)",
@@ -369,7 +335,7 @@ impl CtrlCollector {
                 .collect::<Vec<_>>()
             }),
         )?;
-        gauge_f(
+        gauge(
             e,
             "probe_rtt_seconds",
             "Probe RTT over the last 5 minutes net of the reflector's dwell, by quantile",
@@ -384,7 +350,7 @@ impl CtrlCollector {
                 .collect::<Vec<_>>()
             }),
         )?;
-        gauge_f(
+        gauge(
             e,
             "probe_jitter_seconds",
             "Mean |IPDV| of consecutive probes over the last 5 minutes (RFC 3393)",

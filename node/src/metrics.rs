@@ -31,7 +31,7 @@ use crate::export::now_ns;
 use crate::probes::ProbeBoard;
 use crate::services::{ServiceStats, ServiceTable, DIRECTIONS, HALVES};
 use crate::NodeState;
-use wirelens_ctrl::metrics::{counter, counter_f, gauge, l, rtt_histograms, Labels};
+use wirelens_ctrl::metrics::{counter, gauge, l, rtt_histograms, Labels};
 use wirelens_probe::monitor::WindowState;
 
 /// The registry with the node's collector; encode it per scrape.
@@ -174,7 +174,7 @@ impl Collector for NodeCollector {
         }
 
         // What exporting cost the workers (time away from their queues).
-        counter_f(
+        counter(
             &mut e,
             "worker_export_seconds",
             "Time a worker spent exporting (snapshots, /flows, push) instead of reading its queue",
@@ -369,7 +369,7 @@ impl Collector for NodeCollector {
             for (k, v) in tcp {
                 let Some(v) = v.as_u64() else { continue };
                 if k == "zero_window_ns" {
-                    counter_f(
+                    counter(
                         &mut e,
                         "tcp_zero_window_seconds",
                         "TCP: time receivers spent at zero window, all flows",
