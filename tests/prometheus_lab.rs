@@ -1,15 +1,16 @@
 //! The Prometheus side of wirelens against real processes: `promtool` on
 //! `deploy/prometheus/`, then a real `prometheus` (Debian's 2.x) scraping
 //! a real `wirelens ctrl serve` every second (fed by `wirelens analyze
-//! --push` of a capture this test writes), and, as root, a real `wirelens
+//! --push` of two captures this test writes), and, as root, a real `wirelens
 //! run` on a SPAN port of a namespace lab pushing to its own control plane.
 //!
 //! After the scrapes: every query of `deploy/grafana/wirelens.json` (panels
 //! and template variables, with the variables set to "All") and every rule
 //! of `deploy/prometheus/wirelens-rules.yml` evaluates without error through
-//! `/api/v1/query`, Prometheus reports every rule healthy, the retransmission
-//! rule fires for the service the control plane alerts on (and only
-//! there), and a service's packets and its RTT `histogram_quantile` agree
+//! `/api/v1/query`, Prometheus reports every rule healthy, the rules fire
+//! for exactly the (rule, service) pairs `wirelens alerts` names (a
+//! retransmission storm, a SYN-retry storm, a zero-window stall), and a
+//! service's packets and its RTT `histogram_quantile` agree
 //! with `wirelens services` (the quantile within the classic bucket that
 //! holds the control plane's own quantile).
 //!
@@ -38,7 +39,7 @@ use serde_json::Value;
 use wirelens_ctrl::metrics::RTT_BUCKETS_S;
 
 mod support;
-use support::pcap::Pcap;
+use support::pcap::{Pcap, ACK, FIN, PSH, SYN};
 use support::{sh, skip_unless_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
@@ -530,11 +531,16 @@ fn assert_service_agrees(p: &Prometheus, s: &Value) {
 
 const SVC: [u8; 4] = [198, 18, 2, 2];
 const SVC2: [u8; 4] = [198, 18, 2, 3];
+const SVC3: [u8; 4] = [198, 18, 2, 4];
+const SVC4: [u8; 4] = [198, 18, 2, 5];
 
-/// Two services: 198.18.2.2:8080 (40 ms RTT, clean) and 198.18.2.3:443
-/// (3 ms RTT). The first capture has clean connections of both; the second
-/// a connection to 198.18.2.3:443 with every 4th segment sent twice: a
-/// retransmission storm.
+/// Four services. The first capture has clean connections of each:
+/// 198.18.2.2:8080 (40 ms RTT), 198.18.2.3:443, 198.18.2.4:9000 and
+/// 198.18.2.5:7000 (3 ms). The second has what the control plane alerts on:
+/// a connection to 198.18.2.3:443 with every 4th segment sent twice (a
+/// retransmission storm), five clients each sending their SYN to
+/// 198.18.2.4:9000 twice (a SYN-retry storm), and a server 198.18.2.5:7000
+/// advertising a zero window for 800 ms.
 fn captures(dir: &Path) -> (PathBuf, PathBuf) {
     let t0 = wirelens_ctrl::now_ns() - 120 * SEC;
     let mut a = Pcap::new();
@@ -548,14 +554,19 @@ fn captures(dir: &Path) -> (PathBuf, PathBuf) {
             None,
         );
     }
-    a.conversation(
-        t0,
-        ([198, 18, 3, 31], 42_001),
-        (SVC2, 443),
-        3 * MS,
-        10,
-        None,
-    );
+    for (k, svc) in [(SVC2, 443), (SVC3, 9000), (SVC4, 7000)]
+        .into_iter()
+        .enumerate()
+    {
+        a.conversation(
+            t0 + (5 + k as u64) * SEC,
+            ([198, 18, 3, 31 + k as u8], 42_001),
+            svc,
+            3 * MS,
+            10,
+            None,
+        );
+    }
     let mut b = Pcap::new();
     b.conversation(
         t0 + 5 * SEC,
@@ -565,6 +576,30 @@ fn captures(dir: &Path) -> (PathBuf, PathBuf) {
         120,
         Some(4),
     );
+    for k in 0..5u8 {
+        let (t, c) = (
+            t0 + (10 + 2 * u64::from(k)) * SEC,
+            ([198, 18, 5, 50 + k], 44_000),
+        );
+        // The first SYN goes unanswered; the conversation's own SYN is the retry.
+        b.tcp(t, c, (SVC3, 9000), 1000, 0, SYN, 0);
+        b.conversation(t + SEC, c, (SVC3, 9000), 3 * MS, 8, None);
+    }
+    let (t, c, s) = (t0 + 25 * SEC, ([198, 18, 4, 40], 43_000), (SVC4, 7000));
+    let (ci, si) = (1000u32, 50_000u32);
+    b.tcp(t, c, s, ci, 0, SYN, 0);
+    b.tcp(t + 3 * MS, s, c, si, ci + 1, SYN | ACK, 0);
+    b.tcp(t + 3 * MS + 50_000, c, s, ci + 1, si + 1, ACK, 0);
+    b.tcp(t + 5 * MS, c, s, ci + 1, si + 1, ACK | PSH, 100);
+    b.set_window(0);
+    b.tcp(t + 8 * MS, s, c, si + 1, ci + 101, ACK, 0);
+    b.set_window(0xffff);
+    b.tcp(t + 808 * MS, s, c, si + 1, ci + 101, ACK, 0);
+    b.tcp(t + 810 * MS, c, s, ci + 101, si + 1, ACK | PSH, 100);
+    b.tcp(t + 813 * MS, s, c, si + 1, ci + 201, ACK, 0);
+    b.tcp(t + 820 * MS, c, s, ci + 201, si + 1, FIN | ACK, 0);
+    b.tcp(t + 823 * MS, s, c, si + 1, ci + 202, FIN | ACK, 0);
+    b.tcp(t + 824 * MS, c, s, ci + 202, si + 2, ACK, 0);
     let (fa, fb) = (dir.join("a.pcap"), dir.join("b.pcap"));
     a.write(&fa);
     b.write(&fb);
@@ -607,7 +642,7 @@ fn prometheus_evaluates_dashboard_and_rules_over_ctrl_serve() {
     p.wait_for("a scrape of ctrl serve", Duration::from_secs(20), |p| {
         p.value("up{job=\"wirelens-ctrl\"}") == Some(1.0)
     });
-    // The storm arrives after Prometheus has scraped both services, so the
+    // The storm arrives after Prometheus has scraped every service, so the
     // counters rise inside the rules' windows.
     let (first, storm) = captures(&dir);
     push(&dir, &url, &first);
@@ -617,11 +652,11 @@ fn prometheus_evaluates_dashboard_and_rules_over_ctrl_serve() {
                 .is_some_and(|c| c >= n)
                 && p.query("wirelens_service_packets_total{server!=\"\"}")
                     .len()
-                    == 2
+                    == 4
         }
     };
     p.wait_for(
-        "two scrapes of both services",
+        "two scrapes of every service",
         Duration::from_secs(30),
         scraped(2.0),
     );
@@ -645,55 +680,63 @@ fn prometheus_evaluates_dashboard_and_rules_over_ctrl_serve() {
         assert!(hit >= min_series, "{want}: {hit} series");
     }
 
-    // The retransmission rule fires where the control plane alerts, only there.
-    p.wait_for(
-        "the retransmission storm alert",
-        Duration::from_secs(20),
-        |p| {
-            !p.query("ALERTS{alertname=\"WirelensRetransmissionStorm\",alertstate=\"firing\",server=\"198.18.2.3\",port=\"443\"}")
-                .is_empty()
-        },
-    );
-    let firing = p.query("ALERTS{alertstate=\"firing\"}");
-    let names: Vec<String> = firing
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}:{}",
-                a["metric"]["alertname"].as_str().unwrap_or(""),
-                a["metric"]["server"].as_str().unwrap_or(""),
-                a["metric"]["port"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    assert_eq!(
-        names,
-        ["WirelensRetransmissionStorm 198.18.2.3:443"],
-        "{firing:?}"
-    );
+    // The rules fire where the control plane alerts, and only there: the
+    // same (rule, service) pairs (each Prometheus rule carries the control
+    // plane's rule name in its `rule` label).
     let o = Command::new(BIN)
         .args(["alerts", "--ctrl", &url, "--format", "json"])
         .env_remove("WIRELENS_CTRL")
         .output()
         .unwrap();
     let alerts: Value = serde_json::from_slice(&o.stdout).expect("alerts JSON");
-    let ctrl_alerts: Vec<String> = alerts
+    let mut ctrl_alerts: Vec<String> = alerts
         .as_array()
         .unwrap()
         .iter()
         .map(|a| {
+            let svc = a["service"].as_str().unwrap();
             format!(
                 "{} {}",
                 a["rule"].as_str().unwrap(),
-                a["service"].as_str().unwrap()
+                svc.rsplit_once('/').unwrap().0
             )
         })
         .collect();
-    assert_eq!(ctrl_alerts, ["retransmissions 198.18.2.3:443/tcp"]);
+    ctrl_alerts.sort();
+    assert_eq!(
+        ctrl_alerts,
+        [
+            "retransmissions 198.18.2.3:443",
+            "syn_retry_storm 198.18.2.4:9000",
+            "zero_window 198.18.2.5:7000"
+        ]
+    );
+    let firing = |p: &Prometheus| -> Vec<String> {
+        let mut v: Vec<String> = p
+            .query("ALERTS{alertstate=\"firing\"}")
+            .iter()
+            .map(|a| {
+                let m = &a["metric"];
+                let g = |k: &str| m[k].as_str().unwrap_or("").to_string();
+                format!("{} {}:{}", g("rule"), g("server"), g("port"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while firing(&p) != ctrl_alerts {
+        assert!(
+            Instant::now() < end,
+            "Prometheus fires {:?}, the control plane {ctrl_alerts:?}",
+            firing(&p)
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
 
     // Packets and RTT quantiles agree with `wirelens services`.
     let svcs = services(&net, &url);
-    assert_eq!(svcs.len(), 2, "{svcs:?}");
+    assert_eq!(svcs.len(), 4, "{svcs:?}");
     for s in &svcs {
         assert_service_agrees(&p, s);
     }

@@ -6,7 +6,8 @@ use std::path::Path;
 const SEC: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
 
-pub struct Pcap(Vec<u8>);
+/// The capture's bytes and the receive window of the segments to come.
+pub struct Pcap(Vec<u8>, u16);
 
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
@@ -22,7 +23,12 @@ impl Pcap {
         b.extend_from_slice(&[0; 8]);
         b.extend_from_slice(&65535u32.to_le_bytes());
         b.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-        Pcap(b)
+        Pcap(b, 0xffff)
+    }
+
+    /// The receive window the following segments advertise (0: a stall).
+    pub fn set_window(&mut self, w: u16) {
+        self.1 = w;
     }
 
     #[expect(clippy::too_many_arguments, reason = "one TCP segment's header fields")]
@@ -55,7 +61,9 @@ impl Pcap {
         f.extend_from_slice(&dst.1.to_be_bytes());
         f.extend_from_slice(&seq.to_be_bytes());
         f.extend_from_slice(&ack.to_be_bytes());
-        f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend_from_slice(&[0x50, flags]);
+        f.extend_from_slice(&self.1.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0]);
         f.resize(f.len() + len, 0x61);
         self.0.extend_from_slice(&((ts / SEC) as u32).to_le_bytes());
         self.0.extend_from_slice(&((ts % SEC) as u32).to_le_bytes());
