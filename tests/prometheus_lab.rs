@@ -9,7 +9,9 @@
 //! of `deploy/prometheus/wirelens-rules.yml` evaluates without error through
 //! `/api/v1/query`, Prometheus reports every rule healthy, the rules fire
 //! for exactly the (rule, service) pairs `wirelens alerts` names (a
-//! retransmission storm, a SYN-retry storm, a zero-window stall), and a
+//! retransmission storm, a SYN-retry storm, a zero-window stall, an ICMP
+//! fragmentation-needed; all but the RTT spike, whose baseline takes 30
+//! minutes), and a
 //! service's packets and its RTT `histogram_quantile` agree
 //! with `wirelens services` (the quantile within the classic bucket that
 //! holds the control plane's own quantile).
@@ -533,14 +535,17 @@ const SVC: [u8; 4] = [198, 18, 2, 2];
 const SVC2: [u8; 4] = [198, 18, 2, 3];
 const SVC3: [u8; 4] = [198, 18, 2, 4];
 const SVC4: [u8; 4] = [198, 18, 2, 5];
+const SVC5: [u8; 4] = [198, 18, 2, 6];
 
-/// Four services. The first capture has clean connections of each:
-/// 198.18.2.2:8080 (40 ms RTT), 198.18.2.3:443, 198.18.2.4:9000 and
-/// 198.18.2.5:7000 (3 ms). The second has what the control plane alerts on:
+/// Five TCP services. The first capture has clean connections of each:
+/// 198.18.2.2:8080 (40 ms RTT), 198.18.2.3:443, 198.18.2.4:9000,
+/// 198.18.2.5:7000 and 198.18.2.6:5000 (3 ms). The second has what the
+/// control plane alerts on:
 /// a connection to 198.18.2.3:443 with every 4th segment sent twice (a
 /// retransmission storm), five clients each sending their SYN to
 /// 198.18.2.4:9000 twice (a SYN-retry storm), and a server 198.18.2.5:7000
-/// advertising a zero window for 800 ms.
+/// advertising a zero window for 800 ms, and a router's ICMP "fragmentation
+/// needed" (MTU 1400) quoting a segment of 198.18.2.6:5000.
 fn captures(dir: &Path) -> (PathBuf, PathBuf) {
     let t0 = wirelens_ctrl::now_ns() - 120 * SEC;
     let mut a = Pcap::new();
@@ -554,7 +559,7 @@ fn captures(dir: &Path) -> (PathBuf, PathBuf) {
             None,
         );
     }
-    for (k, svc) in [(SVC2, 443), (SVC3, 9000), (SVC4, 7000)]
+    for (k, svc) in [(SVC2, 443), (SVC3, 9000), (SVC4, 7000), (SVC5, 5000)]
         .into_iter()
         .enumerate()
     {
@@ -600,6 +605,9 @@ fn captures(dir: &Path) -> (PathBuf, PathBuf) {
     b.tcp(t + 820 * MS, c, s, ci + 201, si + 1, FIN | ACK, 0);
     b.tcp(t + 823 * MS, s, c, si + 1, ci + 202, FIN | ACK, 0);
     b.tcp(t + 824 * MS, c, s, ci + 202, si + 2, ACK, 0);
+    let (t, c, s) = (t0 + 30 * SEC, ([198, 18, 4, 41], 43_001), (SVC5, 5000));
+    b.conversation(t, c, s, 3 * MS, 8, None);
+    b.frag_needed(t + SEC, [198, 18, 2, 1], s, c, 50_001, 1460, 1400);
     let (fa, fb) = (dir.join("a.pcap"), dir.join("b.pcap"));
     a.write(&fa);
     b.write(&fb);
@@ -652,7 +660,7 @@ fn prometheus_evaluates_dashboard_and_rules_over_ctrl_serve() {
                 .is_some_and(|c| c >= n)
                 && p.query("wirelens_service_packets_total{server!=\"\"}")
                     .len()
-                    == 4
+                    >= 5
         }
     };
     p.wait_for(
@@ -706,6 +714,7 @@ fn prometheus_evaluates_dashboard_and_rules_over_ctrl_serve() {
     assert_eq!(
         ctrl_alerts,
         [
+            "pmtu 198.18.2.6:5000",
             "retransmissions 198.18.2.3:443",
             "syn_retry_storm 198.18.2.4:9000",
             "zero_window 198.18.2.5:7000"
@@ -736,8 +745,12 @@ fn prometheus_evaluates_dashboard_and_rules_over_ctrl_serve() {
 
     // Packets and RTT quantiles agree with `wirelens services`.
     let svcs = services(&net, &url);
-    assert_eq!(svcs.len(), 4, "{svcs:?}");
-    for s in &svcs {
+    let tcp: Vec<&Value> = svcs
+        .iter()
+        .filter(|s| s["service"].as_str().is_some_and(|n| n.ends_with("/tcp")))
+        .collect();
+    assert_eq!(tcp.len(), 5, "{svcs:?}");
+    for s in tcp {
         assert_service_agrees(&p, s);
     }
     drop(ch);

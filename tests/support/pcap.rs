@@ -42,21 +42,8 @@ impl Pcap {
         flags: u8,
         len: usize,
     ) {
-        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let total = 20 + 20 + len;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
-        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        ip.extend_from_slice(&src.0);
-        ip.extend_from_slice(&dst.0);
-        let mut sum: u32 = ip
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        f.extend_from_slice(&ip);
+        let mut f = ETHERNET.to_vec();
+        f.extend_from_slice(&ipv4(6, src.0, dst.0, 20 + len));
         f.extend_from_slice(&src.1.to_be_bytes());
         f.extend_from_slice(&dst.1.to_be_bytes());
         f.extend_from_slice(&seq.to_be_bytes());
@@ -65,11 +52,43 @@ impl Pcap {
         f.extend_from_slice(&self.1.to_be_bytes());
         f.extend_from_slice(&[0, 0, 0, 0]);
         f.resize(f.len() + len, 0x61);
+        self.record(ts, &f);
+    }
+
+    /// An ICMP "fragmentation needed" (type 3 code 4, next-hop `mtu`) from
+    /// `router` to `src`, quoting a TCP segment of `len` payload bytes
+    /// `src` -> `dst` with sequence `seq`.
+    #[expect(clippy::too_many_arguments, reason = "the quoted segment's fields")]
+    pub fn frag_needed(
+        &mut self,
+        ts: u64,
+        router: [u8; 4],
+        src: ([u8; 4], u16),
+        dst: ([u8; 4], u16),
+        seq: u32,
+        len: usize,
+        mtu: u16,
+    ) {
+        let mut icmp = vec![3, 4, 0, 0, 0, 0];
+        icmp.extend_from_slice(&mtu.to_be_bytes());
+        icmp.extend_from_slice(&ipv4(6, src.0, dst.0, 20 + len));
+        icmp.extend_from_slice(&src.1.to_be_bytes());
+        icmp.extend_from_slice(&dst.1.to_be_bytes());
+        icmp.extend_from_slice(&seq.to_be_bytes());
+        let sum = checksum(&icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        let mut f = ETHERNET.to_vec();
+        f.extend_from_slice(&ipv4(1, router, src.0, icmp.len()));
+        f.extend_from_slice(&icmp);
+        self.record(ts, &f);
+    }
+
+    fn record(&mut self, ts: u64, f: &[u8]) {
         self.0.extend_from_slice(&((ts / SEC) as u32).to_le_bytes());
         self.0.extend_from_slice(&((ts % SEC) as u32).to_le_bytes());
         self.0.extend_from_slice(&(f.len() as u32).to_le_bytes());
         self.0.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(&f);
+        self.0.extend_from_slice(f);
     }
 
     /// A whole connection: handshake, `segments` request segments of 100
@@ -107,4 +126,30 @@ impl Pcap {
     pub fn write(&self, p: &Path) {
         std::fs::write(p, &self.0).unwrap();
     }
+}
+
+/// Destination, source MAC and EtherType IPv4.
+const ETHERNET: [u8; 14] = [0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+
+/// An IPv4 header (no options, DF) of protocol `proto` before `payload` bytes.
+fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: usize) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    ip
+}
+
+/// The Internet checksum (RFC 1071) of `b`.
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
