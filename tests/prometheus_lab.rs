@@ -1,5 +1,5 @@
 //! The Prometheus side of wirelens against real processes: `promtool` on
-//! `deploy/prometheus/`, then a real `prometheus` (Debian's 2.x) scraping
+//! `deploy/prometheus/` (check, and the unit test of the RTT spike rule), then a real `prometheus` (Debian's 2.x) scraping
 //! a real `wirelens ctrl serve` every second (fed by `wirelens analyze
 //! --push` of two captures this test writes), and, as root, a real `wirelens
 //! run` on a SPAN port of a namespace lab pushing to its own control plane.
@@ -72,12 +72,18 @@ fn tool(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn promtool_accepts_the_rules_and_the_scrape_config() {
+fn promtool_accepts_and_tests_the_rules_and_the_scrape_config() {
     let rules = deploy("prometheus/wirelens-rules.yml");
     let o = tool(&["promtool", "check", "rules", rules.to_str().unwrap()]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "promtool check rules:\n{out}");
     assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    // The RTT spike against its 30 minute baseline, on promtool's clock.
+    let test = deploy("prometheus/wirelens-rules.test.yml");
+    let o = tool(&["promtool", "test", "rules", test.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "promtool test rules:\n{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
     let config = deploy("prometheus/prometheus.yml");
     let o = tool(&["promtool", "check", "config", config.to_str().unwrap()]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
