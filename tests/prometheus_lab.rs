@@ -1,9 +1,9 @@
 //! The Prometheus side of wirelens against real processes: `promtool` on
 //! `deploy/prometheus/` (check, and the unit test of the RTT spike rule),
 //! then a real `prometheus` (Debian's 2.x) scraping a real `wirelens ctrl
-//! serve` every second (fed by `wirelens analyze
-//! --push` of two captures this test writes), and, as root, a real `wirelens
-//! run` on a SPAN port of a namespace lab pushing to its own control plane.
+//! serve` every second (fed by `wirelens analyze --push` of two captures
+//! this test writes), and, as root, a real `wirelens run` on a SPAN port of
+//! a namespace lab pushing to its own control plane.
 //!
 //! After the scrapes: every query of `deploy/grafana/wirelens.json` (panels
 //! and template variables, with the variables set to "All") and every rule
