@@ -26,9 +26,16 @@
 //!   ns ..c                                   ns ..s
 //!   [..c] 198.18.1.2 ------- veth ------- [..s] 198.18.1.3:24850
 //!     | tc clsact, ingress and egress: mirred egress mirror dev ..a
-//!   [..a] ------- SPAN veth -------- [..b]   ns ..t: `wirelens run --iface ..b --ctrl`,
-//!                                            `ctrl serve`, `prometheus`, all on its loopback
+//!   [..a] ------- SPAN veth -------- [..b]   ns ..t: `wirelens run --iface ..b --ctrl
+//!                                            --probe`, `ctrl serve`, `prometheus`, all on
+//!                                            its loopback
+//!   ns ..t [..p] 198.18.3.1 ---- veth ---- [..q] 198.18.3.2:862 in ns ..s:
+//!                                            `wirelens probe reflect` (the probe path)
 //! ```
+//!
+//! The lab half also checks the probes: the node's and the control plane's
+//! probe series have every probe, and the control plane's loss and RTT are
+//! those of `wirelens probes`.
 //!
 //! Run: `cargo test --test prometheus_lab` (the lab half as root; not root,
 //! it skips with a SKIP line, or fails under `WIRELENS_REQUIRE_ROOT_TESTS=1`).
@@ -476,6 +483,11 @@ fn assert_same_bucket(what: &str, q: f64, want_ns: u64) {
 
 /// Per service (`ip:port/proto`) as `wirelens services` prints it.
 fn services(net: &Net, url: &str) -> Vec<Value> {
+    query_cli(net, "services", url)
+}
+
+/// `wirelens WHAT --ctrl URL --format json` (in the namespace of `net`): its rows.
+fn query_cli(net: &Net, what: &str, url: &str) -> Vec<Value> {
     let mut cmd = match net.ns() {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -485,13 +497,17 @@ fn services(net: &Net, url: &str) -> Vec<Value> {
         None => Command::new(BIN),
     };
     let o = cmd
-        .args(["services", "--ctrl", url, "--format", "json"])
+        .args([what, "--ctrl", url, "--format", "json"])
         .env_remove("WIRELENS_CTRL")
         .output()
-        .expect("wirelens services");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        .expect("wirelens");
+    assert!(
+        o.status.success(),
+        "wirelens {what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice::<Value>(&o.stdout)
-        .expect("services JSON")
+        .unwrap_or_else(|e| panic!("wirelens {what}: not JSON ({e})"))
         .as_array()
         .expect("an array")
         .clone()
@@ -776,6 +792,9 @@ mod lab {
     const CTRL: &str = "127.0.0.1:7878";
     const NODE_HTTP: &str = "127.0.0.1:9640";
     const PROM: &str = "127.0.0.1:9090";
+    const REFLECTOR: &str = "198.18.3.2";
+    /// Probes the node sends (20 ms apart, 1 s windows).
+    const PROBES: u64 = 150;
 
     /// The namespaces and links; deleted on drop (after the children).
     struct Lab {
@@ -867,6 +886,25 @@ mod lab {
                 "dev",
                 &ds,
             ]);
+            // The probe path: t <-> s beside the tapped one.
+            let (dp, dq) = (lab.ns("p"), lab.ns("q"));
+            sh(&[
+                "ip", "link", "add", &dp, "netns", &t, "type", "veth", "peer", "name", &dq,
+                "netns", &s,
+            ]);
+            sh(&["ip", "-n", &t, "link", "set", &dp, "up"]);
+            sh(&["ip", "-n", &s, "link", "set", &dq, "up"]);
+            sh(&["ip", "-n", &t, "addr", "add", "198.18.3.1/24", "dev", &dp]);
+            sh(&[
+                "ip",
+                "-n",
+                &s,
+                "addr",
+                "add",
+                &format!("{REFLECTOR}/24"),
+                "dev",
+                &dq,
+            ]);
             lab.nsx("c", &["tc", "qdisc", "add", "dev", &dc, "clsact"]);
             for dir in ["ingress", "egress"] {
                 lab.nsx(
@@ -911,6 +949,23 @@ mod lab {
             PROM,
             &[("wirelens-ctrl", CTRL), ("wirelens-node", NODE_HTTP)],
         );
+        let reflector = format!("{REFLECTOR}:862");
+        lab.ch.spawn(
+            &dir,
+            Some(&lab.ns("s")),
+            "reflector",
+            &[
+                BIN,
+                "probe",
+                "reflect",
+                "--listen",
+                &reflector,
+                "--duration",
+                "120s",
+            ],
+        );
+        thread::sleep(Duration::from_millis(300)); // the reflector binds
+        let probe = format!("{reflector},interval=20ms,window=1s,count={PROBES}");
         let tokens = dir.join("tokens");
         let b = lab.ns("b");
         let node = lab.ch.spawn(
@@ -934,6 +989,8 @@ mod lab {
                 "1",
                 "--tcp-idle",
                 "3600",
+                "--probe",
+                &probe,
             ],
         );
         let end = Instant::now() + Duration::from_secs(60);
@@ -1047,8 +1104,46 @@ mod lab {
         // Three more scrapes, so rate() over 1m sees the rise.
         thread::sleep(Duration::from_secs(3));
 
+        // Every probe answered, at the node and at the control plane, and
+        // its /metrics says what `wirelens probes` says.
+        let ctrl_up = format!("wirelens_probe_up{{node=\"{NODE}\",target=\"{reflector}\"}}");
+        let node_sent = format!(
+            "wirelens_probe_packets_total{{job=\"wirelens-node\",target=\"{reflector}\",result=\"sent\"}}"
+        );
+        p.wait_for("the probes' last window", Duration::from_secs(30), |p| {
+            p.value(&node_sent) == Some(PROBES as f64) && p.value(&ctrl_up) == Some(1.0)
+        });
+        let rows = query_cli(&net, "probes", &url);
+        let row = rows
+            .iter()
+            .find(|r| r["target"] == reflector.as_str() && r["node"] == NODE)
+            .unwrap_or_else(|| panic!("no probe row: {rows:?}"));
+        assert_eq!(row["sent"], PROBES, "{row}");
+        for (d, key) in [
+            ("any", "loss_rate"),
+            ("up", "loss_up_rate"),
+            ("down", "loss_down_rate"),
+        ] {
+            let got = p.value(&format!(
+                "wirelens_probe_loss_ratio{{node=\"{NODE}\",target=\"{reflector}\",direction=\"{d}\"}}"
+            ));
+            assert_eq!(got, row[key].as_f64(), "probe loss {d}: {row}");
+        }
+        let p50 = p
+            .value(&format!(
+                "wirelens_probe_rtt_seconds{{node=\"{NODE}\",target=\"{reflector}\",quantile=\"0.5\"}}"
+            ))
+            .expect("the control plane's probe RTT");
+        let want = row["rtt"]["p50_ns"].as_u64().expect("probe RTT p50") as f64 / 1e9;
+        assert!(
+            (p50 - want).abs() <= want * 0.02,
+            "probe p50 {p50} vs {want}"
+        );
+
         let results = check_queries_and_rules(&p);
         for want in [
+            "wirelens_probe_loss_ratio{direction=~",
+            "wirelens_probe_rtt_seconds{quantile=~",
             "rate(wirelens_packets_total{",
             "rate(wirelens_xdp_seen_total{",
             "rate(wirelens_xsk_rx_ring_full_total{",
