@@ -64,12 +64,29 @@ fn deploy(p: &str) -> PathBuf {
     Path::new(ROOT).join("deploy").join(p)
 }
 
-fn tmpdir(name: &str) -> PathBuf {
+/// A temp directory of the test (with the node's token file), removed on
+/// drop, also on failure (the children's logs are printed before).
+struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmpdir(name: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("wlom-prom-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("tokens"), format!("{NODE}:{TOKEN}\n")).unwrap();
-    d
+    TmpDir(d)
 }
 
 fn tool(args: &[&str]) -> std::process::Output {
@@ -776,8 +793,6 @@ fn prometheus_evaluates_dashboard_and_rules_over_ctrl_serve() {
     for s in tcp {
         assert_service_agrees(&p, s);
     }
-    drop(ch);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---- the node in a namespace lab (root) --------------------------------------
@@ -799,8 +814,8 @@ mod lab {
     /// The namespaces and links; deleted on drop (after the children).
     struct Lab {
         id: String,
-        dir: PathBuf,
         ch: Children,
+        dir: TmpDir,
     }
 
     impl Lab {
@@ -924,9 +939,6 @@ mod lab {
             // The children first (their Drop), then the namespaces.
             drop(std::mem::take(&mut self.ch));
             self.cleanup();
-            if !thread::panicking() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-            }
         }
     }
 
@@ -940,7 +952,7 @@ mod lab {
         }
         let mut lab = Lab::new();
         let net = Net::Ns(lab.ns("t"));
-        let dir = lab.dir.clone();
+        let dir = lab.dir.to_path_buf();
         let url = start_ctrl(&mut lab.ch, &dir, &net, CTRL);
         let p = Prometheus::start(
             &mut lab.ch,
