@@ -126,6 +126,10 @@ pub const DEFAULT_METRICS_SERVICES: usize = 200;
 /// Probe rows (target x node) are read over this trailing window.
 pub const PROBE_WINDOW_NS: u64 = 5 * 60 * 1_000_000_000;
 
+/// Probe windows a scrape reads at most (the newest): 5 minutes of 1 s
+/// windows of about 66 target x node pairs; beyond, the rows cover less time.
+pub const PROBE_WINDOWS_READ: usize = 20_000;
+
 /// The `server`, `port` and `proto` labels of a service name
 /// (`198.18.2.2:8080/tcp`, `[2001:db8::1]:443/tcp`); a name that is not of
 /// that form (the store's `_other`) is `_other` in all three.

@@ -1169,7 +1169,7 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
         Ok((
             s.totals()?,
             s.nodes()?,
-            s.probe_windows(probes_since, None, None, MAX_PROBE_WINDOWS)?,
+            s.probe_windows(probes_since, None, None, crate::metrics::PROBE_WINDOWS_READ)?,
         ))
     })
     .await;
