@@ -848,7 +848,8 @@ impl ClickHouse {
             if TcpStream::connect(&addr).is_ok() {
                 let (status, body) = raw_http(
                     &addr,
-                    &format!("GET /?query=SELECT%201 HTTP/1.1\r\nHost: {addr}\r\nX-ClickHouse-User: wl\r\nX-ClickHouse-Key: {CH_PASSWORD}\r\nConnection: close\r\n\r\n"),
+                    // HTTP/1.0: ClickHouse closes after the answer (1.1 keeps it open).
+                    &format!("GET /?query=SELECT%201 HTTP/1.0\r\nX-ClickHouse-User: wl\r\nX-ClickHouse-Key: {CH_PASSWORD}\r\n\r\n"),
                     b"",
                 );
                 if status == 200 && body.trim() == "1" {
@@ -1106,6 +1107,61 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
     }
     let (_, metrics) = get_text(&c2.url, "/metrics");
     assert_eq!(sample(&metrics, "wirelens_ctrl_store_up"), 1.0);
+
+    // Fail-over: a node pushing to two control planes; the first is
+    // SIGKILLed mid-push, the node goes on with the second. Every report
+    // is counted once: nothing acknowledged lost, nothing in flight doubled.
+    let mut c3 = Server::start_with(&dir, &ch_args);
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    const REPORTS: u64 = 40;
+    let node = {
+        let (acked, urls) = (Arc::clone(&acked), format!("{},{}", c3.url, c2.url));
+        std::thread::spawn(move || {
+            let mut p = wirelens_ctrl::client::Pusher::new(wirelens_ctrl::client::PusherConfig {
+                url: urls,
+                node: "node-f".into(),
+                token: "shared-token-3333".into(),
+                instance: 5,
+                meta: NodeMeta::default(),
+                backlog_bytes: 64 << 20,
+                timeout: Duration::from_secs(5),
+                encoding: wirelens_ctrl::codec::Encoding::Json,
+            });
+            for k in 0..REPORTS {
+                let now = wirelens_ctrl::now_ns();
+                let deltas = (0..3u8)
+                    .map(|i| {
+                        FlowDelta::from_record(flow(
+                            [198, 18, 6, i],
+                            ([198, 18, 2, 9], 9000),
+                            now - SEC,
+                            1 + k,
+                        ))
+                    })
+                    .collect();
+                p.enqueue(deltas, now);
+                p.flush_until(Instant::now() + Duration::from_secs(30))
+                    .unwrap_or_else(|e| panic!("report {k}: {e}"));
+                acked.store(k + 1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            p.stats()
+        })
+    };
+    let t = Instant::now();
+    while acked.load(Ordering::SeqCst) < REPORTS / 3 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c3.kill(); // SIGKILL while the node is pushing to it
+    let stats = node.join().unwrap();
+    assert!(stats.failovers >= 1, "{stats:?}");
+    assert_eq!(stats.accepted + stats.duplicates, REPORTS, "{stats:?}");
+    assert_eq!(stats.dropped_reports, 0, "{stats:?}");
+    let want_packets: u64 = (0..REPORTS).map(|k| 3 * (1 + k)).sum();
+    for srv in [&c1, &c2] {
+        let got = service_totals(&srv.url);
+        assert_eq!(got["198.18.2.9:9000/tcp"][1], want_packets, "{}", srv.url);
+    }
     drop((c1, c2, lite));
     drop(ch);
     let _ = std::fs::remove_dir_all(&dir);
