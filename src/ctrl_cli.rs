@@ -37,7 +37,8 @@ pub struct CtrlArgs {
 #[derive(Debug, Subcommand)]
 pub enum CtrlCommand {
     /// Run the control plane: receives node reports over HTTP, stores them in
-    /// SQLite, serves the API, /metrics and alerts. Logs to stderr.
+    /// SQLite (or a shared ClickHouse: --store), serves the API, /metrics and
+    /// alerts. Logs to stderr.
     Serve(ServeArgs),
 }
 
@@ -46,9 +47,19 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port; the log says which).
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: String,
-    /// The SQLite database (created if missing; WAL files beside it).
-    #[arg(long)]
-    pub db: PathBuf,
+    /// The SQLite database (created if missing; WAL files beside it): the
+    /// default store.
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    pub db: Option<PathBuf>,
+    /// A shared store instead of --db: clickhouse://HOST:PORT/DATABASE
+    /// (ClickHouse's HTTP port; the database and tables are created). Any
+    /// number of control planes may serve the same store.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// The store's user and password: a file of `user=NAME` and
+    /// `password=SECRET` lines (never on the command line).
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub store_credentials: Option<PathBuf>,
     /// Tokens nodes report with: one per line, `TOKEN` or `NODE:TOKEN`.
     #[arg(long)]
     pub token_file: PathBuf,
@@ -305,9 +316,31 @@ pub fn serve(a: &ServeArgs) -> u8 {
         }
         (Err(code), _) | (_, Err(code)) => return code,
     };
+    let target = match (&a.db, &a.store) {
+        (Some(db), _) => server::StoreTarget::Sqlite(db.clone()),
+        (None, Some(url)) => {
+            let ch = wirelens_ctrl::clickhouse::ClickHouseConfig::parse(url).and_then(|c| match &a
+                .store_credentials
+            {
+                Some(f) => c.with_credentials_file(f),
+                None => Ok(c),
+            });
+            match ch {
+                Ok(c) => server::StoreTarget::ClickHouse(c),
+                Err(e) => {
+                    eprintln!("wirelens: --store: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+        (None, None) => {
+            eprintln!("wirelens: ctrl serve needs --db PATH or --store URL");
+            return exit::USAGE;
+        }
+    };
     const H: u64 = 3600 * 1_000_000_000;
     let cfg = ServerConfig {
-        db: a.db.clone(),
+        db: a.db.clone().unwrap_or_default(),
         tokens,
         body_limit: a.max_body,
         retention: Retention {
@@ -349,7 +382,7 @@ pub fn serve(a: &ServeArgs) -> u8 {
             ..server::IngestConfig::default()
         },
     };
-    match server::run(&a.listen, cfg) {
+    match server::run_on(&a.listen, cfg, target) {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("wirelens: ctrl serve: {e}");

@@ -45,6 +45,7 @@ use serde_json::json;
 use crate::agg::{self, merge_by_key, PathSummary, Res, ServiceSummary};
 use crate::alerts::{self, Alert, AlertConfig, Series};
 use crate::auth::{Grant, Tokens};
+use crate::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use crate::limit::{Limiter, RateLimit};
 use crate::report::NodeReport;
 use crate::store::{FlowQuery, FlowSort, Retention, SqliteStore, Store, StoreError};
@@ -476,6 +477,7 @@ async fn with_store<T: Send + 'static>(
             // The store's own text (SQLite's) goes to the operator's log,
             // not to a client that may not even be authenticated.
             st.log(format_args!("store error: {e}"));
+            st.reject_query("query_store_unavailable");
             Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store unavailable (the control plane's log says why)",
@@ -799,8 +801,10 @@ async fn post_report_inner(st: &Arc<AppState>, req: Request) -> Response {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             // The store's own text (SQLite's) goes to the operator's log,
-            // not to a client that may not even be authenticated.
+            // not to a client that may not even be authenticated. The node
+            // keeps the report and retries.
             st.log(format_args!("store error: {e}"));
+            st.reject("store_unavailable");
             Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store unavailable (the control plane's log says why)",
@@ -1173,9 +1177,11 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
         ))
     })
     .await;
-    let (totals, nodes, windows) = match res {
-        Ok(v) => v,
-        Err(r) => return r,
+    // A store that does not answer leaves this process's own counters
+    // (its 503s among them) readable, with wirelens_ctrl_store_up 0.
+    let (store_up, (totals, nodes, windows)) = match res {
+        Ok(v) => (true, v),
+        Err(_) => (false, Default::default()),
     };
     let probes = agg::probe_summaries(windows.iter().map(|(n, w)| (n.as_str(), w)));
     let mut reg = Registry::default();
@@ -1234,6 +1240,13 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
             c,
         );
     }
+    let up = Gauge::<i64>::default();
+    up.set(i64::from(store_up));
+    reg.register(
+        "wirelens_ctrl_store_up",
+        "Whether the store answered this scrape's queries (0: the log says why)",
+        up,
+    );
     let n = Gauge::<i64>::default();
     n.set(nodes.len() as i64);
     reg.register("wirelens_ctrl_nodes", "Nodes known to the control plane", n);
@@ -1428,6 +1441,22 @@ async fn answer_in_time(
 /// signal. Logs to stderr, starting with `listening on http://ADDR` (or
 /// `https://`).
 pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
+    let db = StoreTarget::Sqlite(cfg.db.clone());
+    run_on(listen, cfg, db)
+}
+
+/// Which store `ctrl serve` opens.
+#[derive(Debug, Clone)]
+pub enum StoreTarget {
+    /// The embedded default (`--db PATH`).
+    Sqlite(PathBuf),
+    /// `--store clickhouse://HOST:PORT/DATABASE`: any number of control
+    /// planes in front of one ClickHouse.
+    ClickHouse(ClickHouseConfig),
+}
+
+/// [`run`] over `target` (`cfg.db` is not used).
+pub fn run_on(listen: &str, cfg: ServerConfig, target: StoreTarget) -> Result<(), ServeError> {
     let tls = match &cfg.tls {
         Some(f) => Some(crate::tls::server_config_with_client_ca(
             &f.cert,
@@ -1436,7 +1465,28 @@ pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
         )?),
         None => None,
     };
-    let store = SqliteStore::open(&cfg.db)?;
+    let (top, caps) = (
+        cfg.ingest.top_flows,
+        (cfg.ingest.max_services, cfg.ingest.max_services_per_node),
+    );
+    let (store, what): (Box<dyn Store>, String) = match &target {
+        StoreTarget::Sqlite(db) => (
+            Box::new(
+                SqliteStore::open(db)?
+                    .with_top_flows(top)
+                    .with_max_services(caps.0, caps.1),
+            ),
+            format!("db {}", db.display()),
+        ),
+        StoreTarget::ClickHouse(ch) => (
+            Box::new(
+                ClickHouseStore::open(ch.clone())?
+                    .with_top_flows(top)
+                    .with_max_services(caps.0, caps.1),
+            ),
+            format!("store {}", ch.display()),
+        ),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1449,20 +1499,16 @@ pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
                 source,
             })?;
         let addr: SocketAddr = listener.local_addr()?;
-        let store = store
-            .with_top_flows(cfg.ingest.top_flows)
-            .with_max_services(cfg.ingest.max_services, cfg.ingest.max_services_per_node);
-        let state = AppState::new(Box::new(store), &cfg)?;
+        let state = AppState::new(store, &cfg)?;
         let rate = match cfg.rate_limit {
             Some(l) => format!("{} reports/s per node, bursts of {}", l.per_sec, l.burst),
             None => "no rate limit".into(),
         };
         let l = cfg.limits;
         state.log(format_args!(
-            "listening on {}://{addr} (db {}, {} token entries, body limit {} bytes, {rate}, read API {}{}; \
+            "listening on {}://{addr} ({what}, {} token entries, body limit {} bytes, {rate}, read API {}{}; \
              header timeout {} ms, request timeout {} ms, at most {} connections)",
             if tls.is_some() { "https" } else { "http" },
-            cfg.db.display(),
             cfg.tokens.len(),
             cfg.body_limit,
             if cfg.api_tokens.is_some() { "needs a token" } else { "open" },
