@@ -939,9 +939,14 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
         let packets: Vec<f64> = want
             .keys()
             .map(|s| {
+                let sel = wirelens_ctrl::metrics::service_labels(s)
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect::<Vec<_>>()
+                    .join(",");
                 sample(
                     &metrics,
-                    &format!("wirelens_service_packets_total{{service=\"{s}\"}}"),
+                    &format!("wirelens_service_packets_total{{{sel}}}"),
                 )
             })
             .collect();
