@@ -41,6 +41,8 @@ pub struct AnalyzeArgs {
     pub no_progress: bool,
     /// Also send the flows to the control plane at URL as node `--node`'s report
     /// (a retried or repeated push of the same capture is counted once).
+    /// `URL1,URL2,...`: control planes over one shared store, the next tried
+    /// when one is down.
     #[arg(long, value_name = "URL", requires_all = ["node", "token_file"])]
     pub push: Option<String>,
     /// Node name to report as (with --push).

@@ -37,7 +37,8 @@ pub struct CtrlArgs {
 #[derive(Debug, Subcommand)]
 pub enum CtrlCommand {
     /// Run the control plane: receives node reports over HTTP, stores them in
-    /// SQLite, serves the API, /metrics and alerts. Logs to stderr.
+    /// SQLite (or a shared ClickHouse: --store), serves the API, /metrics and
+    /// alerts. Logs to stderr.
     Serve(ServeArgs),
 }
 
@@ -46,9 +47,19 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port; the log says which).
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: String,
-    /// The SQLite database (created if missing; WAL files beside it).
-    #[arg(long)]
-    pub db: PathBuf,
+    /// The SQLite database (created if missing; WAL files beside it): the
+    /// default store.
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    pub db: Option<PathBuf>,
+    /// A shared store instead of --db: clickhouse://HOST:PORT/DATABASE
+    /// (ClickHouse's HTTP port; the database and tables are created). Any
+    /// number of control planes may serve the same store.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// The store's user and password: a file of `user=NAME` and
+    /// `password=SECRET` lines (never on the command line).
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub store_credentials: Option<PathBuf>,
     /// Tokens nodes report with: one per line, `TOKEN` or `NODE:TOKEN`.
     #[arg(long)]
     pub token_file: PathBuf,
@@ -107,6 +118,10 @@ pub struct ServeArgs {
     /// Services kept per node; that node's further services go to `_other`.
     #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::store::DEFAULT_MAX_SERVICES_PER_NODE)]
     pub max_services_per_node: usize,
+    /// Services /metrics renders at most (the most packets first); the rest
+    /// add up under `server="_other"`, so a scrape stays bounded.
+    #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::metrics::DEFAULT_METRICS_SERVICES)]
+    pub metrics_services: usize,
     /// Reports a shared token may send at once before --token-rate-limit applies.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub token_rate_burst: u32,
@@ -301,9 +316,31 @@ pub fn serve(a: &ServeArgs) -> u8 {
         }
         (Err(code), _) | (_, Err(code)) => return code,
     };
+    let target = match (&a.db, &a.store) {
+        (Some(db), _) => server::StoreTarget::Sqlite(db.clone()),
+        (None, Some(url)) => {
+            let ch = wirelens_ctrl::clickhouse::ClickHouseConfig::parse(url).and_then(|c| match &a
+                .store_credentials
+            {
+                Some(f) => c.with_credentials_file(f),
+                None => Ok(c),
+            });
+            match ch {
+                Ok(c) => server::StoreTarget::ClickHouse(c),
+                Err(e) => {
+                    eprintln!("wirelens: --store: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+        (None, None) => {
+            eprintln!("wirelens: ctrl serve needs --db PATH or --store URL");
+            return exit::USAGE;
+        }
+    };
     const H: u64 = 3600 * 1_000_000_000;
     let cfg = ServerConfig {
-        db: a.db.clone(),
+        db: a.db.clone().unwrap_or_default(),
         tokens,
         body_limit: a.max_body,
         retention: Retention {
@@ -339,12 +376,13 @@ pub fn serve(a: &ServeArgs) -> u8 {
             max_services: a.max_services,
             max_services_per_node: a.max_services_per_node,
             top_flows: a.top_flows,
+            metrics_services: a.metrics_services,
             query_budget: Duration::from_secs_f64(a.query_budget.max(0.001)),
             max_clock_skew: Duration::from_secs_f64(a.max_clock_skew.max(0.0)),
             ..server::IngestConfig::default()
         },
     };
-    match server::run(&a.listen, cfg) {
+    match server::run_on(&a.listen, cfg, target) {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("wirelens: ctrl serve: {e}");

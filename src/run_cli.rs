@@ -63,7 +63,9 @@ pub struct RunArgs {
     /// Idle time after which a UDP/ICMP/other flow is closed out (seconds, default 60).
     #[arg(long)]
     pub udp_idle: Option<u64>,
-    /// Push flow deltas to the control plane at URL (with --token-file and --node).
+    /// Push flow deltas to the control plane at URL (with --token-file and --node);
+    /// `URL1,URL2,...`: control planes over one shared store, the next tried
+    /// when one is down.
     #[arg(long, value_name = "URL")]
     pub ctrl: Option<String>,
     /// Token for --ctrl: a file of `TOKEN` or `NODE:TOKEN` lines.

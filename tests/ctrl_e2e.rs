@@ -17,6 +17,9 @@ use wirelens_ctrl::client::Client;
 use wirelens_ctrl::report::{FlowDelta, NodeMeta, NodeReport};
 use wirelens_dataplane::report::{Direction, Endpoint, FlowRecord, Proto, FLOW_SCHEMA};
 
+mod support;
+use support::pcap::Pcap;
+
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const SEC: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
@@ -44,9 +47,14 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, db: &Path) -> Server {
+        Server::start_with(dir, &["--db", db.to_str().unwrap()])
+    }
+
+    /// With `store` naming the store (`--db PATH` or `--store URL ...`).
+    fn start_with(dir: &Path, store: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["ctrl", "serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
+            .args(["ctrl", "serve", "--listen", "127.0.0.1:0"])
+            .args(store)
             .arg("--token-file")
             .arg(dir.join("tokens"))
             .stdout(Stdio::null())
@@ -107,103 +115,6 @@ fn ok_json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&o.stderr)
     );
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-// ---- a tiny pcap writer ----------------------------------------------------
-
-struct Pcap(Vec<u8>);
-
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const FIN: u8 = 0x01;
-const PSH: u8 = 0x08;
-
-impl Pcap {
-    fn new() -> Pcap {
-        let mut b = Vec::new();
-        b.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes()); // ns timestamps
-        b.extend_from_slice(&2u16.to_le_bytes());
-        b.extend_from_slice(&4u16.to_le_bytes());
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(&65535u32.to_le_bytes());
-        b.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-        Pcap(b)
-    }
-
-    #[expect(clippy::too_many_arguments, reason = "one TCP segment's header fields")]
-    fn tcp(
-        &mut self,
-        ts: u64,
-        src: ([u8; 4], u16),
-        dst: ([u8; 4], u16),
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        len: usize,
-    ) {
-        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let total = 20 + 20 + len;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
-        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        ip.extend_from_slice(&src.0);
-        ip.extend_from_slice(&dst.0);
-        let mut sum: u32 = ip
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&src.1.to_be_bytes());
-        f.extend_from_slice(&dst.1.to_be_bytes());
-        f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(&ack.to_be_bytes());
-        f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        f.resize(f.len() + len, 0x61);
-        self.0.extend_from_slice(&((ts / SEC) as u32).to_le_bytes());
-        self.0.extend_from_slice(&((ts % SEC) as u32).to_le_bytes());
-        self.0.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(&f);
-    }
-
-    /// A whole connection: handshake, `segments` request segments of 100
-    /// bytes each acknowledged after `rtt`, every `retx_every`-th sent twice,
-    /// then a FIN exchange.
-    fn conversation(
-        &mut self,
-        t0: u64,
-        c: ([u8; 4], u16),
-        s: ([u8; 4], u16),
-        rtt: u64,
-        segments: u32,
-        retx_every: Option<u32>,
-    ) {
-        let (ci, si) = (1000u32, 50_000u32);
-        self.tcp(t0, c, s, ci, 0, SYN, 0);
-        self.tcp(t0 + rtt, s, c, si, ci + 1, SYN | ACK, 0);
-        self.tcp(t0 + rtt + 50_000, c, s, ci + 1, si + 1, ACK, 0);
-        let mut t = t0 + rtt + 100_000;
-        for i in 0..segments {
-            let seq = ci + 1 + i * 100;
-            self.tcp(t, c, s, seq, si + 1, ACK | PSH, 100);
-            if retx_every.is_some_and(|k| i % k == 0) {
-                self.tcp(t + MS / 2, c, s, seq, si + 1, ACK | PSH, 100);
-            }
-            self.tcp(t + rtt, s, c, si + 1, seq + 100, ACK, 0);
-            t += rtt + MS;
-        }
-        let end = ci + 1 + segments * 100;
-        self.tcp(t, c, s, end, si + 1, FIN | ACK, 0);
-        self.tcp(t + rtt, s, c, si + 1, end + 1, FIN | ACK, 0);
-        self.tcp(t + rtt + 50_000, c, s, end + 1, si + 2, ACK, 0);
-    }
-
-    fn write(&self, p: &Path) {
-        std::fs::write(p, &self.0).unwrap();
-    }
 }
 
 const SVC: [u8; 4] = [198, 18, 2, 2];
@@ -554,7 +465,7 @@ fn two_nodes_push_and_totals_are_the_sum() {
     );
     assert_eq!(status, 200);
     let line = format!(
-        "wirelens_service_packets_total{{service=\"198.18.2.2:8080/tcp\"}} {}",
+        "wirelens_service_packets_total{{server=\"198.18.2.2\",port=\"8080\",proto=\"tcp\"}} {}",
         want["198.18.2.2:8080/tcp"][1]
     );
     assert!(metrics.contains(&line), "{line} not in\n{metrics}");
@@ -745,5 +656,453 @@ fn rtt_step_alert_through_analyze_push() {
     assert_eq!(since, t0 + 120 * SEC, "since {since}");
     let ratio = a[0]["evidence"]["ratio"].as_f64().unwrap();
     assert!((2.9..3.1).contains(&ratio), "{ratio}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- ClickHouse store -------------------------------------------------------
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const CH_PASSWORD: &str = "wl-test-7c1f";
+
+/// A `clickhouse-server` of this test's own: config, users, data and logs
+/// in `dir`, HTTP and native ports free on 127.0.0.1, no interserver port.
+/// Its process group is killed on drop, so also when the test fails.
+struct ClickHouse {
+    child: Option<Child>,
+    dir: PathBuf,
+    http: u16,
+}
+
+impl ClickHouse {
+    fn start(dir: &Path) -> ClickHouse {
+        std::fs::create_dir_all(dir).unwrap();
+        let (http, tcp) = (free_port(), free_port());
+        let d = dir.display();
+        std::fs::write(
+            dir.join("config.xml"),
+            format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/error.log</errorlog><console>0</console></logger>
+  <http_port>{http}</http_port>
+  <tcp_port>{tcp}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>5368709120</mark_cache_size>
+</yandex>
+"#
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("users.xml"),
+            format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+  <profiles><default></default></profiles>
+  <users>
+    <wl><password>{CH_PASSWORD}</password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></wl>
+  </users>
+  <quotas><default></default></quotas>
+</yandex>
+"#
+            ),
+        )
+        .unwrap();
+        let mut ch = ClickHouse {
+            child: None,
+            dir: dir.to_path_buf(),
+            http,
+        };
+        ch.spawn();
+        ch
+    }
+
+    /// Starts the server (again, on the same ports and data) and waits until
+    /// it answers.
+    fn spawn(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(self.dir.join("stdout.log")).unwrap();
+        let child = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("clickhouse-server (scripts/setup.sh installs it)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.http);
+        let t = Instant::now();
+        loop {
+            if TcpStream::connect(&addr).is_ok() {
+                let (status, body) = raw_http(
+                    &addr,
+                    // HTTP/1.0: ClickHouse closes after the answer (1.1 keeps it open).
+                    &format!("GET /?query=SELECT%201 HTTP/1.0\r\nX-ClickHouse-User: wl\r\nX-ClickHouse-Key: {CH_PASSWORD}\r\n\r\n"),
+                    b"",
+                );
+                if status == 200 && body.trim() == "1" {
+                    return;
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "clickhouse-server did not answer on {addr}: {}",
+                std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs one statement as the test's user; panics unless it succeeds.
+    fn sql(&self, stmt: &str) {
+        let addr = format!("127.0.0.1:{}", self.http);
+        let (status, body) = raw_http(
+            &addr,
+            &format!(
+                "POST / HTTP/1.0\r\nX-ClickHouse-User: wl\r\nX-ClickHouse-Key: {CH_PASSWORD}\r\nContent-Length: {}\r\n\r\n",
+                stmt.len()
+            ),
+            stmt.as_bytes(),
+        );
+        assert_eq!(status, 200, "{stmt}: {body}");
+    }
+
+    /// SIGKILL of the whole process group.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `analyze --push` of `pcap` as `node` to `url`; returns its stderr.
+fn push(pcap: &Path, node: &str, token_file: &Path, url: &str) -> String {
+    let o = wirelens(&[
+        "analyze",
+        pcap.to_str().unwrap(),
+        "--format",
+        "json",
+        "--push",
+        url,
+        "--node",
+        node,
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{node} -> {url}: {err}");
+    err
+}
+
+fn get_text(url: &str, path: &str) -> (u16, String) {
+    let addr = url.trim_start_matches("http://");
+    raw_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        b"",
+    )
+}
+
+/// A metric's value; 0 when the sample is absent.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Two control planes over one ClickHouse and one over SQLite get the same
+/// pushes: three nodes, one through each ClickHouse process and one retried
+/// through both. Every answer equals the SQLite one and the nodes' own
+/// records; ClickHouse stopped is 503 (logged, in /metrics) and a node's
+/// pending report gets in once it is back.
+#[test]
+fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
+    let dir = tmpdir("clickhouse");
+    let (pa, pb) = captures(&dir);
+    let t0 = wirelens_ctrl::now_ns() - 200 * SEC;
+    let mut c = Pcap::new();
+    for k in 0..2u8 {
+        c.conversation(
+            t0 + u64::from(k) * SEC,
+            ([198, 18, 4, 40 + k], 43_000 + u16::from(k)),
+            (SVC2, 443),
+            20 * MS,
+            8,
+            Some(3),
+        );
+    }
+    let pc = dir.join("c.pcap");
+    c.write(&pc);
+    std::fs::write(dir.join("token-c"), "shared-token-3333\n").unwrap();
+    let cred = dir.join("ch-credentials");
+    std::fs::write(
+        &cred,
+        format!("# the store's account\nuser=wl\npassword={CH_PASSWORD}\n"),
+    )
+    .unwrap();
+
+    let mut ch = ClickHouse::start(&dir.join("clickhouse"));
+    let store = format!("clickhouse://127.0.0.1:{}/wirelens_test", ch.http);
+    let ch_args = [
+        "--store",
+        store.as_str(),
+        "--store-credentials",
+        cred.to_str().unwrap(),
+    ];
+    let c1 = Server::start_with(&dir, &ch_args);
+    let c2 = Server::start_with(&dir, &ch_args);
+    let lite = Server::start(&dir, &dir.join("ctrl.db"));
+    let (ta, tb, tc) = (
+        dir.join("token-a"),
+        dir.join("token-b"),
+        dir.join("token-c"),
+    );
+    assert!(push(&pa, "node-a", &ta, &c1.url).contains("1 accepted"));
+    assert!(push(&pb, "node-b", &tb, &c2.url).contains("1 accepted"));
+    assert!(push(&pc, "node-c", &tc, &c1.url).contains("1 accepted"));
+    // The same report again through the other process: not counted twice.
+    let again = push(&pc, "node-c", &tc, &c2.url);
+    assert!(again.contains("0 accepted, 1 already there"), "{again}");
+    for (p, node, tf) in [
+        (&pa, "node-a", &ta),
+        (&pb, "node-b", &tb),
+        (&pc, "node-c", &tc),
+        (&pc, "node-c", &tc),
+    ] {
+        push(p, node, tf, &lite.url);
+    }
+
+    let recs: Vec<Value> = [&pa, &pb, &pc]
+        .iter()
+        .flat_map(|p| {
+            ok_json(&["analyze", p.to_str().unwrap(), "--format", "json"])["flows"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    let want = expected(&recs.iter().collect::<Vec<_>>());
+    assert_eq!(recs.len(), 8);
+    for srv in [&c1, &c2, &lite] {
+        assert_eq!(service_totals(&srv.url), want, "{}", srv.url);
+    }
+    // The same answers, whole, from either store and either process.
+    let everything = |url: &str| {
+        let q = |args: &[&str]| {
+            let mut a = args.to_vec();
+            a.extend(["--ctrl", url, "--format", "json"]);
+            ok_json(&a)
+        };
+        let nodes: Vec<(String, u64, u64, u64)> = q(&["nodes"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["node"].as_str().unwrap().to_string(),
+                    n["reports"].as_u64().unwrap(),
+                    n["duplicates"].as_u64().unwrap(),
+                    n["flow_deltas"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let (_, metrics) = get_text(url, "/metrics");
+        let packets: Vec<f64> = want
+            .keys()
+            .map(|s| {
+                let sel = wirelens_ctrl::metrics::service_labels(s)
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                sample(
+                    &metrics,
+                    &format!("wirelens_service_packets_total{{{sel}}}"),
+                )
+            })
+            .collect();
+        (
+            q(&["services"]),
+            q(&["flows", "--limit", "100"]),
+            q(&["alerts"]),
+            nodes,
+            packets,
+        )
+    };
+    let from_lite = everything(&lite.url);
+    assert_eq!(
+        from_lite.3[2],
+        ("node-c".to_string(), 1, 1, 2),
+        "{:?}",
+        from_lite.3
+    );
+    assert!(from_lite.4.iter().all(|p| *p > 0.0), "{:?}", from_lite.4);
+    assert_eq!(everything(&c1.url), from_lite);
+    assert_eq!(everything(&c2.url), from_lite);
+    // Every data row written twice, as when two processes race on the same
+    // reports or a batch is retried after a partial failure: the answers
+    // stay the same (one row per report and key is read).
+    for t in [
+        "service_10s",
+        "service_1m",
+        "path_10s",
+        "path_1m",
+        "top_flows",
+    ] {
+        ch.sql(&format!(
+            "INSERT INTO wirelens_test.{t} SELECT * FROM wirelens_test.{t}"
+        ));
+    }
+    assert_eq!(everything(&c1.url), from_lite);
+
+    // ClickHouse down: 503, the reason in the log and in /metrics.
+    ch.stop();
+    let body = serde_json::to_vec(&report("node-a", 9, 7)).unwrap();
+    let (status, text) = post(&c1.addr, Some("token-aaaa-1111"), &body, body.len());
+    assert_eq!(status, 503, "{text}");
+    let (_, metrics) = get_text(&c1.url, "/metrics");
+    assert_eq!(sample(&metrics, "wirelens_ctrl_store_up"), 0.0, "{metrics}");
+    assert!(
+        sample(
+            &metrics,
+            "wirelens_ctrl_reports_total{result=\"store_unavailable\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        c1.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("store error: clickhouse:")),
+        "{:?}",
+        c1.log.lock().unwrap()
+    );
+    // A node pushing meanwhile keeps its report and retries; it gets in
+    // once ClickHouse is back, once.
+    let mut d = Pcap::new();
+    d.conversation(
+        t0,
+        ([198, 18, 5, 50], 44_000),
+        (SVC, 8080),
+        30 * MS,
+        4,
+        None,
+    );
+    let pd = dir.join("d.pcap");
+    d.write(&pd);
+    let url2 = c2.url.clone();
+    let (pd2, tb2) = (pd.clone(), tb.clone());
+    let late = std::thread::spawn(move || push(&pd2, "node-b", &tb2, &url2));
+    std::thread::sleep(Duration::from_secs(2));
+    ch.spawn();
+    let late = late.join().unwrap();
+    assert!(late.contains("1 accepted"), "{late}");
+    let (status, text) = post(&c1.addr, Some("token-aaaa-1111"), &body, body.len());
+    assert_eq!(status, 200, "{text}");
+    let mut want = want;
+    let dr = ok_json(&["analyze", pd.to_str().unwrap(), "--format", "json"]);
+    let more = expected(&dr["flows"].as_array().unwrap().iter().collect::<Vec<_>>());
+    for (svc, v) in more {
+        let e = want.entry(svc).or_default();
+        for k in 0..4 {
+            e[k] += v[k];
+        }
+    }
+    let e = want.get_mut("198.18.2.2:8080/tcp").unwrap();
+    e[0] += 1;
+    e[1] += 7;
+    e[2] += 700;
+    for srv in [&c1, &c2] {
+        assert_eq!(service_totals(&srv.url), want, "{}", srv.url);
+    }
+    let (_, metrics) = get_text(&c2.url, "/metrics");
+    assert_eq!(sample(&metrics, "wirelens_ctrl_store_up"), 1.0);
+
+    // Fail-over: a node pushing to two control planes; the first is
+    // SIGKILLed mid-push, the node goes on with the second. Every report
+    // is counted once: nothing acknowledged lost, nothing in flight doubled.
+    let mut c3 = Server::start_with(&dir, &ch_args);
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    const REPORTS: u64 = 40;
+    let node = {
+        let (acked, urls) = (Arc::clone(&acked), format!("{},{}", c3.url, c2.url));
+        std::thread::spawn(move || {
+            let mut p = wirelens_ctrl::client::Pusher::new(wirelens_ctrl::client::PusherConfig {
+                url: urls,
+                node: "node-f".into(),
+                token: "shared-token-3333".into(),
+                instance: 5,
+                meta: NodeMeta::default(),
+                backlog_bytes: 64 << 20,
+                timeout: Duration::from_secs(5),
+                encoding: wirelens_ctrl::codec::Encoding::Json,
+            });
+            for k in 0..REPORTS {
+                let now = wirelens_ctrl::now_ns();
+                let deltas = (0..3u8)
+                    .map(|i| {
+                        FlowDelta::from_record(flow(
+                            [198, 18, 6, i],
+                            ([198, 18, 2, 9], 9000),
+                            now - SEC,
+                            1 + k,
+                        ))
+                    })
+                    .collect();
+                p.enqueue(deltas, now);
+                p.flush_until(Instant::now() + Duration::from_secs(30))
+                    .unwrap_or_else(|e| panic!("report {k}: {e}"));
+                acked.store(k + 1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            p.stats()
+        })
+    };
+    let t = Instant::now();
+    while acked.load(Ordering::SeqCst) < REPORTS / 3 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c3.kill(); // SIGKILL while the node is pushing to it
+    let stats = node.join().unwrap();
+    assert!(stats.failovers >= 1, "{stats:?}");
+    assert_eq!(stats.accepted + stats.duplicates, REPORTS, "{stats:?}");
+    assert_eq!(stats.dropped_reports, 0, "{stats:?}");
+    let want_packets: u64 = (0..REPORTS).map(|k| 3 * (1 + k)).sum();
+    for srv in [&c1, &c2] {
+        let got = service_totals(&srv.url);
+        assert_eq!(got["198.18.2.9:9000/tcp"][1], want_packets, "{}", srv.url);
+    }
+    drop((c1, c2, lite));
+    drop(ch);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,8 @@
 //!   in order with their sequence numbers, retried with backoff while the
 //!   control plane is unreachable, split further on 413, and counted
 //!   (`dropped_reports`/`dropped_flows`, in the next report) when the
-//!   backlog overflows.
+//!   backlog overflows. Given several control planes (`URL1,URL2`, over one
+//!   shared store) it moves on to the next when one is down.
 //!
 //! ureq rather than reqwest: the CLI and the node push are blocking and
 //! sequential, and ureq adds no async runtime to that path. TLS is rustls
@@ -431,6 +432,11 @@ impl Client {
     }
 }
 
+/// The control planes of a comma-separated list (`URL1,URL2`).
+pub fn control_planes(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|u| !u.is_empty())
+}
+
 /// The answer header of `POST /api/v1/report` that names the largest body
 /// the control plane accepts, in bytes.
 pub const MAX_BODY_HEADER: &str = "x-wirelens-max-body";
@@ -445,6 +451,10 @@ const BODY_MARGIN: usize = 512;
 /// A node's connection to the control plane.
 #[derive(Clone)]
 pub struct PusherConfig {
+    /// One control plane, or several separated by commas (`URL1,URL2`):
+    /// control planes over one shared store (`ctrl serve --store`). A
+    /// report that one of them did not take goes to the next, with its
+    /// `seq`, so the store counts it once.
     pub url: String,
     pub node: String,
     pub token: String,
@@ -498,6 +508,9 @@ pub struct PushStats {
     pub splits: u64,
     /// Failed attempts that will be retried (unreachable, timeouts, 429, 5xx).
     pub retries: u64,
+    /// Times the pusher moved on to the next control plane of its list
+    /// (unreachable, TLS failure, 5xx).
+    pub failovers: u64,
     /// Body bytes of the reports delivered.
     pub bytes_sent: u64,
 }
@@ -606,7 +619,12 @@ pub fn split_by_size(
 #[derive(Debug)]
 pub struct Pusher {
     cfg: PusherConfig,
-    client: Client,
+    /// One per control plane of `cfg.url`; `at` is the one in use.
+    clients: Vec<Client>,
+    at: usize,
+    /// Control planes that failed in a row since the last delivery; the
+    /// backoff starts once every one of them has.
+    failed_in_row: usize,
     next_seq: u64,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
@@ -618,16 +636,30 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// With a [`Client::new`] for `cfg.url` (TLS options from the environment).
+    /// With a [`Client::new`] for each control plane of `cfg.url` (TLS
+    /// options from the environment).
     pub fn new(cfg: PusherConfig) -> Pusher {
-        let client = Client::new(&cfg.url, cfg.timeout);
-        Pusher::with_client(cfg, client)
+        let clients = control_planes(&cfg.url)
+            .map(|u| Client::new(u, cfg.timeout))
+            .collect();
+        Pusher::with_clients(cfg, clients)
     }
 
     /// With a client of the caller's making (e.g. [`Client::with_options`]).
     pub fn with_client(cfg: PusherConfig, client: Client) -> Pusher {
+        Pusher::with_clients(cfg, vec![client])
+    }
+
+    /// With one client per control plane, tried in turn (at least one:
+    /// an empty list is the URL itself).
+    pub fn with_clients(cfg: PusherConfig, mut clients: Vec<Client>) -> Pusher {
+        if clients.is_empty() {
+            clients.push(Client::new(&cfg.url, cfg.timeout));
+        }
         Pusher {
-            client,
+            clients,
+            at: 0,
+            failed_in_row: 0,
             encoding: cfg.encoding,
             backoff: Backoff::new(
                 Duration::from_millis(500),
@@ -841,7 +873,7 @@ impl Pusher {
                 self.recut_front(false);
                 continue;
             }
-            let (r, max) = self.client.post_report_body(
+            let (r, max) = self.clients[self.at].post_report_body(
                 &self.cfg.token,
                 q.content_type,
                 q.content_encoding,
@@ -862,6 +894,7 @@ impl Pusher {
                     self.queue.pop_front();
                     sent += 1;
                     self.backoff.reset();
+                    self.failed_in_row = 0;
                     self.retry_in = None;
                 }
                 Err(ClientError::Http { status: 413, .. }) => {
@@ -884,7 +917,7 @@ impl Pusher {
                         // operator can fix while the node waits (a token,
                         // a certificate): keep the report, back off.
                         self.stats.retries += 1;
-                        self.retry_in = Some(self.backoff.fail());
+                        self.retry_in = Some(self.next_control_plane(&e));
                         return Err(e);
                     }
                     self.retry_in = None;
@@ -899,6 +932,35 @@ impl Pusher {
             }
         }
         Ok(sent)
+    }
+
+    /// After a retryable failure `e`: moves on to the next control plane
+    /// when it is down or failing (unreachable, TLS, 5xx; a 429 or a
+    /// refused token would be the same at the next one) and tries it at
+    /// once; backs off once every one failed in a row.
+    fn next_control_plane(&mut self, e: &ClientError) -> Duration {
+        let down = match e {
+            ClientError::Unreachable { .. } | ClientError::Tls { .. } => true,
+            ClientError::Http { status, .. } => *status >= 500,
+            ClientError::Decode { .. } | ClientError::Setup { .. } => false,
+        };
+        let n = self.clients.len();
+        if !down || n == 1 {
+            return self.backoff.fail();
+        }
+        self.at = (self.at + 1) % n;
+        self.stats.failovers += 1;
+        self.failed_in_row += 1;
+        if self.failed_in_row < n {
+            return Duration::ZERO;
+        }
+        self.failed_in_row = 0;
+        self.backoff.fail()
+    }
+
+    /// The control plane reports go to now.
+    pub fn control_plane(&self) -> &str {
+        &self.clients[self.at].base
     }
 
     /// How long to wait before the next [`Pusher::flush`] after a retryable

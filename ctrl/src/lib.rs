@@ -7,7 +7,11 @@
 //!   subnet) and per-flow rows in 10 s and 1 min buckets; exact merges.
 //! * [`alerts`]: pure alert rules over a service's buckets.
 //! * [`store`]: the [`store::Store`] trait and its SQLite implementation.
+//! * [`clickhouse`]: the same trait over ClickHouse, for many control planes
+//!   in front of one store.
 //! * [`server`]: the HTTP API (axum), token auth, `/metrics`.
+//! * [`metrics`]: Prometheus rendering shared with the node, and the
+//!   control plane's per-service and per-probe families.
 //! * [`client`]: the blocking HTTP client: [`client::Pusher`] for nodes and
 //!   [`client::Client`] for the CLI.
 //! * [`auth`]: token files and constant-time comparison.
@@ -18,9 +22,11 @@
 pub mod agg;
 pub mod alerts;
 pub mod auth;
+pub mod clickhouse;
 pub mod client;
 pub mod codec;
 pub mod limit;
+pub mod metrics;
 pub mod report;
 pub mod server;
 pub mod store;

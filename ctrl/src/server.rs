@@ -9,7 +9,7 @@
 //! | `GET /api/v1/alerts` | firing alerts: `since`, `service`, `limit` |
 //! | `GET /api/v1/probes` | probe results per target and node (`wirelens run --probe`), merged over `since` (default `1h`): loss up/down, RTT, jitter, latest state; `target`, `node` |
 //! | `GET /api/v1/probes/windows` | the probe windows themselves, oldest first: `since` (default `1h`), `target`, `node`, `limit` (default 1000, the newest) |
-//! | `GET /metrics` | OpenMetrics text: per-service totals and recent RTT quantiles (no per-flow labels), report counters |
+//! | `GET /metrics` | OpenMetrics text: per-service totals and RTT histograms (labels `server`, `port`, `proto`; at most `metrics_services` services, the rest under `_other`), probe loss and RTT, report counters; see [`crate::metrics`] |
 //! | `GET /healthz` | `{"status":"ok"}` when the store answers |
 //!
 //! Errors are JSON `{"error": REASON}` with a 4xx (the request is wrong: 400
@@ -45,6 +45,7 @@ use serde_json::json;
 use crate::agg::{self, merge_by_key, PathSummary, Res, ServiceSummary};
 use crate::alerts::{self, Alert, AlertConfig, Series};
 use crate::auth::{Grant, Tokens};
+use crate::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use crate::limit::{Limiter, RateLimit};
 use crate::report::NodeReport;
 use crate::store::{FlowQuery, FlowSort, Retention, SqliteStore, Store, StoreError};
@@ -98,6 +99,8 @@ pub struct IngestConfig {
     /// Times (sent_ns, a delta's at_ns) further than this in the future are
     /// refused with 422.
     pub max_clock_skew: Duration,
+    /// Services `/metrics` renders at most; the rest add up under `_other`.
+    pub metrics_services: usize,
 }
 
 impl Default for IngestConfig {
@@ -112,6 +115,7 @@ impl Default for IngestConfig {
             max_decoded: 64 << 20,
             query_budget: Duration::from_secs(2),
             max_clock_skew: Duration::from_secs(600),
+            metrics_services: crate::metrics::DEFAULT_METRICS_SERVICES,
         }
     }
 }
@@ -473,6 +477,7 @@ async fn with_store<T: Send + 'static>(
             // The store's own text (SQLite's) goes to the operator's log,
             // not to a client that may not even be authenticated.
             st.log(format_args!("store error: {e}"));
+            st.reject_query("query_store_unavailable");
             Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store unavailable (the control plane's log says why)",
@@ -796,8 +801,10 @@ async fn post_report_inner(st: &Arc<AppState>, req: Request) -> Response {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             // The store's own text (SQLite's) goes to the operator's log,
-            // not to a client that may not even be authenticated.
+            // not to a client that may not even be authenticated. The node
+            // keeps the report and retries.
             st.log(format_args!("store error: {e}"));
+            st.reject("store_unavailable");
             Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store unavailable (the control plane's log says why)",
@@ -1160,96 +1167,28 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
     use prometheus_client::registry::Registry;
 
     type Labels = Vec<(String, String)>;
-    let recent_since = now_ns().saturating_sub(5 * 60 * 1_000_000_000);
+    let probes_since = now_ns().saturating_sub(crate::metrics::PROBE_WINDOW_NS);
+    let cap = st.ingest.metrics_services;
     let res = with_store(&st, move |s| {
         Ok((
             s.totals()?,
             s.nodes()?,
-            s.service_rows(Res::S10, recent_since, None)?,
+            s.probe_windows(probes_since, None, None, crate::metrics::PROBE_WINDOWS_READ)?,
         ))
     })
     .await;
-    let (totals, nodes, recent) = match res {
-        Ok(v) => v,
-        Err(r) => return r,
+    // A store that does not answer leaves this process's own counters
+    // (its 503s among them) readable, with wirelens_ctrl_store_up 0.
+    let (store_up, (totals, nodes, windows)) = match res {
+        Ok(v) => (true, v),
+        Err(_) => (false, Default::default()),
     };
+    let probes = agg::probe_summaries(windows.iter().map(|(n, w)| (n.as_str(), w)));
     let mut reg = Registry::default();
-    let counter =
-        |reg: &mut Registry, name: &str, help: &str, f: &dyn Fn(&agg::Counters) -> u64| {
-            let fam = Family::<Labels, Counter>::default();
-            for (svc, c) in &totals {
-                fam.get_or_create(&vec![("service".to_string(), svc.clone())])
-                    .inc_by(f(c));
-            }
-            reg.register(name, help, fam);
-        };
-    counter(
-        &mut reg,
-        "wirelens_service_flows",
-        "Flows seen for the service, all nodes",
-        &|c| c.flows,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_packets",
-        "Packets of the service's flows, all nodes",
-        &|c| c.packets,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_bytes",
-        "IP bytes of the service's flows, all nodes",
-        &|c| c.bytes,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_retransmits",
-        "TCP retransmissions in the service's flows",
-        &|c| c.retransmits,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_zero_window_stalls",
-        "Zero-window stalls in the service's flows",
-        &|c| c.zero_window_events,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_syn_retries",
-        "SYNs beyond the first in the service's handshakes",
-        &|c| c.syn_retries,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_pmtu_errors",
-        "ICMP frag-needed/packet-too-big quoting the service's flows",
-        &|c| c.pmtu_errors,
-    );
-    // RTT quantiles over the last 5 minutes of 10 s buckets.
-    let mut rtt: BTreeMap<String, agg::Counters> = BTreeMap::new();
-    for r in recent {
-        rtt.entry(r.service).or_default().merge(&r.counters);
-    }
-    let g = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    for (svc, c) in &rtt {
-        for (side, h) in [("server", &c.rtt_server), ("client", &c.rtt_client)] {
-            for (q, name) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99")] {
-                if let Some(v) = h.quantile(q) {
-                    g.get_or_create(&vec![
-                        ("service".to_string(), svc.clone()),
-                        ("side".to_string(), side.to_string()),
-                        ("quantile".to_string(), name.to_string()),
-                    ])
-                    .set(v as f64 / 1e9);
-                }
-            }
-        }
-    }
-    reg.register(
-        "wirelens_service_rtt_seconds",
-        "RTT quantiles over the last 5 minutes (side=server: tap->server->tap, client: tap->client->tap)",
-        g,
-    );
+    reg.sub_registry_with_prefix("wirelens")
+        .register_collector(Box::new(crate::metrics::CtrlCollector::new(
+            totals, probes, cap,
+        )));
     let reports = Family::<Labels, Counter>::default();
     let lbl = |v: &str| vec![("result".to_string(), v.to_string())];
     reports
@@ -1301,6 +1240,13 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
             c,
         );
     }
+    let up = Gauge::<i64>::default();
+    up.set(i64::from(store_up));
+    reg.register(
+        "wirelens_ctrl_store_up",
+        "Whether the store answered this scrape's queries (0: the log says why)",
+        up,
+    );
     let n = Gauge::<i64>::default();
     n.set(nodes.len() as i64);
     reg.register("wirelens_ctrl_nodes", "Nodes known to the control plane", n);
@@ -1495,6 +1441,22 @@ async fn answer_in_time(
 /// signal. Logs to stderr, starting with `listening on http://ADDR` (or
 /// `https://`).
 pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
+    let db = StoreTarget::Sqlite(cfg.db.clone());
+    run_on(listen, cfg, db)
+}
+
+/// Which store `ctrl serve` opens.
+#[derive(Debug, Clone)]
+pub enum StoreTarget {
+    /// The embedded default (`--db PATH`).
+    Sqlite(PathBuf),
+    /// `--store clickhouse://HOST:PORT/DATABASE`: any number of control
+    /// planes in front of one ClickHouse.
+    ClickHouse(ClickHouseConfig),
+}
+
+/// [`run`] over `target` (`cfg.db` is not used).
+pub fn run_on(listen: &str, cfg: ServerConfig, target: StoreTarget) -> Result<(), ServeError> {
     let tls = match &cfg.tls {
         Some(f) => Some(crate::tls::server_config_with_client_ca(
             &f.cert,
@@ -1503,7 +1465,28 @@ pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
         )?),
         None => None,
     };
-    let store = SqliteStore::open(&cfg.db)?;
+    let (top, caps) = (
+        cfg.ingest.top_flows,
+        (cfg.ingest.max_services, cfg.ingest.max_services_per_node),
+    );
+    let (store, what): (Box<dyn Store>, String) = match &target {
+        StoreTarget::Sqlite(db) => (
+            Box::new(
+                SqliteStore::open(db)?
+                    .with_top_flows(top)
+                    .with_max_services(caps.0, caps.1),
+            ),
+            format!("db {}", db.display()),
+        ),
+        StoreTarget::ClickHouse(ch) => (
+            Box::new(
+                ClickHouseStore::open(ch.clone())?
+                    .with_top_flows(top)
+                    .with_max_services(caps.0, caps.1),
+            ),
+            format!("store {}", ch.display()),
+        ),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1516,20 +1499,16 @@ pub fn run(listen: &str, cfg: ServerConfig) -> Result<(), ServeError> {
                 source,
             })?;
         let addr: SocketAddr = listener.local_addr()?;
-        let store = store
-            .with_top_flows(cfg.ingest.top_flows)
-            .with_max_services(cfg.ingest.max_services, cfg.ingest.max_services_per_node);
-        let state = AppState::new(Box::new(store), &cfg)?;
+        let state = AppState::new(store, &cfg)?;
         let rate = match cfg.rate_limit {
             Some(l) => format!("{} reports/s per node, bursts of {}", l.per_sec, l.burst),
             None => "no rate limit".into(),
         };
         let l = cfg.limits;
         state.log(format_args!(
-            "listening on {}://{addr} (db {}, {} token entries, body limit {} bytes, {rate}, read API {}{}; \
+            "listening on {}://{addr} ({what}, {} token entries, body limit {} bytes, {rate}, read API {}{}; \
              header timeout {} ms, request timeout {} ms, at most {} connections)",
             if tls.is_some() { "https" } else { "http" },
-            cfg.db.display(),
             cfg.tokens.len(),
             cfg.body_limit,
             if cfg.api_tokens.is_some() { "needs a token" } else { "open" },

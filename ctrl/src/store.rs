@@ -64,6 +64,9 @@ pub enum StoreError {
     /// The query would load more rows than one answer may hold.
     #[error("query matches more than {0} rows; ask for less (a later since, a service)")]
     TooManyRows(usize),
+    /// The ClickHouse server refused a statement or could not be reached.
+    #[error("clickhouse: {0}")]
+    ClickHouse(String),
 }
 
 /// Flows kept per service and 1 min bucket besides those with an event.
@@ -77,7 +80,7 @@ pub const OTHER: &str = "_other";
 
 /// The service caps: which services are known, in total and per node.
 #[derive(Debug, Default)]
-struct Caps {
+pub(crate) struct Caps {
     total: usize,
     per_node: usize,
     known: std::collections::HashSet<String>,
@@ -85,9 +88,26 @@ struct Caps {
 }
 
 impl Caps {
+    /// No service known yet.
+    pub(crate) fn new((total, per_node): (usize, usize)) -> Caps {
+        Caps {
+            total,
+            per_node,
+            ..Caps::default()
+        }
+    }
+
+    /// `service` of `node` is stored already.
+    pub(crate) fn stored(&mut self, node: String, service: String) {
+        if service != OTHER {
+            self.known.insert(service.clone());
+            self.of_node.entry(node).or_default().insert(service);
+        }
+    }
+
     /// Whether `service` of `node` keeps its name (else it goes to [`OTHER`]);
     /// a kept new service is remembered.
-    fn keep(&mut self, node: &str, service: &str) -> bool {
+    pub(crate) fn keep(&mut self, node: &str, service: &str) -> bool {
         if service == OTHER {
             return true;
         }
@@ -344,7 +364,7 @@ fn u(v: i64) -> u64 {
 }
 
 /// A row's binary form.
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     Ok(postcard::to_allocvec(v)?)
 }
 
@@ -456,21 +476,13 @@ impl SqliteStore {
 
     /// The services already stored, in total and per node.
     fn load_caps(&self) -> Result<Caps, StoreError> {
-        let mut c = Caps {
-            total: self.max_services.0,
-            per_node: self.max_services.1,
-            ..Caps::default()
-        };
+        let mut c = Caps::new(self.max_services);
         let mut st = self
             .conn
             .prepare("SELECT DISTINCT node, service FROM service_buckets WHERE res = 60")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
-            let (node, service): (String, String) = (r.get(0)?, r.get(1)?);
-            if service != OTHER {
-                c.known.insert(service.clone());
-                c.of_node.entry(node).or_default().insert(service);
-            }
+            c.stored(r.get(0)?, r.get(1)?);
         }
         Ok(c)
     }
@@ -549,36 +561,53 @@ impl SqliteStore {
         let mut st = self.conn.prepare_cached(&sql)?;
         let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
         let mut rows = st.query(params![i(q.since_ns), q.service, q.node, limit])?;
-        let mut out: Vec<FlowRow> = Vec::new();
-        let mut at: HashMap<(String, String), (usize, FlowState)> = HashMap::new();
+        let mut got = Vec::new();
         while let Some(r) = rows.next()? {
             let (node, service, id): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            let st: FlowState = dec(r.get_ref(3)?)?;
-            match at.entry((node.clone(), id)) {
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    let (idx, m) = o.get_mut();
-                    merge_flow(m, &st);
-                    out[*idx].flow = m.record.clone();
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    out.push(FlowRow {
-                        node,
-                        service,
-                        flow: st.record.clone(),
-                    });
-                    v.insert((out.len() - 1, st));
-                }
-            }
+            got.push((node, service, id, dec(r.get_ref(3)?)?));
         }
-        Ok(out)
+        Ok(flows_by_node(got))
     }
 }
 
+/// Kept flow rows `(node, service, id, state)` in answer order, a flow's
+/// rows of several buckets merged into one (at its first place).
+pub(crate) fn flows_by_node(
+    rows: impl IntoIterator<Item = (String, String, String, FlowState)>,
+) -> Vec<FlowRow> {
+    let mut out: Vec<FlowRow> = Vec::new();
+    let mut at: HashMap<(String, String), (usize, FlowState)> = HashMap::new();
+    for (node, service, id, st) in rows {
+        match at.entry((node.clone(), id)) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let (idx, m) = o.get_mut();
+                merge_flow(m, &st);
+                out[*idx].flow = m.record.clone();
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                out.push(FlowRow {
+                    node,
+                    service,
+                    flow: st.record.clone(),
+                });
+                v.insert((out.len() - 1, st));
+            }
+        }
+    }
+    out
+}
+
 /// Per (service, 1 min bucket): the scores of the flows kept.
-type Kept = HashMap<(String, u64), Vec<(u64, u64, u64)>>;
+pub(crate) type Kept = HashMap<(String, u64), Vec<(u64, u64, u64)>>;
 
 /// Whether a flow of `score` joins the `top` kept flows of (service, bucket).
-fn admit(kept: &mut Kept, top: usize, service: &str, bucket: u64, score: (u64, u64, u64)) -> bool {
+pub(crate) fn admit(
+    kept: &mut Kept,
+    top: usize,
+    service: &str,
+    bucket: u64,
+    score: (u64, u64, u64),
+) -> bool {
     {
         if top == 0 {
             return false;
@@ -595,6 +624,14 @@ fn admit(kept: &mut Kept, top: usize, service: &str, bucket: u64, score: (u64, u
             }
             _ => false,
         }
+    }
+}
+
+/// Forgets the admission state of buckets past any report's reach.
+pub(crate) fn trim_kept(kept: &mut Kept, now_ns: u64) {
+    if kept.len() > 4096 {
+        let cut = now_ns.saturating_sub(3600 * 1_000_000_000);
+        kept.retain(|(_, b), _| *b >= cut);
     }
 }
 
@@ -823,11 +860,7 @@ impl Store for SqliteStore {
             }
         }
         tx.commit()?;
-        // The admission state of buckets past any report's reach.
-        if kept.len() > 4096 {
-            let cut = now_ns.saturating_sub(3600 * 1_000_000_000);
-            kept.retain(|(_, b), _| *b >= cut);
-        }
+        trim_kept(kept, now_ns);
         Ok(out)
     }
 

@@ -78,6 +78,18 @@ pub struct CtrlArgs {
     /// The `wirelens` binary whose `ctrl serve` is measured (default: this one).
     #[arg(long, value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
+    /// The started control planes use this shared store
+    /// (`clickhouse://HOST:PORT/DATABASE`) instead of a SQLite file of
+    /// their own.
+    #[arg(long, value_name = "URL", conflicts_with = "url")]
+    pub store: Option<String>,
+    /// The --store's credentials file (`user=` and `password=` lines).
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub store_credentials: Option<PathBuf>,
+    /// Control plane processes to start over --store; the clients are
+    /// spread over them (round robin).
+    #[arg(long, default_value_t = 1, requires = "store")]
+    pub servers: usize,
     /// Extra arguments for the started `ctrl serve` (repeat).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
@@ -463,26 +475,36 @@ impl Drop for OwnServer {
 
 const TOKEN: &str = "wl-bench-ctrl-token-0001";
 
-fn start_server(a: &CtrlArgs) -> Result<OwnServer> {
+fn start_server(a: &CtrlArgs, k: usize) -> Result<OwnServer> {
     let bin = match &a.server_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("this binary's path")?,
     };
-    let dir = std::env::temp_dir().join(format!("wl-bench-ctrl-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("wl-bench-ctrl-{}-{k}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("tokens"), format!("{TOKEN}\n"))?;
-    let mut child = Command::new(&bin)
-        .args([
-            "ctrl",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate-limit",
-            "0",
-        ])
-        .arg("--db")
-        .arg(dir.join("ctrl.db"))
+    let mut cmd = Command::new(&bin);
+    cmd.args([
+        "ctrl",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate-limit",
+        "0",
+    ]);
+    match &a.store {
+        Some(url) => {
+            cmd.args(["--store", url]);
+            if let Some(c) = &a.store_credentials {
+                cmd.arg("--store-credentials").arg(c);
+            }
+        }
+        None => {
+            cmd.arg("--db").arg(dir.join("ctrl.db"));
+        }
+    }
+    let mut child = cmd
         .arg("--token-file")
         .arg(dir.join("tokens"))
         .args(&a.server_arg)
@@ -547,10 +569,19 @@ pub fn bench_ctrl(a: &CtrlArgs) -> Result<()> {
     if !(a.interval > 0.0 && a.duration > 0.0) {
         bail!("--interval and --duration must be positive");
     }
+    if a.servers == 0 {
+        bail!("--servers must be at least 1");
+    }
     let own = match &a.url {
         Some(_) => None,
-        None => Some(start_server(a)?),
+        None => Some(start_server(a, 0)?),
     };
+    // More processes over the shared store; the first one is measured for
+    // its memory and answers the queries.
+    let mut more = Vec::new();
+    for k in 1..a.servers {
+        more.push(start_server(a, k)?);
+    }
     let (host, token, label) = match (&a.url, &own) {
         (Some(u), _) => {
             let h = u
@@ -564,16 +595,25 @@ pub fn bench_ctrl(a: &CtrlArgs) -> Result<()> {
                 .ok_or_else(|| anyhow!("--url needs --token"))?;
             (h, t, u.clone())
         }
-        (None, Some(s)) => (
-            s.addr.clone(),
-            TOKEN.to_string(),
-            a.server_bin
+        (None, Some(s)) => (s.addr.clone(), TOKEN.to_string(), {
+            let bin = a
+                .server_bin
                 .as_ref()
-                .map_or_else(|| "this binary".into(), |p| p.display().to_string()),
-        ),
+                .map_or_else(|| "this binary".into(), |p| p.display().to_string());
+            match &a.store {
+                Some(st) => format!("{bin}, {} process(es) over {st}", a.servers),
+                None => bin,
+            }
+        }),
         (None, None) => unreachable!(),
     };
-    let db = own.as_ref().map(|s| s.dir.join("ctrl.db"));
+    let hosts: Vec<String> = std::iter::once(host.clone())
+        .chain(more.iter().map(|s| s.addr.clone()))
+        .collect();
+    let db = own
+        .as_ref()
+        .filter(|_| a.store.is_none())
+        .map(|s| s.dir.join("ctrl.db"));
     let pid = own.as_ref().map(|s| s.child.id());
     let disk0 = db.as_deref().map(disk_bytes);
     let chunks = a.flows.div_ceil(a.report_flows);
@@ -591,7 +631,7 @@ pub fn bench_ctrl(a: &CtrlArgs) -> Result<()> {
     let mut workers = Vec::new();
     for w in 0..a.clients {
         let (queue, totals) = (Arc::clone(&queue), Arc::clone(&totals));
-        let (host, token) = (host.clone(), token.clone());
+        let (host, token) = (hosts[w % hosts.len()].clone(), token.clone());
         let args = CtrlArgs { ..clone_args(a) };
         workers.push(std::thread::spawn(move || -> Vec<Duration> {
             let mut conn = Conn::new(&host);
@@ -816,6 +856,7 @@ pub fn bench_ctrl(a: &CtrlArgs) -> Result<()> {
         bench_cpu_s: cpu,
     };
     drop(own);
+    drop(more);
     print(&out, a.format)
 }
 
@@ -834,6 +875,9 @@ fn clone_args(a: &CtrlArgs) -> CtrlArgs {
         token: None,
         server_bin: a.server_bin.clone(),
         server_arg: a.server_arg.clone(),
+        store: a.store.clone(),
+        store_credentials: a.store_credentials.clone(),
+        servers: a.servers,
         format: a.format,
     }
 }
