@@ -56,6 +56,17 @@ pub struct AnalyzeArgs {
     /// `json` (report.v1).
     #[arg(long, value_enum, default_value_t = PushEncoding::Compact, requires = "push")]
     pub push_encoding: PushEncoding,
+    /// Also export the flows as IPFIX (RFC 7011) over UDP to HOST:PORT
+    /// (nfcapd, any IPFIX collector): one biflow data record per finished
+    /// flow; elements in docs/ipfix.md.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ipfix: Option<String>,
+    /// Observation Domain ID of the --ipfix messages.
+    #[arg(long, default_value_t = 0, requires = "ipfix")]
+    pub ipfix_domain: u32,
+    /// Largest --ipfix message in bytes.
+    #[arg(long, default_value_t = wirelens_ipfix::DEFAULT_MTU, requires = "ipfix")]
+    pub ipfix_mtu: usize,
 }
 
 /// `--push-encoding` of `analyze` and `run`.
@@ -164,6 +175,18 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             ..TableConfig::default()
         },
     };
+    let mut ipfix = match &args.ipfix {
+        Some(target) => {
+            match crate::ipfix_cli::connect(target, args.ipfix_domain, args.ipfix_mtu) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    eprintln!("wirelens: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+        None => None,
+    };
     let mut engine = Engine::new(cfg);
     let mut sink = match args.format {
         Format::Ndjson => Sink::Ndjson(BufWriter::with_capacity(1 << 16, io::stdout())),
@@ -220,8 +243,9 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         n += 1;
         while let Some(exp) = engine.poll_export() {
             let rec = keep_for_push(&mut pushed, exp);
+            crate::ipfix_cli::push(&mut ipfix, &rec);
             if let Err(e) = sink.push(rec) {
-                return output_error(e);
+                return output_error(e, ipfix);
             }
         }
         if n % 65536 == 0 {
@@ -239,17 +263,18 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
     engine.finish_each(|exp| {
         if failed.is_none() {
             let rec = keep_for_push(&mut pushed, exp);
+            crate::ipfix_cli::push(&mut ipfix, &rec);
             if let Err(e) = sink.push(rec) {
                 failed = Some(e);
             }
         }
     });
     if let Some(e) = failed {
-        return output_error(e);
+        return output_error(e, ipfix);
     }
     let summary = engine.summary();
     if let Err(e) = sink.finish(&summary, &name) {
-        return output_error(e);
+        return output_error(e, ipfix);
     }
     if let (Some(url), Some(node), Some(tf), Some(recs)) =
         (&args.push, &args.node, &args.token_file, pushed)
@@ -263,6 +288,12 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             &summary,
             args.push_encoding.into(),
         );
+        if code != exit::OK && broke.is_none() {
+            return code;
+        }
+    }
+    if let Some(x) = ipfix {
+        let code = crate::ipfix_cli::finish(x);
         if code != exit::OK && broke.is_none() {
             return code;
         }
@@ -311,7 +342,11 @@ fn describe(e: &CaptureError) -> String {
     e.to_string()
 }
 
-fn output_error(e: io::Error) -> u8 {
+/// Stdout failed: what --ipfix holds still goes out, then the exit code.
+fn output_error(e: io::Error, ipfix: Option<wirelens_ipfix::udp::UdpExporter>) -> u8 {
+    if let Some(x) = ipfix {
+        crate::ipfix_cli::finish(x);
+    }
     if e.kind() == io::ErrorKind::BrokenPipe {
         // `wirelens analyze x.pcap --format ndjson | head`: not an error.
         return exit::OK;

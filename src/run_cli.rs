@@ -103,6 +103,18 @@ pub struct RunArgs {
     /// The private key of --client-cert [default: $WIRELENS_CLIENT_KEY].
     #[arg(long, value_name = "PEM", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// Export flow deltas as IPFIX (RFC 7011) over UDP to HOST:PORT (nfcapd,
+    /// any IPFIX collector): one biflow data record per flow that moved, on
+    /// each export tick (1 s); elements in docs/ipfix.md. Counters on
+    /// /metrics (wirelens_ipfix_*).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ipfix: Option<String>,
+    /// Observation Domain ID of the --ipfix messages (default 0).
+    #[arg(long, requires = "ipfix")]
+    pub ipfix_domain: Option<u32>,
+    /// Largest --ipfix message in bytes (default 1400).
+    #[arg(long, requires = "ipfix")]
+    pub ipfix_mtu: Option<usize>,
 }
 
 pub fn run(args: &RunArgs) -> u8 {
@@ -156,6 +168,9 @@ fn start(args: &RunArgs) -> Result<(), NodeError> {
             .to_string()
         }),
         probe: (!args.probe.is_empty()).then(|| args.probe.clone()),
+        ipfix: args.ipfix.clone(),
+        ipfix_domain: args.ipfix_domain,
+        ipfix_mtu: args.ipfix_mtu,
     };
     let opts = match &args.config {
         Some(path) => cli.or(Options::from_file(path)?),

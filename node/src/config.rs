@@ -100,6 +100,12 @@ pub struct Options {
     pub push_encoding: Option<String>,
     /// TWAMP-light probe targets: `TARGET[,interval=..,size=..,dscp=..,window=..,count=..]`.
     pub probe: Option<Vec<String>>,
+    /// IPFIX collector (`HOST:PORT`, UDP) for the flow deltas.
+    pub ipfix: Option<String>,
+    /// Observation Domain ID of the IPFIX messages (default 0).
+    pub ipfix_domain: Option<u32>,
+    /// Largest IPFIX message in bytes (default 1400).
+    pub ipfix_mtu: Option<usize>,
 }
 
 macro_rules! take_over {
@@ -143,7 +149,10 @@ impl Options {
             push_secs,
             backlog_mib,
             push_encoding,
-            probe
+            probe,
+            ipfix,
+            ipfix_domain,
+            ipfix_mtu
         );
         self
     }
@@ -252,6 +261,25 @@ impl Options {
                 })
             }
         };
+        let ipfix = match self.ipfix {
+            None => {
+                if self.ipfix_domain.is_some() || self.ipfix_mtu.is_some() {
+                    return bad("--ipfix-domain and --ipfix-mtu go with --ipfix HOST:PORT".into());
+                }
+                None
+            }
+            Some(target) => {
+                let encoder = wirelens_ipfix::EncoderConfig {
+                    domain_id: self.ipfix_domain.unwrap_or(0),
+                    mtu: self.ipfix_mtu.unwrap_or(wirelens_ipfix::DEFAULT_MTU),
+                    ..wirelens_ipfix::EncoderConfig::default()
+                };
+                if let Err(e) = wirelens_ipfix::Encoder::new(encoder.clone()) {
+                    return bad(format!("--ipfix-mtu: {e}"));
+                }
+                Some(IpfixConfig { target, encoder })
+            }
+        };
         let mut probes: Vec<TargetConfig> = Vec::new();
         for spec in self.probe.as_deref().unwrap_or_default() {
             let t = parse_probe(spec)?;
@@ -276,6 +304,7 @@ impl Options {
             export_every: Duration::from_secs(1),
             ctrl,
             probes,
+            ipfix,
         })
     }
 }
@@ -432,6 +461,14 @@ pub struct CtrlConfig {
     pub encoding: Encoding,
 }
 
+/// Exporting flow deltas as IPFIX over UDP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpfixConfig {
+    /// `HOST:PORT` of the collector (resolved when the daemon starts).
+    pub target: String,
+    pub encoder: wirelens_ipfix::EncoderConfig,
+}
+
 /// The checked settings of one daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -452,6 +489,7 @@ pub struct NodeConfig {
     pub ctrl: Option<CtrlConfig>,
     /// `--probe` targets.
     pub probes: Vec<TargetConfig>,
+    pub ipfix: Option<IpfixConfig>,
 }
 
 #[cfg(test)]
@@ -543,6 +581,27 @@ mod tests {
         assert!(err(o(|o| o.queues = Some(vec![1, 1]))).contains("twice"));
         assert!(err(o(|o| o.ctrl = Some("http://x".into()))).contains("--token-file"));
         assert!(err(o(|o| o.backlog_mib = Some(8))).contains("go with --ctrl"));
+        assert!(err(o(|o| o.ipfix_mtu = Some(1400))).contains("go with --ipfix"));
+        let ipfix = |mtu: Option<usize>| {
+            Options {
+                iface: Some("x".into()),
+                ipfix: Some("198.18.0.9:4739".into()),
+                ipfix_mtu: mtu,
+                ..Options::default()
+            }
+            .resolve()
+        };
+        let c = ipfix(None).unwrap().ipfix.unwrap();
+        assert_eq!(c.target, "198.18.0.9:4739");
+        assert_eq!(c.encoder.mtu, wirelens_ipfix::DEFAULT_MTU);
+        assert_eq!(ipfix(Some(9000)).unwrap().ipfix.unwrap().encoder.mtu, 9000);
+        assert!(err(Options {
+            iface: Some("x".into()),
+            ipfix: Some("198.18.0.9:4739".into()),
+            ipfix_mtu: Some(300),
+            ..Options::default()
+        })
+        .contains("too small"));
         let ctrl = |f: fn(&mut Options)| {
             o(|o| {
                 o.ctrl = Some("http://x".into());

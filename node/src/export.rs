@@ -20,7 +20,7 @@
 //!
 //! What stays on the worker, because only it may read its engine: a record
 //! and two histogram copies per live flow per export (and the push
-//! tracker's deltas with `--ctrl`). `/metrics` shows what it costs
+//! trackers' deltas with `--ctrl` and `--ipfix`). `/metrics` shows what it costs
 //! (`wirelens_worker_export_seconds` / `_export_flows`).
 //!
 //! `/flows` wants the flow records themselves, which cost a record per live
@@ -183,6 +183,8 @@ pub struct ExportHook {
     exits: Vec<Contribution>,
     tx: SyncSender<ExportBatch>,
     push: Option<PushTracker>,
+    /// `--ipfix`: a second tracker of the same deltas, ticked at every export.
+    ipfix: Option<PushTracker>,
 }
 
 /// A flow's record and RTT histograms [c2s, s2c]: what it adds to its
@@ -246,6 +248,7 @@ impl ExportHook {
         closed_cap: usize,
         max_services: usize,
         push: Option<PushTracker>,
+        ipfix: Option<PushTracker>,
     ) -> (ExportHook, ExportAggregator) {
         let (tx, rx) = sync_channel(AGGREGATOR_BATCHES);
         let agg = ExportAggregator {
@@ -265,6 +268,7 @@ impl ExportHook {
             exits: Vec::new(),
             tx,
             push,
+            ipfix,
         };
         (hook, agg)
     }
@@ -273,6 +277,9 @@ impl ExportHook {
     fn take_exits(&mut self, engine: &mut Engine) {
         while let Some(e) = engine.poll_export() {
             if let Some(p) = self.push.as_mut() {
+                p.exited(&e);
+            }
+            if let Some(p) = self.ipfix.as_mut() {
                 p.exited(&e);
             }
             self.exits.push((e.record.clone(), e.rtt));
@@ -332,6 +339,9 @@ impl ExportHook {
             }
         }
         if let Some(p) = self.push.as_mut() {
+            p.tick(engine, now, last);
+        }
+        if let Some(p) = self.ipfix.as_mut() {
             p.tick(engine, now, last);
         }
     }

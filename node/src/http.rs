@@ -350,6 +350,7 @@ mod tests {
             prog: Mutex::new(None),
             stopping: Arc::new(AtomicBool::new(false)),
             push: None,
+            ipfix: None,
             force: true,
             host_traffic: OnceLock::new(),
             flows_busy: AtomicU64::new(0),

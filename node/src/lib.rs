@@ -30,6 +30,7 @@
 pub mod config;
 pub mod export;
 mod http;
+pub mod ipfix;
 pub mod metrics;
 #[expect(
     unsafe_code,
@@ -116,6 +117,8 @@ pub struct NodeState {
     /// Set on SIGINT/SIGTERM: the pipeline's stop flag.
     pub stopping: Arc<AtomicBool>,
     pub push: Option<Arc<Mutex<PushState>>>,
+    /// `--ipfix`: what was exported.
+    pub ipfix: Option<Arc<ipfix::IpfixState>>,
     /// `--force` given: the host-traffic check is not repeated while running.
     pub force: bool,
     /// Why the running node stopped itself: its interface began to carry
@@ -233,6 +236,21 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         .ctrl
         .as_ref()
         .map(|_| Arc::new(Mutex::new(PushState::default())));
+    // The IPFIX collector's address is resolved once, here: a name that
+    // does not resolve fails before the interface is touched.
+    let ipfix_exporter = match &cfg.ipfix {
+        Some(c) => Some(
+            wirelens_ipfix::udp::UdpExporter::connect(&c.target, c.encoder.clone())
+                .map_err(|e| NodeError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let ipfix_state = ipfix_exporter.as_ref().map(|x| {
+        Arc::new(ipfix::IpfixState {
+            peer: x.peer().to_string(),
+            ..ipfix::IpfixState::default()
+        })
+    });
     let state = Arc::new(NodeState {
         iface: cfg.iface.clone(),
         started_ns: export::now_ns(),
@@ -241,6 +259,7 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         prog: Mutex::new(None),
         stopping: stop.clone(),
         push: push_state.clone(),
+        ipfix: ipfix_state,
         force: cfg.force,
         host_traffic: OnceLock::new(),
         flows_busy: std::sync::atomic::AtomicU64::new(0),
@@ -268,6 +287,7 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         &state,
         &stop,
         push_state,
+        ipfix_exporter,
         (&probe_stop, &mut probe_threads),
     );
     probe_stop.store(true, Ordering::SeqCst);
@@ -358,6 +378,7 @@ fn attach_and_run(
     state: &Arc<NodeState>,
     stop: &Arc<AtomicBool>,
     push_state: Option<Arc<Mutex<PushState>>>,
+    ipfix_exporter: Option<wirelens_ipfix::udp::UdpExporter>,
     probe_threads: ProbeThreads<'_>,
 ) -> Result<(), NodeError> {
     let mut prog = XdpProgram::load().map_err(xdp_err("loading the XDP program"))?;
@@ -529,6 +550,29 @@ fn attach_and_run(
         ));
     }
 
+    // IPFIX export of the same deltas, on each export tick.
+    let mut ipfix_thread = None;
+    let mut ipfix_tx = None;
+    if let (Some(x), Some(st)) = (ipfix_exporter, &state.ipfix) {
+        let (tx, rx) = ipfix::channel();
+        let (tick, thread_st) = (cfg.export_every, st.clone());
+        log(format!(
+            "exporting flow deltas as IPFIX to {} (UDP) every {} s",
+            x.peer(),
+            tick.as_secs_f64()
+        ));
+        ipfix_thread = Some(
+            std::thread::Builder::new()
+                .name("wirelens-ipfix".into())
+                .spawn(move || ipfix::exporter_thread(x, tick, rx, thread_st))
+                .map_err(|source| NodeError::Io {
+                    what: "starting the IPFIX exporter thread".into(),
+                    source,
+                })?,
+        );
+        ipfix_tx = Some((tx, st.trackers.clone()));
+    }
+
     // Workers: pinned to --cores (or every core we may use), one per queue.
     if let Some(cores) = &cfg.cores {
         sys::restrict_to_cores(cores).map_err(|source| NodeError::Io {
@@ -581,12 +625,17 @@ fn attach_and_run(
             let tracker = push_tx
                 .as_ref()
                 .map(|(tx, every, ps)| push::PushTracker::new(*every, tx.clone(), ps.clone()));
+            // Every export tick: no interval of its own.
+            let ipfix_tracker = ipfix_tx
+                .as_ref()
+                .map(|(tx, ps)| push::PushTracker::new(Duration::ZERO, tx.clone(), ps.clone()));
             ExportHook::new(
                 sh.clone(),
                 cfg.export_every,
                 cfg.closed_flows,
                 cfg.max_services,
                 tracker,
+                ipfix_tracker,
             )
         })
         .unzip();
@@ -605,6 +654,7 @@ fn attach_and_run(
         );
     }
     drop(push_tx);
+    drop(ipfix_tx);
     if stop.load(Ordering::SeqCst) {
         log("stopped before the workers started");
     }
@@ -629,6 +679,9 @@ fn attach_and_run(
         // The trackers (and their senders) went with the hooks: the thread
         // flushes once more and ends.
         let _ = p.join();
+    }
+    if let Some(t) = ipfix_thread {
+        let _ = t.join();
     }
     Ok(())
 }

@@ -475,6 +475,60 @@ impl Collector for NodeCollector {
                 [(vec![], p.backlog as i64)],
             )?;
         }
+
+        if let Some(x) = &st.ipfix {
+            let s = *x.sent.lock().unwrap_or_else(|e| e.into_inner());
+            let t = *x.trackers.lock().unwrap_or_else(|e| e.into_inner());
+            let to = || l(&[("collector", x.peer.as_str())]);
+            counter(
+                &mut e,
+                "ipfix_messages",
+                "IPFIX messages sent over UDP",
+                [(to(), s.messages_sent)],
+            )?;
+            counter(
+                &mut e,
+                "ipfix_records",
+                "IPFIX data records (flow deltas) sent",
+                [(to(), s.records_sent)],
+            )?;
+            counter(
+                &mut e,
+                "ipfix_sent_bytes",
+                "Bytes of IPFIX messages sent",
+                [(to(), s.bytes_sent)],
+            )?;
+            counter(
+                &mut e,
+                "ipfix_template_sets",
+                "Messages that carried the templates (first, every 100 messages, every 30 s)",
+                [(to(), s.template_sets)],
+            )?;
+            counter(
+                &mut e,
+                "ipfix_send_errors",
+                "IPFIX messages the socket refused (not retried)",
+                [(to(), s.send_errors)],
+            )?;
+            counter(
+                &mut e,
+                "ipfix_records_failed",
+                "Data records in the messages the socket refused",
+                [(to(), s.records_failed)],
+            )?;
+            counter(
+                &mut e,
+                "ipfix_batches_deferred",
+                "Delta hand-overs put off because the IPFIX exporter lagged (nothing lost)",
+                [(to(), t.batches_deferred)],
+            )?;
+            counter(
+                &mut e,
+                "ipfix_exited_dropped",
+                "Last deltas of exited flows not exported: too many waiting",
+                [(to(), t.exited_dropped)],
+            )?;
+        }
         Ok(())
     }
 }
