@@ -1,0 +1,313 @@
+//! Interval deltas: what each flow did in each fixed interval of packet time
+//! (`analyze --interval`), and the counter arithmetic they share with a
+//! node's pushes ([`direction_minus`], [`histogram_minus`]).
+//!
+//! Sans-IO like the engine: intervals are cut by the packets' own
+//! timestamps, at multiples of the interval since the epoch, so a capture
+//! replays the same whenever it is analysed. The driver calls
+//! [`Intervals::advance`] before each packet (a compare, except when the
+//! packet opens a new interval: then every flow the engine saw in the
+//! interval that ends gives its delta), [`Intervals::exited`] for each flow
+//! that leaves the table, and takes a flow's last delta there.
+//!
+//! Memory: per live flow that outlived an interval, what it had at the end
+//! of its last active interval (its two [`Direction`]s and RTT histograms);
+//! per interval only the flows that saw a packet in it are visited (the
+//! engine lists them, [`Engine::take_touched`]); idle flows cost nothing.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::flow::table::{ActiveFlow, FlowExport};
+use crate::report::{Direction, Endpoint, FlowRecord, Proto, Rtt, FLOW_SCHEMA};
+use crate::stats::Histogram;
+
+/// One flow's counters over one interval.
+#[derive(Clone, Debug)]
+pub struct IntervalDelta {
+    /// The interval, `[start_ns, end_ns)`.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The flow's first interval.
+    pub first: bool,
+    /// The flow's record as at the end of the interval, with `c2s` and `s2c`
+    /// holding only the interval's counters and RTT.
+    pub flow: FlowRecord,
+    /// The interval's RTT samples [c2s, s2c].
+    pub rtt: [Histogram; 2],
+}
+
+impl IntervalDelta {
+    /// The `{"type":"interval", ...}` NDJSON record.
+    pub fn record(&self) -> IntervalRecord<'_> {
+        IntervalRecord {
+            kind: "interval",
+            schema: FLOW_SCHEMA,
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            proto: self.flow.proto,
+            client: self.flow.client,
+            server: self.flow.server,
+            vlan: self.flow.vlan,
+            first_ns: self.flow.first_ns,
+            c2s: &self.flow.c2s,
+            s2c: &self.flow.s2c,
+        }
+    }
+}
+
+/// `{"type":"interval","schema":"wirelens.flow.v1", ...}`: a flow's counters
+/// over `[start_ns, end_ns)`. `first_ns` is the flow's first packet: with
+/// proto, client, server and vlan it names the flow as its `flow` record does.
+#[derive(Debug, Serialize)]
+pub struct IntervalRecord<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub schema: &'static str,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub proto: Proto,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub vlan: Option<u16>,
+    pub first_ns: u64,
+    pub c2s: &'a Direction,
+    pub s2c: &'a Direction,
+}
+
+/// A flow's name that survives the engine swapping its client and server
+/// (a late SYN): proto, the two endpoints in order, vlan.
+type FlowName = (u8, (IpAddr, u16), (IpAddr, u16), Option<u16>);
+
+fn flow_name(r: &FlowRecord) -> FlowName {
+    let (a, b) = ((r.client.ip, r.client.port), (r.server.ip, r.server.port));
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    (r.proto as u8, lo, hi, r.vlan)
+}
+
+/// What one flow had at the end of its last reported interval.
+#[derive(Debug)]
+struct Baseline {
+    client: Endpoint,
+    c2s: Direction,
+    s2c: Direction,
+    rtt: [Histogram; 2],
+}
+
+/// Cuts the flows of one [`Engine`] into interval deltas; see the
+/// [module documentation](self).
+#[derive(Debug)]
+pub struct Intervals {
+    width_ns: u64,
+    /// Start of the interval being filled; `None` before the first packet.
+    start: Option<u64>,
+    baselines: HashMap<FlowName, Baseline>,
+}
+
+impl Intervals {
+    /// Intervals of `width_ns` (at least 1 ns); turns on the engine's
+    /// touched-flow list.
+    pub fn new(width_ns: u64, engine: &mut Engine) -> Intervals {
+        engine.track_touched();
+        Intervals {
+            width_ns: width_ns.max(1),
+            start: None,
+            baselines: HashMap::new(),
+        }
+    }
+
+    pub fn width_ns(&self) -> u64 {
+        self.width_ns
+    }
+
+    /// The interval holding `t`: its start.
+    pub fn start_of(&self, t: u64) -> u64 {
+        t - t % self.width_ns
+    }
+
+    /// Live flows holding a baseline (the memory this costs).
+    pub fn tracked(&self) -> usize {
+        self.baselines.len()
+    }
+
+    /// Call before the engine sees a packet captured at `now`: when `now`
+    /// is past the interval being filled, every flow active in it gives its
+    /// delta to `out`. A packet older than the current interval (captures
+    /// are not always in order) counts in the current one.
+    pub fn advance(&mut self, engine: &mut Engine, now: u64, mut out: impl FnMut(IntervalDelta)) {
+        let start = match self.start {
+            None => {
+                self.start = Some(self.start_of(now));
+                return;
+            }
+            Some(s) => s,
+        };
+        if now < start.saturating_add(self.width_ns) {
+            return;
+        }
+        let end = start.saturating_add(self.width_ns);
+        let baselines = &mut self.baselines;
+        engine.take_touched(|f| {
+            if let Some(d) = delta_of_active(baselines, f, start, end) {
+                out(d);
+            }
+        });
+        self.start = Some(self.start_of(now));
+    }
+
+    /// A flow left the table: its delta since its last interval (`None` if
+    /// it did nothing since), in the interval of its last packet. Its
+    /// baseline is forgotten.
+    pub fn exited(&mut self, e: &FlowExport) -> Option<IntervalDelta> {
+        let prev = self.baselines.remove(&flow_name(&e.record));
+        let start = self.start_of(e.record.last_ns);
+        let end = start.saturating_add(self.width_ns);
+        let (d, _) = delta(&e.record, [&e.rtt[0], &e.rtt[1]], prev, start, end);
+        d
+    }
+}
+
+fn delta_of_active(
+    baselines: &mut HashMap<FlowName, Baseline>,
+    f: &ActiveFlow<'_>,
+    start: u64,
+    end: u64,
+) -> Option<IntervalDelta> {
+    let rec = f.to_record(false);
+    let name = flow_name(&rec);
+    let prev = baselines.remove(&name);
+    let rtt = [&f.dirs[0].rtt, &f.dirs[1].rtt];
+    let (d, keep) = delta(&rec, rtt, prev, start, end);
+    if let Some(b) = keep {
+        baselines.insert(name, b);
+    } else {
+        baselines.insert(
+            name,
+            Baseline {
+                client: rec.client,
+                c2s: rec.c2s.clone(),
+                s2c: rec.s2c.clone(),
+                rtt: [rtt[0].clone(), rtt[1].clone()],
+            },
+        );
+    }
+    d
+}
+
+/// `cur` minus `prev` over `[start, end)`. Returns the delta (`None` when no
+/// packet moved) and, when nothing moved, the unchanged baseline back.
+fn delta(
+    cur: &FlowRecord,
+    rtt: [&Histogram; 2],
+    prev: Option<Baseline>,
+    start: u64,
+    end: u64,
+) -> (Option<IntervalDelta>, Option<Baseline>) {
+    let Some(mut p) = prev else {
+        let d = IntervalDelta {
+            start_ns: start,
+            end_ns: end,
+            first: true,
+            flow: cur.clone(),
+            rtt: [rtt[0].clone(), rtt[1].clone()],
+        };
+        return (Some(d), None);
+    };
+    if p.client != cur.client {
+        // The engine swapped the flow's roles (a late SYN): so do we.
+        std::mem::swap(&mut p.c2s, &mut p.s2c);
+        p.rtt.swap(0, 1);
+        p.client = cur.client;
+    }
+    if cur.c2s.packets == p.c2s.packets && cur.s2c.packets == p.s2c.packets {
+        return (None, Some(p));
+    }
+    let h0 = histogram_minus(rtt[0], &p.rtt[0]);
+    let h1 = histogram_minus(rtt[1], &p.rtt[1]);
+    let mut flow = cur.clone();
+    flow.c2s = direction_minus(&cur.c2s, &p.c2s, &h0);
+    flow.s2c = direction_minus(&cur.s2c, &p.s2c, &h1);
+    let d = IntervalDelta {
+        start_ns: start,
+        end_ns: end,
+        first: false,
+        flow,
+        rtt: [h0, h1],
+    };
+    (Some(d), None)
+}
+
+/// `c` minus `p` (an earlier state of the same direction), counter by
+/// counter; `rtt` is the difference of their RTT histograms. `burst` is a
+/// maximum and cannot be split: it stays `c`'s.
+pub fn direction_minus(c: &Direction, p: &Direction, rtt: &Histogram) -> Direction {
+    Direction {
+        packets: c.packets.saturating_sub(p.packets),
+        bytes: c.bytes.saturating_sub(p.bytes),
+        payload_bytes: c.payload_bytes.saturating_sub(p.payload_bytes),
+        syn: c.syn.saturating_sub(p.syn),
+        synack: c.synack.saturating_sub(p.synack),
+        fin: c.fin.saturating_sub(p.fin),
+        rst: c.rst.saturating_sub(p.rst),
+        retrans_seen: c.retrans_seen.saturating_sub(p.retrans_seen),
+        hole_fill: c.hole_fill.saturating_sub(p.hole_fill),
+        gaps: c.gaps.saturating_sub(p.gaps),
+        out_of_order: c.out_of_order.saturating_sub(p.out_of_order),
+        retransmits: c.retransmits.saturating_sub(p.retransmits),
+        fast_retransmits: c.fast_retransmits.saturating_sub(p.fast_retransmits),
+        spurious_retransmits: c
+            .spurious_retransmits
+            .saturating_sub(p.spurious_retransmits),
+        rto_retransmits: c.rto_retransmits.saturating_sub(p.rto_retransmits),
+        dup_acks: c.dup_acks.saturating_sub(p.dup_acks),
+        zero_window: c.zero_window.saturating_sub(p.zero_window),
+        zero_window_events: c.zero_window_events.saturating_sub(p.zero_window_events),
+        zero_window_ns: c.zero_window_ns.saturating_sub(p.zero_window_ns),
+        ecn_ce: c.ecn_ce.saturating_sub(p.ecn_ce),
+        frags: c.frags.saturating_sub(p.frags),
+        rtt: rtt_of(rtt, c.rtt.last_ns),
+        // A maximum cannot be split into intervals: the flow's so far.
+        burst: c.burst,
+    }
+}
+
+/// RTT quantiles of `h` (empty: none), with the latest sample `last`.
+pub fn rtt_of(h: &Histogram, last: Option<u64>) -> Rtt {
+    if h.is_empty() {
+        return Rtt::default();
+    }
+    Rtt {
+        n: h.count(),
+        min_ns: h.min(),
+        p50_ns: h.quantile(0.5),
+        p90_ns: h.quantile(0.9),
+        p99_ns: h.quantile(0.99),
+        max_ns: h.max(),
+        mean_ns: h.mean(),
+        last_ns: last,
+    }
+}
+
+/// The samples of `cur` that `prev` (an earlier state of the same
+/// histogram) did not have, bucket by bucket. Bucket counts are exact; each
+/// new sample is placed at its bucket's low end, so min/max/sum of the
+/// result are as precise as the buckets.
+pub fn histogram_minus(cur: &Histogram, prev: &Histogram) -> Histogram {
+    let mut out = Histogram::new();
+    let mut old = prev.buckets().peekable();
+    for b in cur.buckets() {
+        while old.peek().is_some_and(|o| o.low < b.low) {
+            old.next();
+        }
+        let before = match old.peek() {
+            Some(o) if o.low == b.low => o.count,
+            _ => 0,
+        };
+        out.record_n(b.low, b.count.saturating_sub(before));
+    }
+    out
+}
