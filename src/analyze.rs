@@ -3,15 +3,19 @@
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+use wirelens_ctrl::report::FlowDelta;
 use wirelens_dataplane::engine::{Engine, EngineConfig};
 use wirelens_dataplane::flow::{FlowExport, TableConfig};
+use wirelens_dataplane::interval::{IntervalDelta, Intervals};
 use wirelens_dataplane::report::{FlowRecord, Summary};
 use wirelens_dataplane::source::{CaptureError, CaptureReader};
 use wirelens_dataplane::wire::LinkType;
 
 use crate::table::{self, Worst};
+use crate::timeline::{self, Timeline};
 use crate::{exit, Format};
 
 /// Analyse a capture: per-flow loss, RTT, bursts and stalls, worst flows first.
@@ -54,7 +58,27 @@ pub struct AnalyzeArgs {
     /// `json` (report.v1).
     #[arg(long, value_enum, default_value_t = PushEncoding::Compact, requires = "push")]
     pub push_encoding: PushEncoding,
+    /// Also cut every flow into intervals of packet time (`1s`, `10s`,
+    /// `500ms`): `--format ndjson` adds an `interval` record per flow active
+    /// in each interval, the table shows per service when its RTT changed and
+    /// what the control plane's alert rules say of the capture, and `--push`
+    /// sends the intervals (without it, `--push` cuts 10 s intervals).
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
 }
+
+/// `--interval`: a duration of at least 1 ms.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = crate::probe_cli::parse_duration(s)?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{s:?}: an interval is at least 1ms"));
+    }
+    Ok(d)
+}
+
+/// `--push` without `--interval` cuts intervals of this (the control
+/// plane's finest bucket).
+const PUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// `--push-encoding` of `analyze` and `run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -87,6 +111,17 @@ enum Sink {
 }
 
 impl Sink {
+    /// An `interval` record: written by NDJSON only.
+    fn interval(&mut self, d: &IntervalDelta) -> io::Result<()> {
+        match self {
+            Sink::Ndjson(w) => {
+                serde_json::to_writer(&mut *w, &d.record())?;
+                w.write_all(b"\n")
+            }
+            Sink::Json(_) | Sink::Table(_) => Ok(()),
+        }
+    }
+
     fn push(&mut self, rec: FlowRecord) -> io::Result<()> {
         match self {
             Sink::Ndjson(w) => {
@@ -104,7 +139,7 @@ impl Sink {
         }
     }
 
-    fn finish(self, summary: &Summary, source: &str) -> io::Result<()> {
+    fn finish(self, summary: &Summary, source: &str, tl: Option<&Timeline>) -> io::Result<()> {
         match self {
             Sink::Ndjson(mut w) => {
                 serde_json::to_writer(&mut w, summary)?;
@@ -120,7 +155,13 @@ impl Sink {
             }
             Sink::Table(worst) => {
                 let mut w = BufWriter::new(io::stdout());
-                table::print(&mut w, source, summary, worst.into_sorted())?;
+                let rows = worst.into_sorted();
+                let services = tl.map(|_| rows.clone());
+                table::print(&mut w, source, summary, rows)?;
+                if let (Some(tl), Some(rows)) = (tl, services) {
+                    let t0 = summary.first_ns.unwrap_or(0);
+                    timeline::print(&mut w, tl, &rows, t0, &Default::default())?;
+                }
                 w.flush()
             }
         }
@@ -182,7 +223,22 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         });
 
     let mut broke: Option<String> = None;
-    let mut pushed: Option<Vec<FlowExport>> = args.push.as_ref().map(|_| Vec::new());
+    // With --interval or --push: the intervals, and where their deltas go.
+    let mut cut: Option<(Intervals, Taker)> = match (args.interval, &args.push) {
+        (None, None) => None,
+        (iv, push) => {
+            let width = iv.unwrap_or(PUSH_INTERVAL).as_nanos() as u64;
+            Some((
+                Intervals::new(width, &mut engine),
+                Taker {
+                    records: iv.is_some(),
+                    timeline: iv.map(|_| Timeline::new(width)),
+                    pushed: push.as_ref().map(|_| Vec::new()),
+                },
+            ))
+        }
+    };
+    let mut n_flows: usize = 0;
     let mut link_cache: Option<(u32, LinkType)> = None;
     let mut n: u64 = 0;
     // Frames of unsupported link types, and the first one's (type, packet number).
@@ -214,11 +270,22 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
                 }
             },
         };
+        if let Some((iv, taker)) = cut.as_mut() {
+            let mut failed = None;
+            iv.advance(&mut engine, frame.ts_ns, |d| {
+                if let Err(e) = taker.take(&mut sink, d) {
+                    failed.get_or_insert(e);
+                }
+            });
+            if let Some(e) = failed {
+                return output_error(e);
+            }
+        }
         engine.handle_frame(frame.ts_ns, link, frame.data);
         n += 1;
         while let Some(exp) = engine.poll_export() {
-            let rec = keep_for_push(&mut pushed, exp);
-            if let Err(e) = sink.push(rec) {
+            n_flows += 1;
+            if let Err(e) = take_exit(&mut cut, &mut sink, exp) {
                 return output_error(e);
             }
         }
@@ -235,9 +302,9 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
     // never all held at once.
     let mut failed: Option<io::Error> = None;
     engine.finish_each(|exp| {
+        n_flows += 1;
         if failed.is_none() {
-            let rec = keep_for_push(&mut pushed, exp);
-            if let Err(e) = sink.push(rec) {
+            if let Err(e) = take_exit(&mut cut, &mut sink, exp) {
                 failed = Some(e);
             }
         }
@@ -246,10 +313,14 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         return output_error(e);
     }
     let summary = engine.summary();
-    if let Err(e) = sink.finish(&summary, &name) {
+    let (timeline, pushed) = match cut {
+        Some((_, t)) => (t.timeline, t.pushed),
+        None => (None, None),
+    };
+    if let Err(e) = sink.finish(&summary, &name, timeline.as_ref()) {
         return output_error(e);
     }
-    if let (Some(url), Some(node), Some(tf), Some(recs)) =
+    if let (Some(url), Some(node), Some(tf), Some(deltas)) =
         (&args.push, &args.node, &args.token_file, pushed)
     {
         let code = crate::ctrl_cli::push_analysis(
@@ -257,7 +328,8 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             node,
             tf,
             &name,
-            recs,
+            deltas,
+            n_flows,
             &summary,
             args.push_encoding.into(),
         );
@@ -292,17 +364,47 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
 const READS: &str =
     "Ethernet (1), raw IP (12, 101, 228, 229), Linux SLL (113), SLL2 (276) and loopback (0, 108)";
 
-/// With `--push`, keeps a copy of the flow (and its RTT histograms) for the
-/// control plane; returns the record for the output.
-fn keep_for_push(pushed: &mut Option<Vec<FlowExport>>, exp: FlowExport) -> FlowRecord {
-    match pushed {
-        Some(p) => {
-            let rec = exp.record.clone();
-            p.push(exp);
-            rec
+/// Where interval deltas go: NDJSON records (with `--interval`), the
+/// capture's timeline (with `--interval`), the control plane (with `--push`).
+struct Taker {
+    records: bool,
+    timeline: Option<Timeline>,
+    pushed: Option<Vec<FlowDelta>>,
+}
+
+impl Taker {
+    fn take(&mut self, sink: &mut Sink, d: IntervalDelta) -> io::Result<()> {
+        if self.records {
+            sink.interval(&d)?;
         }
-        None => exp.record,
+        if self.timeline.is_none() && self.pushed.is_none() {
+            return Ok(());
+        }
+        let start = d.start_ns;
+        let fd = timeline::flow_delta(d);
+        if let Some(t) = self.timeline.as_mut() {
+            t.add(start, &fd);
+        }
+        if let Some(p) = self.pushed.as_mut() {
+            p.push(fd);
+        }
+        Ok(())
     }
+}
+
+/// A flow left the engine: its last interval delta (when cutting
+/// intervals), then its record.
+fn take_exit(
+    cut: &mut Option<(Intervals, Taker)>,
+    sink: &mut Sink,
+    exp: FlowExport,
+) -> io::Result<()> {
+    if let Some((iv, taker)) = cut.as_mut() {
+        if let Some(d) = iv.exited(&exp) {
+            taker.take(sink, d)?;
+        }
+    }
+    sink.push(exp.record)
 }
 
 fn describe(e: &CaptureError) -> String {

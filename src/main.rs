@@ -11,6 +11,7 @@ mod probe_cli;
 #[cfg(feature = "live")]
 mod run_cli;
 mod table;
+mod timeline;
 
 use std::process::ExitCode;
 
