@@ -65,6 +65,18 @@ pub struct AnalyzeArgs {
     /// sends the intervals (without it, `--push` cuts 10 s intervals).
     #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Option<Duration>,
+    /// Draw the timeline (RTT p50/p99 per direction, retransmissions,
+    /// throughput, zero-window time, new connections per interval) of the
+    /// worst flow's service, or of `--service` / `--flow`, to FILE.svg
+    /// (intervals of `--interval`, else 1 s).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// The service --plot draws: `ip:port/proto` or `ip:port`.
+    #[arg(long, requires = "plot", conflicts_with = "flow")]
+    pub service: Option<String>,
+    /// The flow --plot draws, by its client's `ip:port` (`[v6]:port`).
+    #[arg(long, requires = "plot")]
+    pub flow: Option<String>,
 }
 
 /// `--interval`: a duration of at least 1 ms.
@@ -79,6 +91,8 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 /// `--push` without `--interval` cuts intervals of this (the control
 /// plane's finest bucket).
 const PUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// `--plot` without `--interval` draws intervals of this.
+const PLOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `--push-encoding` of `analyze` and `run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -224,16 +238,32 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
 
     let mut broke: Option<String> = None;
     // With --interval or --push: the intervals, and where their deltas go.
-    let mut cut: Option<(Intervals, Taker)> = match (args.interval, &args.push) {
-        (None, None) => None,
-        (iv, push) => {
-            let width = iv.unwrap_or(PUSH_INTERVAL).as_nanos() as u64;
+    if let Some(p) = &args.plot {
+        if p.extension().and_then(|e| e.to_str()) != Some("svg") {
+            eprintln!(
+                "wirelens: --plot {}: only .svg is drawn (a PNG would need system font libraries)",
+                p.display()
+            );
+            return exit::USAGE;
+        }
+    }
+    let mut cut: Option<(Intervals, Taker)> = match (args.interval, &args.push, &args.plot) {
+        (None, None, None) => None,
+        (iv, push, plot) => {
+            let default = if plot.is_some() {
+                PLOT_INTERVAL
+            } else {
+                PUSH_INTERVAL
+            };
+            let width = iv.unwrap_or(default).as_nanos() as u64;
             Some((
                 Intervals::new(width, &mut engine),
                 Taker {
                     records: iv.is_some(),
-                    timeline: iv.map(|_| Timeline::new(width)),
+                    timeline: (iv.is_some() || plot.is_some()).then(|| Timeline::new(width)),
                     pushed: push.as_ref().map(|_| Vec::new()),
+                    flow: args.flow.clone().map(|f| (f, Timeline::new(width))),
+                    worst: plot.as_ref().map(|_| Worst::new(1)),
                 },
             ))
         }
@@ -313,12 +343,27 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         return output_error(e);
     }
     let summary = engine.summary();
-    let (timeline, pushed) = match cut {
-        Some((_, t)) => (t.timeline, t.pushed),
-        None => (None, None),
+    let (timeline, pushed, flow_tl, worst) = match cut {
+        Some((_, t)) => (t.timeline, t.pushed, t.flow, t.worst),
+        None => (None, None, None, None),
     };
-    if let Err(e) = sink.finish(&summary, &name, timeline.as_ref()) {
+    let shown = timeline.as_ref().filter(|_| args.interval.is_some());
+    if let Err(e) = sink.finish(&summary, &name, shown) {
         return output_error(e);
+    }
+    if let Some(path) = &args.plot {
+        let worst = worst.map(|w| w.into_sorted()).unwrap_or_default();
+        let code = plot(
+            path,
+            args,
+            timeline.as_ref(),
+            flow_tl.as_ref(),
+            &worst,
+            summary.first_ns.unwrap_or(0),
+        );
+        if code != exit::OK {
+            return code;
+        }
     }
     if let (Some(url), Some(node), Some(tf), Some(deltas)) =
         (&args.push, &args.node, &args.token_file, pushed)
@@ -370,6 +415,10 @@ struct Taker {
     records: bool,
     timeline: Option<Timeline>,
     pushed: Option<Vec<FlowDelta>>,
+    /// `--flow`: the client endpoint, and that flow's own timeline.
+    flow: Option<(String, Timeline)>,
+    /// `--plot`: the worst flow (its service is drawn by default).
+    worst: Option<Worst>,
 }
 
 impl Taker {
@@ -384,6 +433,11 @@ impl Taker {
         let fd = timeline::flow_delta(d);
         if let Some(t) = self.timeline.as_mut() {
             t.add(start, &fd);
+        }
+        if let Some((want, t)) = self.flow.as_mut() {
+            if table::endpoint(fd.flow.client.ip, fd.flow.client.port) == *want {
+                t.add(start, &fd);
+            }
         }
         if let Some(p) = self.pushed.as_mut() {
             p.push(fd);
@@ -403,8 +457,67 @@ fn take_exit(
         if let Some(d) = iv.exited(&exp) {
             taker.take(sink, d)?;
         }
+        if let Some(w) = taker.worst.as_mut() {
+            w.push(exp.record.clone());
+        }
     }
     sink.push(exp.record)
+}
+
+/// `--plot`: draws the chosen (or the worst flow's) service, or `--flow`.
+fn plot(
+    path: &std::path::Path,
+    args: &AnalyzeArgs,
+    tl: Option<&Timeline>,
+    flow_tl: Option<&(String, Timeline)>,
+    worst: &[FlowRecord],
+    t0: u64,
+) -> u8 {
+    let (what, tl, key) = match (flow_tl, &args.service) {
+        (Some((client, ftl)), _) => {
+            let Some(svc) = ftl.services().next() else {
+                eprintln!("wirelens: --flow {client}: no flow of that client in the capture");
+                return exit::USAGE;
+            };
+            (format!("flow from {client} to {svc}"), ftl, svc.to_string())
+        }
+        (None, want) => {
+            let Some(tl) = tl else { return exit::OK };
+            let svc = match want {
+                Some(w) => match tl.find_service(w) {
+                    Some(s) => s.to_string(),
+                    None => {
+                        eprintln!("wirelens: --service {w}: no such service in the capture");
+                        return exit::USAGE;
+                    }
+                },
+                None => match timeline::services_of(worst, 1).pop() {
+                    Some(s) => s,
+                    None => {
+                        eprintln!("wirelens: --plot: the capture has no flows");
+                        return exit::INPUT;
+                    }
+                },
+            };
+            (format!("service {svc}"), tl, svc)
+        }
+    };
+    let Some(rows) = tl.service(&key) else {
+        return exit::INPUT;
+    };
+    match crate::plot::svg(path, &what, rows, t0, tl.width_ns()) {
+        Ok(()) => {
+            eprintln!(
+                "wirelens: drew the timeline of {what} to {}",
+                path.display()
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("wirelens: --plot {}: {e}", path.display());
+            exit::INPUT
+        }
+    }
 }
 
 fn describe(e: &CaptureError) -> String {

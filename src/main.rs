@@ -7,6 +7,7 @@ mod bench;
 mod bench_live;
 mod ctrl_cli;
 mod ctrl_top;
+mod plot;
 mod probe_cli;
 #[cfg(feature = "live")]
 mod run_cli;

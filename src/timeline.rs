@@ -92,6 +92,28 @@ impl Timeline {
         }
     }
 
+    pub fn width_ns(&self) -> u64 {
+        self.width_ns
+    }
+
+    /// The services with intervals, in no order.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().map(String::as_str)
+    }
+
+    /// The service named `ip:port/proto`, or `ip:port` (the first protocol).
+    pub fn find_service(&self, want: &str) -> Option<&str> {
+        if let Some((k, _)) = self.services.get_key_value(want) {
+            return Some(k.as_str());
+        }
+        let mut names: Vec<&str> = self
+            .services()
+            .filter(|s| s.rsplit_once('/').is_some_and(|(ep, _)| ep == want))
+            .collect();
+        names.sort_unstable();
+        names.first().copied()
+    }
+
     /// The service's intervals, oldest first.
     pub fn service(&self, name: &str) -> Option<&BTreeMap<u64, Slot>> {
         self.services.get(name)

@@ -564,3 +564,121 @@ fn interval_must_be_a_duration() {
         assert_eq!(out.status.code(), Some(2), "{bad}");
     }
 }
+
+/// The value of attribute `name` in the SVG element `el`.
+fn attr<'a>(el: &'a str, name: &str) -> Option<&'a str> {
+    let at = el.find(&format!(" {name}=\""))? + name.len() + 3;
+    el[at..].split('"').next()
+}
+
+#[test]
+fn plot_draws_the_rtt_step_with_axes_and_units() {
+    let step = |t_us: u64| if t_us < 12_000_000 { 40 } else { 120 };
+    let f = tmp("plot.pcap");
+    write(&f, &pcap_at(&paced_conversations(3, 20, step), 1));
+    let svg = tmp("plot.svg");
+    let out = analyze_ok(
+        &[
+            "--plot",
+            svg.to_str().unwrap(),
+            "--service",
+            "198.18.1.1:80",
+        ],
+        &f,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drew the timeline"));
+    let doc = std::fs::read_to_string(&svg).unwrap();
+    assert!(doc.starts_with("<svg"), "{}", &doc[..100.min(doc.len())]);
+    for want in [
+        "service 198.18.1.1:80/tcp",
+        "RTT (ms)",
+        "time since capture start (s)",
+        "c2s p50",
+        "c2s p99",
+        "s2c p50",
+        "s2c p99",
+        "retransmitted packets",
+        "Mbit/s",
+        "stalled (ms)",
+        "new connections",
+    ] {
+        assert!(
+            doc.contains(&format!("\n{want}\n")),
+            "no {want:?} in the SVG"
+        );
+    }
+    // The RTT panel's y axis: its tick labels (right-aligned numbers, the
+    // first run of them from 0 up) give pixels per ms.
+    let elements: Vec<&str> = doc.split('<').collect();
+    let mut ticks: Vec<(f64, f64)> = Vec::new();
+    for (i, el) in elements.iter().enumerate() {
+        if el.starts_with("text") && attr(el, "text-anchor") == Some("end") {
+            let v: f64 = match el.split('>').nth(1).map(str::trim).map(str::parse) {
+                Some(Ok(v)) => v,
+                _ => continue,
+            };
+            if ticks.last().is_some_and(|t| v <= t.1) {
+                break;
+            }
+            let y: f64 = attr(elements[i], "y").unwrap().parse().unwrap();
+            ticks.push((y, v));
+        }
+    }
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    let ((y0, v0), (y1, v1)) = (ticks[0], ticks[ticks.len() - 1]);
+    assert!(v1 >= 100.0 && v1 <= 200.0, "RTT axis up to {v1} ms");
+    let ms = |y: f64| v0 + (y - y0) * (v1 - v0) / (y1 - y0);
+    // The first red, 2 px wide line is the c2s p50 series.
+    let line = elements
+        .iter()
+        .find(|e| {
+            e.starts_with("polyline")
+                && attr(e, "stroke") == Some("#FF0000")
+                && attr(e, "stroke-width") == Some("2")
+        })
+        .expect("the c2s p50 series");
+    let ys: Vec<f64> = attr(line, "points")
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.split(',').nth(1).unwrap().parse::<f64>().unwrap())
+        .collect();
+    assert!(ys.len() >= 18, "{ys:?}");
+    let (first, last) = (ms(ys[0]), ms(ys[ys.len() - 1]));
+    assert!((36.0..=44.0).contains(&first), "first interval {first} ms");
+    assert!((108.0..=132.0).contains(&last), "last interval {last} ms");
+    // Every point is at one of the two levels: the step is visible at a glance.
+    assert!(
+        ys.iter()
+            .all(|&y| (ms(y) - 40.0).abs() <= 4.0 || (ms(y) - 120.0).abs() <= 12.0),
+        "{ys:?}"
+    );
+    // Only SVG; a service that is not there is a usage error.
+    let out = bin()
+        .arg("analyze")
+        .arg(&f)
+        .args(["--plot", "x.png"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = bin()
+        .arg("analyze")
+        .arg(&f)
+        .args(["--plot", svg.to_str().unwrap(), "--service", "198.18.9.9:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // One flow by its client.
+    let out = analyze_ok(
+        &[
+            "--plot",
+            svg.to_str().unwrap(),
+            "--flow",
+            "198.18.0.11:41001",
+        ],
+        &f,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flow from 198.18.0.11:41001"));
+    assert!(std::fs::read_to_string(&svg)
+        .unwrap()
+        .contains("\nflow from 198.18.0.11:41001 to 198.18.1.1:80/tcp\n"));
+}
