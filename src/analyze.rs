@@ -268,7 +268,6 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             ))
         }
     };
-    let mut n_flows: usize = 0;
     let mut link_cache: Option<(u32, LinkType)> = None;
     let mut n: u64 = 0;
     // Frames of unsupported link types, and the first one's (type, packet number).
@@ -314,7 +313,6 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         engine.handle_frame(frame.ts_ns, link, frame.data);
         n += 1;
         while let Some(exp) = engine.poll_export() {
-            n_flows += 1;
             if let Err(e) = take_exit(&mut cut, &mut sink, exp) {
                 return output_error(e);
             }
@@ -332,7 +330,6 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
     // never all held at once.
     let mut failed: Option<io::Error> = None;
     engine.finish_each(|exp| {
-        n_flows += 1;
         if failed.is_none() {
             if let Err(e) = take_exit(&mut cut, &mut sink, exp) {
                 failed = Some(e);
@@ -374,7 +371,6 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             tf,
             &name,
             deltas,
-            n_flows,
             &summary,
             args.push_encoding.into(),
         );

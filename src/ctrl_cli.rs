@@ -911,7 +911,6 @@ pub fn push_analysis(
     token_file: &Path,
     source: &str,
     deltas: Vec<FlowDelta>,
-    n_flows: usize,
     summary: &Summary,
     encoding: wirelens_ctrl::codec::Encoding,
 ) -> u8 {
@@ -927,6 +926,8 @@ pub fn push_analysis(
         eprintln!("wirelens: --node {node:?}: use 1 to 64 characters of A-Z a-z 0-9 . _ -");
         return exit::USAGE;
     }
+    // Each flow's first interval delta is marked `first`.
+    let n_flows = deltas.iter().filter(|d| d.first).count();
     // FNV-1a over what identifies this capture for this node.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let id = format!(

@@ -174,8 +174,8 @@ const MAX_CHANGES: usize = 8;
 /// `rtt c2s p50 40.1ms -> 120ms at +12.0s (interval p99 125ms, 48 samples)`.
 pub fn rtt_changes(rows: &BTreeMap<u64, Slot>, t0: u64) -> Vec<String> {
     let mut out = Vec::new();
-    let sides: [(&str, fn(&Counters) -> &Histogram); 2] =
-        [("c2s", |c| &c.rtt_server), ("s2c", |c| &c.rtt_client)];
+    type Side = (&'static str, fn(&Counters) -> &Histogram);
+    let sides: [Side; 2] = [("c2s", |c| &c.rtt_server), ("s2c", |c| &c.rtt_client)];
     for (side, hist) in sides {
         let mut level: Option<u64> = None;
         let mut n = 0;

@@ -626,7 +626,7 @@ fn plot_draws_the_rtt_step_with_axes_and_units() {
     }
     assert!(ticks.len() >= 3, "{ticks:?}");
     let ((y0, v0), (y1, v1)) = (ticks[0], ticks[ticks.len() - 1]);
-    assert!(v1 >= 100.0 && v1 <= 200.0, "RTT axis up to {v1} ms");
+    assert!((100.0..=200.0).contains(&v1), "RTT axis up to {v1} ms");
     let ms = |y: f64| v0 + (y - y0) * (v1 - v0) / (y1 - y0);
     // The first red, 2 px wide line is the c2s p50 series.
     let line = elements

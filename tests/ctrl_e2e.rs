@@ -828,22 +828,22 @@ fn connection_surge_from_many_clients_alerts_from_the_surge_not_before() {
     let surge = t0 + 120 * SEC;
     let mut conns: Vec<(u64, u8, u16)> = Vec::new();
     for k in 0..50u8 {
-        let mut port = 30_000u16;
         let normal = (0..).map(|n| t0 + u64::from(k) * 200 * MS + n * 10 * SEC);
         let surging = (0..20).map(|n| surge + u64::from(k) * 20 * MS + n * SEC);
-        for t in normal.take_while(|&t| t < surge).chain(surging) {
+        let times = normal.take_while(|&t| t < surge).chain(surging);
+        for (port, t) in (30_000u16..).zip(times) {
             conns.push((t, k, port));
-            port += 1;
         }
     }
     conns.sort_unstable();
     let mut p = Pcap::new();
-    let mut events: Vec<(u64, [u8; 4], u16, u8, bool, u32, u32)> = Vec::new();
+    // (time, client, port, flags, from the client, seq, ack)
+    type Segment = (u64, [u8; 4], u16, u8, bool, u32, u32);
+    let mut events: Vec<Segment> = Vec::new();
     let s = ([198u8, 18, 2, 6], 9200u16);
     for (t, k, port) in conns {
         let c = [198, 18, 7, 10 + k];
         let (ci, si) = (1000u32, 50_000u32);
-        // (time, client, port, flags, from client, seq, ack)
         events.push((t, c, port, SYN, true, ci, 0));
         events.push((t + MS, c, port, SYN | ACK, false, si, ci + 1));
         events.push((t + 2 * MS, c, port, ACK | FIN, true, ci + 1, si + 1));
