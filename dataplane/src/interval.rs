@@ -311,3 +311,140 @@ pub fn histogram_minus(cur: &Histogram, prev: &Histogram) -> Histogram {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::flow::TableConfig;
+    use crate::source::synthetic::{Synthetic, SyntheticConfig};
+    use crate::wire::LinkType;
+
+    /// The counters that add up over intervals (all but RTT quantiles and bursts).
+    fn additive(d: &Direction) -> [u64; 22] {
+        [
+            d.packets,
+            d.bytes,
+            d.payload_bytes,
+            d.syn,
+            d.synack,
+            d.fin,
+            d.rst,
+            d.retrans_seen,
+            d.hole_fill,
+            d.gaps,
+            d.out_of_order,
+            d.retransmits,
+            d.fast_retransmits,
+            d.spurious_retransmits,
+            d.rto_retransmits,
+            d.dup_acks,
+            d.zero_window,
+            d.zero_window_events,
+            d.zero_window_ns,
+            d.ecn_ce,
+            d.frags,
+            d.rtt.n,
+        ]
+    }
+
+    type Id = (u8, IpAddr, u16, IpAddr, u16, u64);
+
+    fn id(r: &FlowRecord) -> Id {
+        let (c, s) = (r.client, r.server);
+        (r.proto as u8, c.ip, c.port, s.ip, s.port, r.first_ns)
+    }
+
+    /// Mixed traffic with loss, reordering, fragments, closing connections
+    /// and a table small enough to evict: every flow's interval deltas add
+    /// up to its record, each flow has exactly one first delta, and an
+    /// interval only holds flows that moved in it.
+    #[test]
+    fn interval_deltas_add_up_to_the_records_through_evictions_and_reuse() {
+        let mut g = Synthetic::new(SyntheticConfig {
+            flows: 300,
+            pps: 20_000,
+            conn_packets: 40,
+            loss: 0.03,
+            reorder: 0.02,
+            frag: 0.05,
+            ..SyntheticConfig::default()
+        })
+        .unwrap();
+        let mut e = Engine::new(EngineConfig {
+            table: TableConfig {
+                capacity: 200,
+                ..TableConfig::default()
+            },
+        });
+        let mut iv = Intervals::new(50_000_000, &mut e);
+        let mut sums: BTreeMap<Id, ([u64; 22], [u64; 22], u64)> = BTreeMap::new();
+        let mut records: Vec<FlowRecord> = Vec::new();
+        let mut add = |d: IntervalDelta, sums: &mut BTreeMap<Id, ([u64; 22], [u64; 22], u64)>| {
+            assert_eq!(d.end_ns - d.start_ns, 50_000_000);
+            assert!(
+                d.flow.c2s.packets + d.flow.s2c.packets > 0,
+                "an idle flow in {d:?}"
+            );
+            assert_eq!(d.rtt[0].count(), d.flow.c2s.rtt.n);
+            let s = sums.entry(id(&d.flow)).or_insert(([0; 22], [0; 22], 0));
+            for (a, b) in s.0.iter_mut().zip(additive(&d.flow.c2s)) {
+                *a += b;
+            }
+            for (a, b) in s.1.iter_mut().zip(additive(&d.flow.s2c)) {
+                *a += b;
+            }
+            s.2 += u64::from(d.first);
+        };
+        for _ in 0..60_000 {
+            let f = g.next_frame().unwrap();
+            iv.advance(&mut e, f.ts_ns, |d| add(d, &mut sums));
+            e.handle_frame(f.ts_ns, LinkType::Ethernet, f.data);
+            while let Some(x) = e.poll_export() {
+                if let Some(d) = iv.exited(&x) {
+                    add(d, &mut sums);
+                }
+                records.push(x.record);
+            }
+        }
+        assert!(e.table().evicted() > 0, "the table evicted");
+        e.finish_each(|x| {
+            if let Some(d) = iv.exited(&x) {
+                add(d, &mut sums);
+            }
+            records.push(x.record);
+        });
+        assert_eq!(iv.tracked(), 0, "every baseline is gone with its flow");
+        assert!(records.len() > 500, "{}", records.len());
+        for r in &records {
+            let s = sums
+                .get(&id(r))
+                .unwrap_or_else(|| panic!("no interval of {r:?}"));
+            assert_eq!(s.0, additive(&r.c2s), "c2s of {r:?}");
+            assert_eq!(s.1, additive(&r.s2c), "s2c of {r:?}");
+            assert_eq!(s.2, 1, "one first delta for {r:?}");
+        }
+        assert_eq!(sums.len(), records.len());
+    }
+
+    #[test]
+    fn histogram_difference_counts_only_new_samples() {
+        let mut a = Histogram::new();
+        for v in [1_000, 2_000_000, 2_000_000, 50_000_000] {
+            a.record(v);
+        }
+        let mut b = a.clone();
+        for v in [2_000_000, 70_000_000, 900] {
+            b.record(v);
+        }
+        let d = histogram_minus(&b, &a);
+        assert_eq!(d.count(), 3);
+        let q = |h: &Histogram, x: f64| h.quantile(x).unwrap();
+        assert!(q(&d, 0.0) <= 900, "{d:?}");
+        assert!((q(&d, 0.5) as f64 / 2e6 - 1.0).abs() < 0.02, "{d:?}");
+        assert!((d.max().unwrap() as f64 / 7e7 - 1.0).abs() < 0.02, "{d:?}");
+        assert!(histogram_minus(&a, &a).is_empty());
+    }
+}
