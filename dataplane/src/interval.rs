@@ -382,7 +382,7 @@ mod tests {
         let mut iv = Intervals::new(50_000_000, &mut e);
         let mut sums: BTreeMap<Id, ([u64; 22], [u64; 22], u64)> = BTreeMap::new();
         let mut records: Vec<FlowRecord> = Vec::new();
-        let mut add = |d: IntervalDelta, sums: &mut BTreeMap<Id, ([u64; 22], [u64; 22], u64)>| {
+        let add = |d: IntervalDelta, sums: &mut BTreeMap<Id, ([u64; 22], [u64; 22], u64)>| {
             assert_eq!(d.end_ns - d.start_ns, 50_000_000);
             assert!(
                 d.flow.c2s.packets + d.flow.s2c.packets > 0,
