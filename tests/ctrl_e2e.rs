@@ -3,16 +3,19 @@
 //! `wirelens analyze --push` of captures this test writes, the CLI queries,
 //! bad requests, a SIGKILL of the server, and `wirelens top` in tmux.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::CtrlServer as Server;
 use wirelens_ctrl::client::Client;
 use wirelens_ctrl::report::{FlowDelta, NodeMeta, NodeReport};
 use wirelens_dataplane::report::{Direction, Endpoint, FlowRecord, Proto, FLOW_SCHEMA};
@@ -32,62 +35,6 @@ fn tmpdir(name: &str) -> PathBuf {
     std::fs::write(d.join("token-a"), "node-a:token-aaaa-1111\n").unwrap();
     std::fs::write(d.join("token-b"), "token-bbbb-2222\n").unwrap();
     d
-}
-
-/// A `wirelens ctrl serve` child; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(dir: &Path, db: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["ctrl", "serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .arg("--token-file")
-            .arg(dir.join("tokens"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wirelens ctrl serve");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let l2 = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let rest = &line[i + "listening on http://".len()..];
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                l2.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
-        Server {
-            child,
-            url: format!("http://{addr}"),
-            addr,
-            log,
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn wirelens(args: &[&str]) -> Output {
