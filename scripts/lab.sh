@@ -280,7 +280,7 @@ warm() { # resolve ARP/NDP on every hop before the capture starts
 # warm-up packets never count in the injected truth; run_X runs the traffic
 # while the tap records. truth.json records what was injected.
 
-SCENARIOS=(clean loss-after loss-before loss-fwd reorder zerowin shortconns pmtu udpfrag delaystep ipv6 bufferbloat)
+SCENARIOS=(clean loss-after loss-before loss-fwd reorder zerowin shortconns pmtu udpfrag delaystep ipv6 bufferbloat rttstep)
 
 upload() { # outdir server-addr port bytes [name]
   local out=$1 addr=$2 port=$3 n=$4 name=${5:-}
@@ -416,6 +416,19 @@ prepare_delaystep() {
   NOTE="upload; one-way delay steps ${DELAY_MS} -> 40 ms after 1200 c2s data frames (RTT $((2 * DELAY_MS)) -> 80 ms)"
 }
 run_delaystep() { upload "$1" "$S4" "$PORT" 4000000; }
+
+prepare_rttstep() {
+  # RTT 40 ms for 32 s of a paced upload, then 130 ms: "since when" for
+  # intervals and the control plane's 10 s buckets (>= 3 normal ones first).
+  # 1 MB/s: a segment every 1.4 ms, so delayed ACKs add little to the RTT
+  # samples. 130, not 120: the measured base is 40 ms plus a few ms of
+  # forwarder and stack time, and the 3x rule must fire on the step, not on
+  # a coin flip at its threshold.
+  DELAY_MS=20
+  FWD_ARGS+=(--step-after-seconds 32 --step-delay-ms 65)
+  NOTE="paced upload (1 MB/s, 46 s); one-way delay steps 20 -> 65 ms 32 s after the first data segment (RTT 40 -> 130 ms)"
+}
+run_rttstep() { PACE=1000000 RUN_TIMEOUT=90 upload "$1" "$S4" "$PORT" 46000000; }
 
 # ---------------------------------------------------------------- run
 

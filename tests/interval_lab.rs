@@ -1,0 +1,166 @@
+//! "Since when" in the namespace lab: a real paced TCP upload whose RTT the
+//! lab's forwarder steps from 40 to 130 ms (scripts/lab.sh scenario
+//! `rttstep`, which says why 130 and not 120; the forwarder records when). `analyze --interval 1s` must show
+//! the two levels per interval and raise `rtt_spike` since the step, and the
+//! same capture pushed to a `ctrl serve` of the test's own must raise it
+//! there, since the step's 10 s bucket. Root only (SKIP otherwise).
+//!
+//! Run: `cargo test --test interval_lab` (about a minute; the lab's names
+//! start with `wliv`).
+
+mod lab;
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::CtrlServer;
+
+const SEC: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+const SERVICE: &str = "198.18.2.2:24816/tcp";
+
+fn wirelens(args: &[&str]) -> (String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+        .args(args)
+        .env_remove("WIRELENS_CTRL")
+        .output()
+        .expect("run wirelens");
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    );
+    assert!(o.status.success(), "{args:?}: {}\n{err}", o.status);
+    (out, err)
+}
+
+/// "... since +12.3s ..." -> 12.3
+fn since_s(line: &str) -> f64 {
+    line.split("since +")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no since in {line:?}"))
+}
+
+#[test]
+fn rtt_step_40_to_130_ms_since_when() {
+    if lab::skip("interval_lab::rtt_step_40_to_130_ms_since_when") {
+        return;
+    }
+    let cap = lab::run_scenario_tagged("rttstep", "iv");
+    let pcap = cap.pcap.to_str().unwrap().to_string();
+    let step = cap
+        .truth
+        .pointer("/forwarder/step/at_ns")
+        .and_then(Value::as_u64)
+        .expect("the forwarder stepped the delay");
+    assert_eq!(
+        cap.truth
+            .pointer("/tcpdump/dropped_by_kernel")
+            .and_then(Value::as_u64),
+        Some(0),
+        "the tap lost packets"
+    );
+
+    // Interval RTT within 10 %: 40 ms before the step, 130 ms from one RTT after it.
+    let (out, _) = wirelens(&["analyze", &pcap, "--interval", "1s", "--format", "ndjson"]);
+    let recs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    let t0 = recs
+        .last()
+        .and_then(|s| s["first_ns"].as_u64())
+        .expect("summary first_ns");
+    let (mut before, mut after) = (0, 0);
+    for i in recs
+        .iter()
+        .filter(|r| r["type"] == "interval" && r["server"]["port"] == 24816)
+    {
+        let (s, e) = (
+            i["start_ns"].as_u64().unwrap(),
+            i["end_ns"].as_u64().unwrap(),
+        );
+        let rtt = &i["c2s"]["rtt"];
+        if rtt["n"].as_u64().unwrap_or(0) < 5 {
+            continue;
+        }
+        let p50 = rtt["p50_ns"].as_u64().unwrap();
+        if e <= step {
+            assert!(
+                p50.abs_diff(40 * MS) <= 4 * MS,
+                "+{}s: p50 {p50}",
+                (s - t0) / SEC
+            );
+            before += 1;
+        } else if s >= step + 200 * MS {
+            assert!(
+                p50.abs_diff(130 * MS) <= 13 * MS,
+                "+{}s: p50 {p50}",
+                (s - t0) / SEC
+            );
+            after += 1;
+        }
+    }
+    assert!(
+        before >= 25 && after >= 10,
+        "{before} intervals before, {after} after"
+    );
+
+    // The capture's own timeline: rtt_spike since the step (within one interval).
+    let (table, _) = wirelens(&["analyze", &pcap, "--interval", "1s"]);
+    let spike = table
+        .lines()
+        .find(|l| l.contains("rtt_spike") && l.contains(SERVICE))
+        .unwrap_or_else(|| panic!("no rtt_spike in\n{table}"));
+    let since = t0 as f64 + since_s(spike) * 1e9;
+    assert!(
+        (since - step as f64).abs() <= 1.2e9,
+        "{spike}: since {since}, step {step}"
+    );
+    assert!(table.contains("rtt c2s p50"), "{table}");
+
+    // Pushed: the control plane buckets it in time and alerts since the step.
+    let dir = lab::work_root().join("rttstep-ctrl");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tokens"), "lab-node:token-lab-1\n").unwrap();
+    let srv = CtrlServer::start(&dir, &dir.join("ctrl.db"));
+    let tokens = dir.join("tokens");
+    let (_, err) = wirelens(&[
+        "analyze",
+        &pcap,
+        "--format",
+        "ndjson",
+        "--push",
+        &srv.url,
+        "--node",
+        "lab-node",
+        "--token-file",
+        tokens.to_str().unwrap(),
+    ]);
+    assert!(err.contains("accepted"), "{err}");
+    let (out, _) = wirelens(&["alerts", "--ctrl", &srv.url, "--format", "json"]);
+    let alerts: Vec<Value> = serde_json::from_str(&out).expect("alerts JSON");
+    let a = alerts
+        .iter()
+        .find(|a| a["rule"] == "rtt_spike" && a["service"] == SERVICE)
+        .unwrap_or_else(|| panic!("no rtt_spike at the control plane: {alerts:#?}"));
+    let since = a["since_ns"].as_u64().unwrap();
+    assert!(
+        since <= step + 10 * SEC && step < since + 10 * SEC,
+        "since {since}, step {step}: {a:#}"
+    );
+    let ratio = a["evidence"]["ratio"].as_f64().unwrap();
+    assert!((2.5..=3.5).contains(&ratio), "{a:#}");
+    lab::visible(&format!(
+        "interval_lab: step at +{:.1}s; analyze: {spike}; ctrl: since {} ({:+.1}s from the step), ratio {ratio}",
+        (step - t0) as f64 / 1e9,
+        since,
+        (since as f64 - step as f64) / 1e9
+    ));
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+    cap.discard();
+}
