@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use wirelens_ctrl::alerts::AlertConfig;
 use wirelens_ctrl::report::FlowDelta;
 use wirelens_dataplane::engine::{Engine, EngineConfig};
 use wirelens_dataplane::flow::{FlowExport, TableConfig};
@@ -77,6 +78,10 @@ pub struct AnalyzeArgs {
     /// The flow --plot draws, by its client's `ip:port` (`[v6]:port`).
     #[arg(long, requires = "plot")]
     pub flow: Option<String>,
+    /// With --interval: an RTT spike is a p90 at least this many times the
+    /// service's baseline (as `ctrl serve --rtt-factor`).
+    #[arg(long, default_value_t = 3.0, requires = "interval")]
+    pub rtt_factor: f64,
 }
 
 /// `--interval`: a duration of at least 1 ms.
@@ -153,7 +158,12 @@ impl Sink {
         }
     }
 
-    fn finish(self, summary: &Summary, source: &str, tl: Option<&Timeline>) -> io::Result<()> {
+    fn finish(
+        self,
+        summary: &Summary,
+        source: &str,
+        tl: Option<(&Timeline, &AlertConfig)>,
+    ) -> io::Result<()> {
         match self {
             Sink::Ndjson(mut w) => {
                 serde_json::to_writer(&mut w, summary)?;
@@ -172,9 +182,9 @@ impl Sink {
                 let rows = worst.into_sorted();
                 let services = tl.map(|_| rows.clone());
                 table::print(&mut w, source, summary, rows)?;
-                if let (Some(tl), Some(rows)) = (tl, services) {
+                if let (Some((tl, cfg)), Some(rows)) = (tl, services) {
                     let t0 = summary.first_ns.unwrap_or(0);
-                    timeline::print(&mut w, tl, &rows, t0, &Default::default())?;
+                    timeline::print(&mut w, tl, &rows, t0, cfg)?;
                 }
                 w.flush()
             }
@@ -344,7 +354,14 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         Some((_, t)) => (t.timeline, t.pushed, t.flow, t.worst),
         None => (None, None, None, None),
     };
-    let shown = timeline.as_ref().filter(|_| args.interval.is_some());
+    let alert_cfg = AlertConfig {
+        rtt_factor: args.rtt_factor,
+        ..AlertConfig::default()
+    };
+    let shown = timeline
+        .as_ref()
+        .filter(|_| args.interval.is_some())
+        .map(|t| (t, &alert_cfg));
     if let Err(e) = sink.finish(&summary, &name, shown) {
         return output_error(e);
     }

@@ -120,10 +120,11 @@ impl Timeline {
     }
 
     /// What the control plane's alert rules say of the capture: every alert
-    /// that fired at some interval, once per (rule, service, since), with
-    /// its latest numbers; by `since`.
+    /// that fired at some interval, once per run (an alert of the same rule,
+    /// service and side that starts before the previous one ended continues
+    /// it), with its latest numbers; by `since`.
     pub fn alerts(&self, cfg: &AlertConfig) -> Vec<Alert> {
-        let mut found: BTreeMap<(u64, String, String, String), Alert> = BTreeMap::new();
+        let mut found: BTreeMap<(String, String, String, u64), Alert> = BTreeMap::new();
         let mut names: Vec<&String> = self.services.keys().collect();
         names.sort();
         for name in names {
@@ -139,11 +140,30 @@ impl Timeline {
                 }
                 for a in alerts::evaluate(name, &window, self.width_ns, cfg) {
                     let side = a.evidence["side"].as_str().unwrap_or("").to_string();
-                    found.insert((a.since_ns, a.rule.clone(), name.clone(), side), a);
+                    found.insert((a.rule.clone(), name.clone(), side, a.since_ns), a);
                 }
             }
         }
-        found.into_values().collect()
+        // Runs of one rule, service and side, by since: merge the overlapping.
+        let mut out: Vec<Alert> = Vec::new();
+        let mut prev: Option<(String, String, String)> = None;
+        for ((rule, svc, side, _), a) in found {
+            let key = (rule, svc, side);
+            match out.last_mut() {
+                Some(p) if prev.as_ref() == Some(&key) && a.since_ns <= p.last_ns => {
+                    let (since, last) = (p.since_ns, p.last_ns.max(a.last_ns));
+                    *p = Alert {
+                        since_ns: since,
+                        last_ns: last,
+                        ..a
+                    };
+                }
+                _ => out.push(a),
+            }
+            prev = Some(key);
+        }
+        out.sort_by_key(|a| a.since_ns);
+        out
     }
 }
 

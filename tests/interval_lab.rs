@@ -1,9 +1,12 @@
 //! "Since when" in the namespace lab: a real paced TCP upload whose RTT the
-//! lab's forwarder steps from 40 to 130 ms (scripts/lab.sh scenario
-//! `rttstep`, which says why 130 and not 120; the forwarder records when). `analyze --interval 1s` must show
+//! lab's forwarder steps from 40 to 120 ms (scripts/lab.sh scenario
+//! `rttstep`; the forwarder records when). `analyze --interval 1s` must show
 //! the two levels per interval and raise `rtt_spike` since the step, and the
 //! same capture pushed to a `ctrl serve` of the test's own must raise it
-//! there, since the step's 10 s bucket. Root only (SKIP otherwise).
+//! there, since the step's 10 s bucket. The rule runs at `--rtt-factor 2.5`
+//! on both: the base RTT's p90 sits ~15 % above its p50 (delayed ACKs,
+//! forwarder jitter), so a true 3x step measures ~2.8x in p90s. Root only
+//! (SKIP otherwise).
 //!
 //! Run: `cargo test --test interval_lab` (about a minute; the lab's names
 //! start with `wliv`).
@@ -44,8 +47,8 @@ fn since_s(line: &str) -> f64 {
 }
 
 #[test]
-fn rtt_step_40_to_130_ms_since_when() {
-    if lab::skip("interval_lab::rtt_step_40_to_130_ms_since_when") {
+fn rtt_step_40_to_120_ms_since_when() {
+    if lab::skip("interval_lab::rtt_step_40_to_120_ms_since_when") {
         return;
     }
     let cap = lab::run_scenario_tagged("rttstep", "iv");
@@ -63,7 +66,7 @@ fn rtt_step_40_to_130_ms_since_when() {
         "the tap lost packets"
     );
 
-    // Interval RTT within 10 %: 40 ms before the step, 130 ms from one RTT after it.
+    // Interval RTT within 10 %: 40 ms before the step, 120 ms from one RTT after it.
     let (out, _) = wirelens(&["analyze", &pcap, "--interval", "1s", "--format", "ndjson"]);
     let recs: Vec<Value> = out
         .lines()
@@ -96,7 +99,7 @@ fn rtt_step_40_to_130_ms_since_when() {
             before += 1;
         } else if s >= step + 200 * MS {
             assert!(
-                p50.abs_diff(130 * MS) <= 13 * MS,
+                p50.abs_diff(120 * MS) <= 12 * MS,
                 "+{}s: p50 {p50}",
                 (s - t0) / SEC
             );
@@ -109,7 +112,7 @@ fn rtt_step_40_to_130_ms_since_when() {
     );
 
     // The capture's own timeline: rtt_spike since the step (within one interval).
-    let (table, _) = wirelens(&["analyze", &pcap, "--interval", "1s"]);
+    let (table, _) = wirelens(&["analyze", &pcap, "--interval", "1s", "--rtt-factor", "2.5"]);
     let spike = table
         .lines()
         .find(|l| l.contains("rtt_spike") && l.contains(SERVICE))
@@ -126,7 +129,7 @@ fn rtt_step_40_to_130_ms_since_when() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("tokens"), "lab-node:token-lab-1\n").unwrap();
-    let srv = CtrlServer::start(&dir, &dir.join("ctrl.db"));
+    let srv = CtrlServer::start_with(&dir, &dir.join("ctrl.db"), &["--rtt-factor", "2.5"]);
     let tokens = dir.join("tokens");
     let (_, err) = wirelens(&[
         "analyze",

@@ -13,7 +13,7 @@
 //! | `syn_retry_storm` | over the trailing minute, >= 5 distinct clients needed more than one SYN |
 //! | `zero_window` | over the trailing minute, receivers stalled at zero window for >= 500 ms in total |
 //! | `pmtu` | over the trailing minute, ICMP frag-needed / packet-too-big quoted the service's flows |
-//! | `connection_surge` | a bucket's new connections >= `surge_factor` (5) x the median of the service's trailing normal buckets (up to 30, at least 3; a baseline of at least 1 a bucket) and >= `surge_min_flows` (20) |
+//! | `connection_surge` | within the trailing minute, a bucket's new connections >= `surge_factor` (5) x the median of the service's trailing normal buckets (up to 30, at least 3; a baseline of at least 1 a bucket) and >= `surge_min_flows` (20) |
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -251,12 +251,17 @@ fn p90_ms(h: &Histogram) -> Option<f64> {
 
 /// New connections (flows whose first delta falls in the bucket) far above
 /// the service's own baseline: clients retrying at the application level,
-/// or a herd. The evidence says what RTT, loss and refusals did in the
-/// surge against the buckets before it.
+/// or a herd. Like the counter rules it looks at the trailing window: the
+/// last run of surging buckets fires until it is `window_buckets` old (a
+/// surge that just ended, or a capture's last, partial bucket, does not
+/// hide it). The evidence says what RTT, loss and refusals did in the surge
+/// against the buckets before it.
 fn connection_surge(service: &str, s: &Series, width: u64, cfg: &AlertConfig) -> Option<Alert> {
     let mut normal: VecDeque<u64> = VecDeque::new();
     // (since, baseline, buckets of the run)
     let mut run: Option<(u64, u64, Vec<u64>)> = None;
+    // The previous bucket surged (a run goes on).
+    let mut surging = false;
     let mut last_b = 0;
     for (&b, nodes) in s {
         last_b = b;
@@ -264,17 +269,28 @@ fn connection_surge(service: &str, s: &Series, width: u64, cfg: &AlertConfig) ->
         if normal.len() >= cfg.rtt_min_history.max(1) {
             let base = median(&normal).max(1);
             if flows >= cfg.surge_min_flows && flows as f64 >= cfg.surge_factor * base as f64 {
-                run.get_or_insert((b, base, Vec::new())).2.push(b);
+                if !surging {
+                    run = Some((b, base, Vec::new()));
+                }
+                if let Some(r) = run.as_mut() {
+                    r.2.push(b);
+                }
+                surging = true;
                 continue;
             }
         }
-        run = None;
+        surging = false;
         normal.push_back(flows);
         if normal.len() > cfg.rtt_history.max(1) {
             normal.pop_front();
         }
     }
     let (since, base, buckets) = run?;
+    let span = width.saturating_mul(cfg.window_buckets.max(1));
+    if buckets.last().is_none_or(|&l| l + span <= last_b) {
+        // The surge ended more than the trailing window ago.
+        return None;
+    }
     let mut during = Counters::default();
     let mut nodes: BTreeSet<String> = BTreeSet::new();
     for b in &buckets {
@@ -689,6 +705,23 @@ mod tests {
         assert_eq!(a.evidence["baseline_per_s"], 5.0);
         assert_eq!(a.evidence["refused"], 14);
         assert!(a.summary.contains("10.0x"), "{}", a.summary);
+        // Just after the surge (a normal, or a capture's partial, bucket) it
+        // still shows; a trailing minute later it is gone.
+        s.entry(T0 + 14 * W)
+            .or_default()
+            .insert("n".into(), bucket(20, 40, 0));
+        let a = evaluate("svc", &s, W, &AlertConfig::default());
+        let surge: Vec<&Alert> = a.iter().filter(|a| a.rule == "connection_surge").collect();
+        assert_eq!(surge.len(), 1, "{a:#?}");
+        assert_eq!(surge[0].since_ns, T0 + 12 * W);
+        assert_eq!(surge[0].last_ns, T0 + 15 * W);
+        for i in 15..20u64 {
+            s.entry(T0 + i * W)
+                .or_default()
+                .insert("n".into(), bucket(50, 40, 0));
+        }
+        let a = evaluate("svc", &s, W, &AlertConfig::default());
+        assert!(a.iter().all(|a| a.rule != "connection_surge"), "{a:#?}");
         // A 2x rise is no surge; nor is a rise from nothing to a handful.
         let mut s = Series::new();
         for i in 0..12u64 {

@@ -128,11 +128,17 @@ pub struct CtrlServer {
 impl CtrlServer {
     /// Serves store `db` with the tokens of `dir/tokens` on a free loopback port.
     pub fn start(dir: &Path, db: &Path) -> CtrlServer {
+        CtrlServer::start_with(dir, db, &[])
+    }
+
+    /// [`CtrlServer::start`] with more `ctrl serve` options.
+    pub fn start_with(dir: &Path, db: &Path, extra: &[&str]) -> CtrlServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
             .args(["ctrl", "serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
             .arg("--token-file")
             .arg(dir.join("tokens"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
