@@ -183,8 +183,10 @@ pub fn services_of(flows: &[FlowRecord], limit: usize) -> Vec<String> {
 }
 
 /// An RTT level moves when an interval's p50 differs from the last level
-/// printed by this factor either way.
+/// printed by this factor either way...
 const CHANGE: f64 = 1.5;
+/// ... and by at least this much (microsecond jitter is no change).
+const MIN_CHANGE_NS: u64 = 1_000_000;
 /// Samples an interval needs for its p50 to count.
 const MIN_SAMPLES: u64 = 3;
 /// Changes printed per service and side.
@@ -209,7 +211,7 @@ pub fn rtt_changes(rows: &BTreeMap<u64, Slot>, t0: u64) -> Vec<String> {
                 None => level = Some(p50),
                 Some(l) => {
                     let r = p50 as f64 / l.max(1) as f64;
-                    if r >= CHANGE || r <= 1.0 / CHANGE {
+                    if (r >= CHANGE || r <= 1.0 / CHANGE) && p50.abs_diff(l) >= MIN_CHANGE_NS {
                         if n < MAX_CHANGES {
                             out.push(format!(
                                 "rtt {side} p50 {} -> {} at +{:.1}s (interval p99 {}, {} samples)",

@@ -8,7 +8,10 @@
 //! forwarder jitter), so a true 3x step measures ~2.8x in p90s. Root only
 //! (SKIP otherwise).
 //!
-//! Run: `cargo test --test interval_lab` (about a minute; the lab's names
+//! A second scenario, `surge`: 50 clients open connections at 10x their
+//! normal rate for 10 s; `connection_surge` must fire since then, not before.
+//!
+//! Run: `cargo test --test interval_lab` (about two minutes; the lab's names
 //! start with `wliv`).
 
 mod lab;
@@ -162,6 +165,99 @@ fn rtt_step_40_to_120_ms_since_when() {
         (step - t0) as f64 / 1e9,
         since,
         (since as f64 - step as f64) / 1e9
+    ));
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+    cap.discard();
+}
+
+#[test]
+fn connection_surge_from_50_clients_since_the_surge_not_before() {
+    if lab::skip("interval_lab::connection_surge_from_50_clients_since_the_surge_not_before") {
+        return;
+    }
+    let cap = lab::run_scenario_tagged("surge", "iv");
+    let pcap = cap.pcap.to_str().unwrap().to_string();
+    let surge = cap
+        .truth
+        .pointer("/traffic/surge/started_ns")
+        .and_then(Value::as_u64)
+        .expect("the lab noted when the surge began");
+    let ok = |name: &str| {
+        cap.truth
+            .pointer(&format!("/traffic/{name}/conns"))
+            .and_then(Value::as_array)
+            .map_or(0, |c| c.iter().filter(|c| c["error"].is_null()).count())
+    };
+    assert_eq!(
+        (ok("normal"), ok("surge")),
+        (400, 1000),
+        "the lab's connections"
+    );
+
+    // The capture's own timeline, 1 s intervals.
+    let (table, _) = wirelens(&["analyze", &pcap, "--interval", "1s", "--format", "table"]);
+    let (nd, _) = wirelens(&["analyze", &pcap, "--format", "ndjson"]);
+    let t0 = nd
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|s| s["first_ns"].as_u64())
+        .expect("summary first_ns");
+    let lines: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("connection_surge") && l.contains(SERVICE))
+        .collect();
+    assert_eq!(lines.len(), 1, "one surge, not before it:\n{table}");
+    let since = t0 as f64 + since_s(lines[0]) * 1e9;
+    assert!(
+        (since - surge as f64).abs() <= 1.2e9,
+        "{}: since {since}, surge {surge}",
+        lines[0]
+    );
+    assert!(table.contains("from 50 clients"), "{table}");
+
+    // Pushed (10 s intervals): the control plane's alert, since the surge's bucket.
+    let dir = lab::work_root().join("surge-ctrl");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tokens"), "lab-node:token-lab-1\n").unwrap();
+    let srv = CtrlServer::start(&dir, &dir.join("ctrl.db"));
+    let tokens = dir.join("tokens");
+    wirelens(&[
+        "analyze",
+        &pcap,
+        "--format",
+        "ndjson",
+        "--push",
+        &srv.url,
+        "--node",
+        "lab-node",
+        "--token-file",
+        tokens.to_str().unwrap(),
+    ]);
+    let (out, _) = wirelens(&["alerts", "--ctrl", &srv.url, "--format", "json"]);
+    let alerts: Vec<Value> = serde_json::from_str(&out).expect("alerts JSON");
+    let a: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "connection_surge")
+        .collect();
+    assert_eq!(a.len(), 1, "{alerts:#?}");
+    assert_eq!(a[0]["service"], SERVICE);
+    let since = a[0]["since_ns"].as_u64().unwrap();
+    assert!(
+        since.abs_diff(surge) < 10 * SEC,
+        "since {since}, surge {surge}: {:#}",
+        a[0]
+    );
+    let ratio = a[0]["evidence"]["ratio"].as_f64().unwrap();
+    assert!(ratio >= 5.0, "{:#}", a[0]);
+    lab::visible(&format!(
+        "interval_lab: surge at +{:.1}s; analyze: {}; ctrl: since {:+.1}s from the surge, {}",
+        (surge - t0) as f64 / 1e9,
+        lines[0].trim(),
+        (since as f64 - surge as f64) / 1e9,
+        a[0]["summary"]
     ));
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);

@@ -8,7 +8,7 @@
 //!
 //! | rule | condition |
 //! |---|---|
-//! | `rtt_spike` | a bucket's RTT p90 >= `rtt_factor` (3) x the median of the p90s of the service's trailing normal buckets (up to 30, at least 3), per side (request / response RTT) |
+//! | `rtt_spike` | a bucket's RTT p90 >= `rtt_factor` (3) x the median of the p90s of the service's trailing normal buckets (up to 30, at least 3), and at least `rtt_min_rise_ns` (1 ms) above it, per side (request / response RTT) |
 //! | `retransmissions` | over the trailing minute, retransmissions / data packets >= 2 % with >= 100 data packets |
 //! | `syn_retry_storm` | over the trailing minute, >= 5 distinct clients needed more than one SYN |
 //! | `zero_window` | over the trailing minute, receivers stalled at zero window for >= 500 ms in total |
@@ -29,6 +29,9 @@ use crate::agg::Counters;
 pub struct AlertConfig {
     /// An RTT spike is a p90 at least this many times the baseline.
     pub rtt_factor: f64,
+    /// A spike also rises at least this far above the baseline (a tap next
+    /// to a host sees tens of microseconds jitter by 3x without meaning).
+    pub rtt_min_rise_ns: u64,
     /// Buckets with fewer RTT samples are ignored (neither normal nor spike).
     pub rtt_min_samples: u64,
     /// Trailing normal buckets whose median p90 is the baseline.
@@ -58,6 +61,7 @@ impl Default for AlertConfig {
     fn default() -> Self {
         AlertConfig {
             rtt_factor: 3.0,
+            rtt_min_rise_ns: 1_000_000,
             rtt_min_samples: 5,
             rtt_history: 30,
             rtt_min_history: 3,
@@ -175,7 +179,10 @@ fn rtt_spike(
         last = Some((b, p90, h.count()));
         if normal.len() >= cfg.rtt_min_history.max(1) {
             let base = median(&normal);
-            if base > 0 && p90 as f64 >= factor * base as f64 {
+            if base > 0
+                && p90 as f64 >= factor * base as f64
+                && p90 >= base.saturating_add(cfg.rtt_min_rise_ns)
+            {
                 let r = run.get_or_insert(Run {
                     since: b,
                     baseline: base,
