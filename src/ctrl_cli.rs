@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// Services kept per node; that node's further services go to `_other`.
     #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::store::DEFAULT_MAX_SERVICES_PER_NODE)]
     pub max_services_per_node: usize,
+    /// Services /metrics renders at most (the most packets first); the rest
+    /// add up under `server="_other"`, so a scrape stays bounded.
+    #[arg(long, value_name = "N", default_value_t = wirelens_ctrl::metrics::DEFAULT_METRICS_SERVICES)]
+    pub metrics_services: usize,
     /// Reports a shared token may send at once before --token-rate-limit applies.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub token_rate_burst: u32,
@@ -338,6 +342,7 @@ pub fn serve(a: &ServeArgs) -> u8 {
             max_services: a.max_services,
             max_services_per_node: a.max_services_per_node,
             top_flows: a.top_flows,
+            metrics_services: a.metrics_services,
             query_budget: Duration::from_secs_f64(a.query_budget.max(0.001)),
             max_clock_skew: Duration::from_secs_f64(a.max_clock_skew.max(0.0)),
             ..server::IngestConfig::default()

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::pcap::{Pcap, ACK, FIN, PSH, SYN};
 use support::CtrlServer as Server;
 use wirelens_ctrl::client::Client;
 use wirelens_ctrl::report::{FlowDelta, NodeMeta, NodeReport};
@@ -54,103 +55,6 @@ fn ok_json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&o.stderr)
     );
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-// ---- a tiny pcap writer ----------------------------------------------------
-
-struct Pcap(Vec<u8>);
-
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const FIN: u8 = 0x01;
-const PSH: u8 = 0x08;
-
-impl Pcap {
-    fn new() -> Pcap {
-        let mut b = Vec::new();
-        b.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes()); // ns timestamps
-        b.extend_from_slice(&2u16.to_le_bytes());
-        b.extend_from_slice(&4u16.to_le_bytes());
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(&65535u32.to_le_bytes());
-        b.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-        Pcap(b)
-    }
-
-    #[expect(clippy::too_many_arguments, reason = "one TCP segment's header fields")]
-    fn tcp(
-        &mut self,
-        ts: u64,
-        src: ([u8; 4], u16),
-        dst: ([u8; 4], u16),
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        len: usize,
-    ) {
-        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let total = 20 + 20 + len;
-        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
-        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        ip.extend_from_slice(&src.0);
-        ip.extend_from_slice(&dst.0);
-        let mut sum: u32 = ip
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&src.1.to_be_bytes());
-        f.extend_from_slice(&dst.1.to_be_bytes());
-        f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(&ack.to_be_bytes());
-        f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        f.resize(f.len() + len, 0x61);
-        self.0.extend_from_slice(&((ts / SEC) as u32).to_le_bytes());
-        self.0.extend_from_slice(&((ts % SEC) as u32).to_le_bytes());
-        self.0.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(&f);
-    }
-
-    /// A whole connection: handshake, `segments` request segments of 100
-    /// bytes each acknowledged after `rtt`, every `retx_every`-th sent twice,
-    /// then a FIN exchange.
-    fn conversation(
-        &mut self,
-        t0: u64,
-        c: ([u8; 4], u16),
-        s: ([u8; 4], u16),
-        rtt: u64,
-        segments: u32,
-        retx_every: Option<u32>,
-    ) {
-        let (ci, si) = (1000u32, 50_000u32);
-        self.tcp(t0, c, s, ci, 0, SYN, 0);
-        self.tcp(t0 + rtt, s, c, si, ci + 1, SYN | ACK, 0);
-        self.tcp(t0 + rtt + 50_000, c, s, ci + 1, si + 1, ACK, 0);
-        let mut t = t0 + rtt + 100_000;
-        for i in 0..segments {
-            let seq = ci + 1 + i * 100;
-            self.tcp(t, c, s, seq, si + 1, ACK | PSH, 100);
-            if retx_every.is_some_and(|k| i % k == 0) {
-                self.tcp(t + MS / 2, c, s, seq, si + 1, ACK | PSH, 100);
-            }
-            self.tcp(t + rtt, s, c, si + 1, seq + 100, ACK, 0);
-            t += rtt + MS;
-        }
-        let end = ci + 1 + segments * 100;
-        self.tcp(t, c, s, end, si + 1, FIN | ACK, 0);
-        self.tcp(t + rtt, s, c, si + 1, end + 1, FIN | ACK, 0);
-        self.tcp(t + rtt + 50_000, c, s, end + 1, si + 2, ACK, 0);
-    }
-
-    fn write(&self, p: &Path) {
-        std::fs::write(p, &self.0).unwrap();
-    }
 }
 
 const SVC: [u8; 4] = [198, 18, 2, 2];
@@ -501,7 +405,7 @@ fn two_nodes_push_and_totals_are_the_sum() {
     );
     assert_eq!(status, 200);
     let line = format!(
-        "wirelens_service_packets_total{{service=\"198.18.2.2:8080/tcp\"}} {}",
+        "wirelens_service_packets_total{{server=\"198.18.2.2\",port=\"8080\",proto=\"tcp\"}} {}",
         want["198.18.2.2:8080/tcp"][1]
     );
     assert!(metrics.contains(&line), "{line} not in\n{metrics}");

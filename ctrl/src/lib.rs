@@ -8,6 +8,8 @@
 //! * [`alerts`]: pure alert rules over a service's buckets.
 //! * [`store`]: the [`store::Store`] trait and its SQLite implementation.
 //! * [`server`]: the HTTP API (axum), token auth, `/metrics`.
+//! * [`metrics`]: Prometheus rendering shared with the node, and the
+//!   control plane's per-service and per-probe families.
 //! * [`client`]: the blocking HTTP client: [`client::Pusher`] for nodes and
 //!   [`client::Client`] for the CLI.
 //! * [`auth`]: token files and constant-time comparison.
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod limit;
+pub mod metrics;
 pub mod report;
 pub mod server;
 pub mod store;

@@ -9,7 +9,7 @@
 //! | `GET /api/v1/alerts` | firing alerts: `since`, `service`, `limit` |
 //! | `GET /api/v1/probes` | probe results per target and node (`wirelens run --probe`), merged over `since` (default `1h`): loss up/down, RTT, jitter, latest state; `target`, `node` |
 //! | `GET /api/v1/probes/windows` | the probe windows themselves, oldest first: `since` (default `1h`), `target`, `node`, `limit` (default 1000, the newest) |
-//! | `GET /metrics` | OpenMetrics text: per-service totals and recent RTT quantiles (no per-flow labels), report counters |
+//! | `GET /metrics` | OpenMetrics text: per-service totals and RTT histograms (labels `server`, `port`, `proto`; at most `metrics_services` services, the rest under `_other`), probe loss and RTT, report counters; see [`crate::metrics`] |
 //! | `GET /healthz` | `{"status":"ok"}` when the store answers |
 //!
 //! Errors are JSON `{"error": REASON}` with a 4xx (the request is wrong: 400
@@ -98,6 +98,8 @@ pub struct IngestConfig {
     /// Times (sent_ns, a delta's at_ns) further than this in the future are
     /// refused with 422.
     pub max_clock_skew: Duration,
+    /// Services `/metrics` renders at most; the rest add up under `_other`.
+    pub metrics_services: usize,
 }
 
 impl Default for IngestConfig {
@@ -112,6 +114,7 @@ impl Default for IngestConfig {
             max_decoded: 64 << 20,
             query_budget: Duration::from_secs(2),
             max_clock_skew: Duration::from_secs(600),
+            metrics_services: crate::metrics::DEFAULT_METRICS_SERVICES,
         }
     }
 }
@@ -1160,96 +1163,26 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
     use prometheus_client::registry::Registry;
 
     type Labels = Vec<(String, String)>;
-    let recent_since = now_ns().saturating_sub(5 * 60 * 1_000_000_000);
+    let probes_since = now_ns().saturating_sub(crate::metrics::PROBE_WINDOW_NS);
+    let cap = st.ingest.metrics_services;
     let res = with_store(&st, move |s| {
         Ok((
             s.totals()?,
             s.nodes()?,
-            s.service_rows(Res::S10, recent_since, None)?,
+            s.probe_windows(probes_since, None, None, crate::metrics::PROBE_WINDOWS_READ)?,
         ))
     })
     .await;
-    let (totals, nodes, recent) = match res {
+    let (totals, nodes, windows) = match res {
         Ok(v) => v,
         Err(r) => return r,
     };
+    let probes = agg::probe_summaries(windows.iter().map(|(n, w)| (n.as_str(), w)));
     let mut reg = Registry::default();
-    let counter =
-        |reg: &mut Registry, name: &str, help: &str, f: &dyn Fn(&agg::Counters) -> u64| {
-            let fam = Family::<Labels, Counter>::default();
-            for (svc, c) in &totals {
-                fam.get_or_create(&vec![("service".to_string(), svc.clone())])
-                    .inc_by(f(c));
-            }
-            reg.register(name, help, fam);
-        };
-    counter(
-        &mut reg,
-        "wirelens_service_flows",
-        "Flows seen for the service, all nodes",
-        &|c| c.flows,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_packets",
-        "Packets of the service's flows, all nodes",
-        &|c| c.packets,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_bytes",
-        "IP bytes of the service's flows, all nodes",
-        &|c| c.bytes,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_retransmits",
-        "TCP retransmissions in the service's flows",
-        &|c| c.retransmits,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_zero_window_stalls",
-        "Zero-window stalls in the service's flows",
-        &|c| c.zero_window_events,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_syn_retries",
-        "SYNs beyond the first in the service's handshakes",
-        &|c| c.syn_retries,
-    );
-    counter(
-        &mut reg,
-        "wirelens_service_pmtu_errors",
-        "ICMP frag-needed/packet-too-big quoting the service's flows",
-        &|c| c.pmtu_errors,
-    );
-    // RTT quantiles over the last 5 minutes of 10 s buckets.
-    let mut rtt: BTreeMap<String, agg::Counters> = BTreeMap::new();
-    for r in recent {
-        rtt.entry(r.service).or_default().merge(&r.counters);
-    }
-    let g = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    for (svc, c) in &rtt {
-        for (side, h) in [("server", &c.rtt_server), ("client", &c.rtt_client)] {
-            for (q, name) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99")] {
-                if let Some(v) = h.quantile(q) {
-                    g.get_or_create(&vec![
-                        ("service".to_string(), svc.clone()),
-                        ("side".to_string(), side.to_string()),
-                        ("quantile".to_string(), name.to_string()),
-                    ])
-                    .set(v as f64 / 1e9);
-                }
-            }
-        }
-    }
-    reg.register(
-        "wirelens_service_rtt_seconds",
-        "RTT quantiles over the last 5 minutes (side=server: tap->server->tap, client: tap->client->tap)",
-        g,
-    );
+    reg.sub_registry_with_prefix("wirelens")
+        .register_collector(Box::new(crate::metrics::CtrlCollector::new(
+            totals, probes, cap,
+        )));
     let reports = Family::<Labels, Counter>::default();
     let lbl = |v: &str| vec![("result".to_string(), v.to_string())];
     reports

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -29,11 +29,10 @@ use wirelens_dataplane::report::Summary;
 
 use crate::export::now_ns;
 use crate::probes::ProbeBoard;
-use crate::services::{prometheus_buckets, ServiceStats, ServiceTable, DIRECTIONS, HALVES};
+use crate::services::{ServiceStats, ServiceTable, DIRECTIONS, HALVES};
 use crate::NodeState;
+use wirelens_ctrl::metrics::{counter, gauge, l, rtt_histograms, Labels};
 use wirelens_probe::monitor::WindowState;
-
-type Labels = Vec<(&'static str, String)>;
 
 /// The registry with the node's collector; encode it per scrape.
 pub fn registry(state: Arc<NodeState>) -> Registry {
@@ -52,63 +51,6 @@ pub fn render(r: &Registry) -> Result<String, fmt::Error> {
 #[derive(Debug)]
 struct NodeCollector {
     state: Arc<NodeState>,
-}
-
-fn counter(
-    e: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (Labels, u64)>,
-) -> fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        if labels.is_empty() {
-            m.encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
-        } else {
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
-        }
-    }
-    Ok(())
-}
-
-fn counter_f(
-    e: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (Labels, f64)>,
-) -> fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        if labels.is_empty() {
-            m.encode_counter::<NoLabelSet, f64, f64>(&v, None)?;
-        } else {
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, f64, f64>(&v, None)?;
-        }
-    }
-    Ok(())
-}
-
-fn gauge(
-    e: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (Labels, i64)>,
-) -> fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in rows {
-        if labels.is_empty() {
-            m.encode_gauge(&v)?;
-        } else {
-            m.encode_family(&labels)?.encode_gauge(&v)?;
-        }
-    }
-    Ok(())
-}
-
-fn l(pairs: &[(&'static str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
 }
 
 impl Collector for NodeCollector {
@@ -232,7 +174,7 @@ impl Collector for NodeCollector {
         }
 
         // What exporting cost the workers (time away from their queues).
-        counter_f(
+        counter(
             &mut e,
             "worker_export_seconds",
             "Time a worker spent exporting (snapshots, /flows, push) instead of reading its queue",
@@ -427,7 +369,7 @@ impl Collector for NodeCollector {
             for (k, v) in tcp {
                 let Some(v) = v.as_u64() else { continue };
                 if k == "zero_window_ns" {
-                    counter_f(
+                    counter(
                         &mut e,
                         "tcp_zero_window_seconds",
                         "TCP: time receivers spent at zero window, all flows",
@@ -684,18 +626,12 @@ fn encode_probes(e: &mut DescriptorEncoder<'_>, board: &ProbeBoard) -> fmt::Resu
             m.encode_family(&t(s))?.encode_gauge(&v)?;
         }
     }
-    let mut m = e.encode_descriptor(
+    rtt_histograms(
+        e,
         "probe_rtt_histogram_seconds",
         "RTT of every probe answered since the start, net of the reflector's dwell",
-        None,
-        MetricType::Histogram,
-    )?;
-    for s in &slots {
-        let (buckets, sum, count) = prometheus_buckets(&s.totals.rtt);
-        m.encode_family(&t(s))?
-            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-    }
-    Ok(())
+        slots.iter().map(|s| (t(s), &s.totals.rtt)),
+    )
 }
 
 fn encode_services(e: &mut DescriptorEncoder<'_>, svc: &ServiceTable) -> fmt::Result {
@@ -789,21 +725,17 @@ fn encode_services(e: &mut DescriptorEncoder<'_>, svc: &ServiceTable) -> fmt::Re
         }
         counter(e, name, help, out)?;
     }
-    let mut m = e.encode_descriptor(
+    rtt_histograms(
+        e,
         "service_rtt_seconds",
         "RTT per ACK at the tap, merged from the flows' histograms: half=server is tap -> server -> tap \
          (client data), half=client is tap -> client -> tap (server data)",
-        None,
-        MetricType::Histogram,
-    )?;
-    for (k, s) in &rows {
-        for (i, h) in HALVES.iter().enumerate() {
-            let mut lb = base(k);
-            lb.push(("half", h.to_string()));
-            let (buckets, sum, count) = prometheus_buckets(&s.rtt[i]);
-            m.encode_family(&lb)?
-                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-        }
-    }
-    Ok(())
+        rows.iter().flat_map(|(k, s)| {
+            HALVES.iter().enumerate().map(move |(i, h)| {
+                let mut lb = base(k);
+                lb.push(("half", h.to_string()));
+                (lb, &s.rtt[i])
+            })
+        }),
+    )
 }

@@ -1,9 +1,11 @@
 //! What the root-only lab tests share: the root check and its SKIP (a
 //! failure under `WIRELENS_REQUIRE_ROOT_TESTS=1`), running a lab command,
 //! removing the liveness locks a killed daemon left, Prometheus text
-//! lookups, HTTP GETs from inside a lab namespace, and a `ctrl serve` of a
-//! test's own.
+//! lookups, HTTP GETs from inside a lab namespace, a pcap writer ([`pcap`])
+//! and a `ctrl serve` of a test's own ([`CtrlServer`]).
 #![allow(dead_code)] // each test binary uses part of it
+
+pub mod pcap;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -60,28 +62,60 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// GET `path` from `addr` inside network namespace `ns` (on a thread that
-/// enters it): (status, body), `None` when nothing answered.
+/// GET `path` from `addr` (HTTP/1.1, `Connection: close`): (status,
+/// body, a chunked body decoded), `None` when nothing answered.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: wirelens\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// [`http_get`] from inside network namespace `ns` (on a thread that
+/// enters it).
 #[cfg(feature = "live")]
 pub fn http_get_in(ns: &str, addr: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
     let (ns, addr, path) = (ns.to_string(), addr.to_string(), path.to_string());
     std::thread::spawn(move || -> Option<(u16, String)> {
         wirelens_dataplane::xdp::enter_netns(&ns).ok()?;
-        let mut s = std::net::TcpStream::connect(addr.as_str()).ok()?;
-        s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
-            .ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: wirelens\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, body.to_string()))
+        http_get(&addr, &path)
     })
     .join()
     .ok()
