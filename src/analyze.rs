@@ -436,7 +436,8 @@ struct Taker {
 
 impl Taker {
     fn take(&mut self, sink: &mut Sink, d: IntervalDelta) -> io::Result<()> {
-        if self.records {
+        // A delta of only ICMP errors quoting the flow has no counters to show.
+        if self.records && d.flow.c2s.packets + d.flow.s2c.packets > 0 {
             sink.interval(&d)?;
         }
         if self.timeline.is_none() && self.pushed.is_none() {

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::flow::table::{ActiveFlow, FlowExport};
-use crate::report::{Direction, Endpoint, FlowRecord, Proto, Rtt, FLOW_SCHEMA};
+use crate::report::{Direction, Endpoint, FlowRecord, Pmtu, Proto, Rtt, FLOW_SCHEMA};
 use crate::stats::Histogram;
 
 /// One flow's counters over one interval.
@@ -34,8 +34,8 @@ pub struct IntervalDelta {
     pub end_ns: u64,
     /// The flow's first interval.
     pub first: bool,
-    /// The flow's record as at the end of the interval, with `c2s` and `s2c`
-    /// holding only the interval's counters and RTT.
+    /// The flow's record as at the end of the interval, with `c2s`, `s2c`
+    /// and `pmtu.icmp_errors` holding only the interval's counts and RTT.
     pub flow: FlowRecord,
     /// The interval's RTT samples [c2s, s2c].
     pub rtt: [Histogram; 2],
@@ -96,6 +96,12 @@ struct Baseline {
     c2s: Direction,
     s2c: Direction,
     rtt: [Histogram; 2],
+    /// ICMP PMTU errors quoting the flow (they arrive without a packet of it).
+    pmtu_errors: u64,
+}
+
+fn pmtu_errors(r: &FlowRecord) -> u64 {
+    r.pmtu.as_ref().map_or(0, |p| p.icmp_errors)
 }
 
 /// Cuts the flows of one [`Engine`] into interval deltas; see the
@@ -192,6 +198,7 @@ fn delta_of_active(
                 c2s: rec.c2s.clone(),
                 s2c: rec.s2c.clone(),
                 rtt: [rtt[0].clone(), rtt[1].clone()],
+                pmtu_errors: pmtu_errors(&rec),
             },
         );
     }
@@ -223,7 +230,8 @@ fn delta(
         p.rtt.swap(0, 1);
         p.client = cur.client;
     }
-    if cur.c2s.packets == p.c2s.packets && cur.s2c.packets == p.s2c.packets {
+    let pmtu_new = pmtu_errors(cur).saturating_sub(p.pmtu_errors);
+    if cur.c2s.packets == p.c2s.packets && cur.s2c.packets == p.s2c.packets && pmtu_new == 0 {
         return (None, Some(p));
     }
     let h0 = histogram_minus(rtt[0], &p.rtt[0]);
@@ -231,6 +239,11 @@ fn delta(
     let mut flow = cur.clone();
     flow.c2s = direction_minus(&cur.c2s, &p.c2s, &h0);
     flow.s2c = direction_minus(&cur.s2c, &p.s2c, &h1);
+    // Counts add up over the deltas; the smallest MTU stays the flow's.
+    flow.pmtu = cur.pmtu.as_ref().filter(|_| pmtu_new > 0).map(|m| Pmtu {
+        icmp_errors: pmtu_new,
+        mtu: m.mtu,
+    });
     let d = IntervalDelta {
         start_ns: start,
         end_ns: end,
@@ -351,6 +364,8 @@ mod tests {
     }
 
     type Id = (u8, IpAddr, u16, IpAddr, u16, u64);
+    /// Per flow: c2s and s2c counters, first deltas, PMTU errors.
+    type Sums = BTreeMap<Id, ([u64; 22], [u64; 22], u64, u64)>;
 
     fn id(r: &FlowRecord) -> Id {
         let (c, s) = (r.client, r.server);
@@ -370,6 +385,7 @@ mod tests {
             loss: 0.03,
             reorder: 0.02,
             frag: 0.05,
+            pmtu: 0.02,
             ..SyntheticConfig::default()
         })
         .unwrap();
@@ -380,16 +396,17 @@ mod tests {
             },
         });
         let mut iv = Intervals::new(50_000_000, &mut e);
-        let mut sums: BTreeMap<Id, ([u64; 22], [u64; 22], u64)> = BTreeMap::new();
+        let mut sums: Sums = BTreeMap::new();
         let mut records: Vec<FlowRecord> = Vec::new();
-        let add = |d: IntervalDelta, sums: &mut BTreeMap<Id, ([u64; 22], [u64; 22], u64)>| {
+        let add = |d: IntervalDelta, sums: &mut Sums| {
             assert_eq!(d.end_ns - d.start_ns, 50_000_000);
             assert!(
-                d.flow.c2s.packets + d.flow.s2c.packets > 0,
+                d.flow.c2s.packets + d.flow.s2c.packets > 0 || pmtu_errors(&d.flow) > 0,
                 "an idle flow in {d:?}"
             );
             assert_eq!(d.rtt[0].count(), d.flow.c2s.rtt.n);
-            let s = sums.entry(id(&d.flow)).or_insert(([0; 22], [0; 22], 0));
+            let s = sums.entry(id(&d.flow)).or_insert(([0; 22], [0; 22], 0, 0));
+            s.3 += pmtu_errors(&d.flow);
             for (a, b) in s.0.iter_mut().zip(additive(&d.flow.c2s)) {
                 *a += b;
             }
@@ -425,8 +442,13 @@ mod tests {
             assert_eq!(s.0, additive(&r.c2s), "c2s of {r:?}");
             assert_eq!(s.1, additive(&r.s2c), "s2c of {r:?}");
             assert_eq!(s.2, 1, "one first delta for {r:?}");
+            assert_eq!(s.3, pmtu_errors(r), "PMTU errors of {r:?}");
         }
         assert_eq!(sums.len(), records.len());
+        assert!(
+            records.iter().any(|r| pmtu_errors(r) > 0),
+            "PMTU errors quoted"
+        );
     }
 
     #[test]
