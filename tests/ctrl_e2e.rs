@@ -61,7 +61,9 @@ const SVC: [u8; 4] = [198, 18, 2, 2];
 const SVC2: [u8; 4] = [198, 18, 2, 3];
 
 fn captures(dir: &Path) -> (PathBuf, PathBuf) {
-    let t0 = wirelens_ctrl::now_ns() - 300 * SEC;
+    // On a 10 s boundary: every flow (under a second long) stays inside one
+    // of `analyze --push`'s 10 s intervals, so each is one delta.
+    let t0 = wirelens_ctrl::now_ns() / (10 * SEC) * (10 * SEC) - 300 * SEC;
     let mut a = Pcap::new();
     for k in 0..3u8 {
         a.conversation(
