@@ -280,7 +280,7 @@ warm() { # resolve ARP/NDP on every hop before the capture starts
 # warm-up packets never count in the injected truth; run_X runs the traffic
 # while the tap records. truth.json records what was injected.
 
-SCENARIOS=(clean loss-after loss-before loss-fwd reorder zerowin shortconns pmtu udpfrag delaystep ipv6 bufferbloat)
+SCENARIOS=(clean loss-after loss-before loss-fwd reorder zerowin shortconns pmtu udpfrag delaystep ipv6 bufferbloat rttstep surge)
 
 upload() { # outdir server-addr port bytes [name]
   local out=$1 addr=$2 port=$3 n=$4 name=${5:-}
@@ -416,6 +416,35 @@ prepare_delaystep() {
   NOTE="upload; one-way delay steps ${DELAY_MS} -> 40 ms after 1200 c2s data frames (RTT $((2 * DELAY_MS)) -> 80 ms)"
 }
 run_delaystep() { upload "$1" "$S4" "$PORT" 4000000; }
+
+prepare_rttstep() {
+  # RTT 40 ms for 32 s of a paced upload, then 120 ms: "since when" for
+  # intervals and the control plane's 10 s buckets (>= 3 normal ones first).
+  # 1 MB/s: a segment every 1.4 ms, so delayed ACKs add little to the RTT
+  # samples (their p90 still sits ~15 % above the p50: the step measures
+  # ~2.8x in p90s, so tests/interval_lab.rs runs the rule at --rtt-factor 2.5).
+  DELAY_MS=20
+  FWD_ARGS+=(--step-after-seconds 32 --step-delay-ms 60)
+  NOTE="paced upload (1 MB/s, 46 s); one-way delay steps 20 -> 60 ms 32 s after the first data segment (RTT 40 -> 120 ms)"
+}
+prepare_surge() {
+  NOTE="50 clients (198.18.1.10-59) each open a short connection every 5 s for 40 s (10/s), then every 0.5 s (100/s, 10x) for 10 s (surge.json: started_ns)"
+}
+impair_surge() { # not an impairment: the 50 client addresses, before the tap starts
+  local i
+  for ((i = 10; i < 60; i++)); do nsx "$NS_C" ip addr add "198.18.1.$i/24" dev "$IF_C"; done
+}
+run_surge() {
+  local out=$1
+  RUN_TIMEOUT=90
+  local many=(--port "$PORT" --send 100 --parallel 50 --source 198.18.1.10 --sources 50 --cc cubic)
+  server_bg server "$out" server --bind "$S4" --port "$PORT" --count 1400 --reply 100 --cc cubic
+  traffic "$NS_C" normal "$out" client --connect "$S4" "${many[@]}" --count 400 --gap-ms 5000 --timeout 60
+  traffic "$NS_C" surge "$out" client --connect "$S4" "${many[@]}" --count 1000 --gap-ms 500 --timeout 30
+  servers_wait
+}
+
+run_rttstep() { PACE=1000000 RUN_TIMEOUT=90 upload "$1" "$S4" "$PORT" 46000000; }
 
 # ---------------------------------------------------------------- run
 

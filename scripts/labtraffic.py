@@ -17,6 +17,7 @@ fragments). Every command is bounded by --timeout and writes a JSON result.
   warm    --connect A [--connect B] --port P     refused connects (fill ARP/NDP)
 """
 import argparse
+import ipaddress
 import json
 import os
 import socket
@@ -125,6 +126,7 @@ def cmd_server(a):
 
 
 def cmd_client(a):
+    started_ns = time.time_ns()
     results = []
     lock = threading.Lock()
     next_i = [0]
@@ -141,6 +143,10 @@ def cmd_client(a):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, a.sndbuf)
             if family(a.connect) == socket.AF_INET:
                 s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+            if a.sources:
+                # Connection i comes from the (i mod N)-th address after --source.
+                base = ipaddress.ip_address(a.source)
+                s.bind((str(base + i % a.sources), 0))
             s.settimeout(max(0.1, deadline - time.monotonic()))
             t0 = time.monotonic_ns()
             s.connect((a.connect, a.port))
@@ -168,7 +174,10 @@ def cmd_client(a):
         with lock:
             results.append(rec)
 
-    def worker():
+    def worker(k):
+        # Parallel workers start staggered over one gap: a steady rate, not
+        # bursts of --parallel connections at once.
+        first = True
         while True:
             with lock:
                 i = next_i[0]
@@ -176,16 +185,20 @@ def cmd_client(a):
                     return
                 next_i[0] += 1
             if a.gap_ms:
-                time.sleep(a.gap_ms / 1000.0)
+                share = (k + 1) / max(1, a.parallel) if first else 1.0
+                time.sleep(a.gap_ms * share / 1000.0)
+            first = False
             one(i)
 
-    ts = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, a.parallel))]
+    ts = [threading.Thread(target=worker, args=(k,), daemon=True)
+          for k in range(max(1, a.parallel))]
     for t in ts:
         t.start()
     for t in ts:
         t.join(max(0.0, deadline - time.monotonic()))
     results.sort(key=lambda r: r["i"])
-    write_result(a.result, {"role": "client", "target": [a.connect, a.port], "conns": results})
+    write_result(a.result, {"role": "client", "target": [a.connect, a.port], "conns": results,
+                            "started_ns": started_ns})
     bad = [r for r in results if r["error"] and not (a.expect_refused and r["error"] == "refused")]
     return 0 if len(results) == a.count and not bad else 1
 
@@ -287,6 +300,9 @@ def main():
     sp.add_argument("--sndbuf", type=int, default=0)
     sp.add_argument("--expect-refused", action="store_true")
     sp.add_argument("--cc", default="cubic")
+    sp.add_argument("--source", help="first source address (with --sources)")
+    sp.add_argument("--sources", type=int, default=0,
+                    help="connections come from this many addresses from --source on, in turn")
 
     sp = sub.add_parser("udpsink")
     common(sp)

@@ -3,15 +3,20 @@
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+use wirelens_ctrl::alerts::AlertConfig;
+use wirelens_ctrl::report::FlowDelta;
 use wirelens_dataplane::engine::{Engine, EngineConfig};
 use wirelens_dataplane::flow::{FlowExport, TableConfig};
+use wirelens_dataplane::interval::{IntervalDelta, Intervals};
 use wirelens_dataplane::report::{FlowRecord, Summary};
 use wirelens_dataplane::source::{CaptureError, CaptureReader};
 use wirelens_dataplane::wire::LinkType;
 
 use crate::table::{self, Worst};
+use crate::timeline::{self, Timeline};
 use crate::{exit, Format};
 
 /// Analyse a capture: per-flow loss, RTT, bursts and stalls, worst flows first.
@@ -67,7 +72,45 @@ pub struct AnalyzeArgs {
     /// Largest --ipfix message in bytes.
     #[arg(long, default_value_t = wirelens_ipfix::DEFAULT_MTU, requires = "ipfix")]
     pub ipfix_mtu: usize,
+    /// Also cut every flow into intervals of packet time (`1s`, `10s`,
+    /// `500ms`): `--format ndjson` adds an `interval` record per flow active
+    /// in each interval, the table shows per service when its RTT changed and
+    /// what the control plane's alert rules say of the capture, and `--push`
+    /// sends the intervals (without it, `--push` cuts 10 s intervals).
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+    /// Draw the timeline (RTT p50/p99 per direction, retransmissions,
+    /// throughput, zero-window time, new connections per interval) of the
+    /// worst flow's service, or of `--service` / `--flow`, to FILE.svg
+    /// (intervals of `--interval`, else 1 s).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// The service --plot draws: `ip:port/proto` or `ip:port`.
+    #[arg(long, requires = "plot", conflicts_with = "flow")]
+    pub service: Option<String>,
+    /// The flow --plot draws, by its client's `ip:port` (`[v6]:port`).
+    #[arg(long, requires = "plot")]
+    pub flow: Option<String>,
+    /// With --interval: an RTT spike is a p90 at least this many times the
+    /// service's baseline (as `ctrl serve --rtt-factor`).
+    #[arg(long, default_value_t = 3.0, requires = "interval")]
+    pub rtt_factor: f64,
 }
+
+/// `--interval`: a duration of at least 1 ms.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = crate::probe_cli::parse_duration(s)?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{s:?}: an interval is at least 1ms"));
+    }
+    Ok(d)
+}
+
+/// `--push` without `--interval` cuts intervals of this (the control
+/// plane's finest bucket).
+const PUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// `--plot` without `--interval` draws intervals of this.
+const PLOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `--push-encoding` of `analyze` and `run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -100,6 +143,17 @@ enum Sink {
 }
 
 impl Sink {
+    /// An `interval` record: written by NDJSON only.
+    fn interval(&mut self, d: &IntervalDelta) -> io::Result<()> {
+        match self {
+            Sink::Ndjson(w) => {
+                serde_json::to_writer(&mut *w, &d.record())?;
+                w.write_all(b"\n")
+            }
+            Sink::Json(_) | Sink::Table(_) => Ok(()),
+        }
+    }
+
     fn push(&mut self, rec: FlowRecord) -> io::Result<()> {
         match self {
             Sink::Ndjson(w) => {
@@ -117,7 +171,12 @@ impl Sink {
         }
     }
 
-    fn finish(self, summary: &Summary, source: &str) -> io::Result<()> {
+    fn finish(
+        self,
+        summary: &Summary,
+        source: &str,
+        tl: Option<(&Timeline, &AlertConfig)>,
+    ) -> io::Result<()> {
         match self {
             Sink::Ndjson(mut w) => {
                 serde_json::to_writer(&mut w, summary)?;
@@ -133,7 +192,13 @@ impl Sink {
             }
             Sink::Table(worst) => {
                 let mut w = BufWriter::new(io::stdout());
-                table::print(&mut w, source, summary, worst.into_sorted())?;
+                let rows = worst.into_sorted();
+                let services = tl.map(|_| rows.clone());
+                table::print(&mut w, source, summary, rows)?;
+                if let (Some((tl, cfg)), Some(rows)) = (tl, services) {
+                    let t0 = summary.first_ns.unwrap_or(0);
+                    timeline::print(&mut w, tl, &rows, t0, cfg)?;
+                }
                 w.flush()
             }
         }
@@ -207,7 +272,37 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         });
 
     let mut broke: Option<String> = None;
-    let mut pushed: Option<Vec<FlowExport>> = args.push.as_ref().map(|_| Vec::new());
+    // With --interval or --push: the intervals, and where their deltas go.
+    if let Some(p) = &args.plot {
+        if p.extension().and_then(|e| e.to_str()) != Some("svg") {
+            eprintln!(
+                "wirelens: --plot {}: only .svg is drawn (a PNG would need system font libraries)",
+                p.display()
+            );
+            return exit::USAGE;
+        }
+    }
+    let mut cut: Option<(Intervals, Taker)> = match (args.interval, &args.push, &args.plot) {
+        (None, None, None) => None,
+        (iv, push, plot) => {
+            let default = if plot.is_some() {
+                PLOT_INTERVAL
+            } else {
+                PUSH_INTERVAL
+            };
+            let width = iv.unwrap_or(default).as_nanos() as u64;
+            Some((
+                Intervals::new(width, &mut engine),
+                Taker {
+                    records: iv.is_some(),
+                    timeline: (iv.is_some() || plot.is_some()).then(|| Timeline::new(width)),
+                    pushed: push.as_ref().map(|_| Vec::new()),
+                    flow: args.flow.clone().map(|f| (f, Timeline::new(width))),
+                    worst: plot.as_ref().map(|_| Worst::new(1)),
+                },
+            ))
+        }
+    };
     let mut link_cache: Option<(u32, LinkType)> = None;
     let mut n: u64 = 0;
     // Frames of unsupported link types, and the first one's (type, packet number).
@@ -239,12 +334,21 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
                 }
             },
         };
+        if let Some((iv, taker)) = cut.as_mut() {
+            let mut failed = None;
+            iv.advance(&mut engine, frame.ts_ns, |d| {
+                if let Err(e) = taker.take(&mut sink, d) {
+                    failed.get_or_insert(e);
+                }
+            });
+            if let Some(e) = failed {
+                return output_error(e, ipfix);
+            }
+        }
         engine.handle_frame(frame.ts_ns, link, frame.data);
         n += 1;
         while let Some(exp) = engine.poll_export() {
-            let rec = keep_for_push(&mut pushed, exp);
-            crate::ipfix_cli::push(&mut ipfix, &rec);
-            if let Err(e) = sink.push(rec) {
+            if let Err(e) = take_exit(&mut cut, &mut sink, &mut ipfix, exp) {
                 return output_error(e, ipfix);
             }
         }
@@ -262,9 +366,7 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
     let mut failed: Option<io::Error> = None;
     engine.finish_each(|exp| {
         if failed.is_none() {
-            let rec = keep_for_push(&mut pushed, exp);
-            crate::ipfix_cli::push(&mut ipfix, &rec);
-            if let Err(e) = sink.push(rec) {
+            if let Err(e) = take_exit(&mut cut, &mut sink, &mut ipfix, exp) {
                 failed = Some(e);
             }
         }
@@ -273,10 +375,36 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
         return output_error(e, ipfix);
     }
     let summary = engine.summary();
-    if let Err(e) = sink.finish(&summary, &name) {
+    let (timeline, pushed, flow_tl, worst) = match cut {
+        Some((_, t)) => (t.timeline, t.pushed, t.flow, t.worst),
+        None => (None, None, None, None),
+    };
+    let alert_cfg = AlertConfig {
+        rtt_factor: args.rtt_factor,
+        ..AlertConfig::default()
+    };
+    let shown = timeline
+        .as_ref()
+        .filter(|_| args.interval.is_some())
+        .map(|t| (t, &alert_cfg));
+    if let Err(e) = sink.finish(&summary, &name, shown) {
         return output_error(e, ipfix);
     }
-    if let (Some(url), Some(node), Some(tf), Some(recs)) =
+    if let Some(path) = &args.plot {
+        let worst = worst.map(|w| w.into_sorted()).unwrap_or_default();
+        let code = plot(
+            path,
+            args,
+            timeline.as_ref(),
+            flow_tl.as_ref(),
+            &worst,
+            summary.first_ns.unwrap_or(0),
+        );
+        if code != exit::OK {
+            return code;
+        }
+    }
+    if let (Some(url), Some(node), Some(tf), Some(deltas)) =
         (&args.push, &args.node, &args.token_file, pushed)
     {
         let code = crate::ctrl_cli::push_analysis(
@@ -284,7 +412,7 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
             node,
             tf,
             &name,
-            recs,
+            deltas,
             &summary,
             args.push_encoding.into(),
         );
@@ -325,16 +453,117 @@ pub fn run(args: &AnalyzeArgs) -> u8 {
 const READS: &str =
     "Ethernet (1), raw IP (12, 101, 228, 229), Linux SLL (113), SLL2 (276) and loopback (0, 108)";
 
-/// With `--push`, keeps a copy of the flow (and its RTT histograms) for the
-/// control plane; returns the record for the output.
-fn keep_for_push(pushed: &mut Option<Vec<FlowExport>>, exp: FlowExport) -> FlowRecord {
-    match pushed {
-        Some(p) => {
-            let rec = exp.record.clone();
-            p.push(exp);
-            rec
+/// Where interval deltas go: NDJSON records (with `--interval`), the
+/// capture's timeline (with `--interval`), the control plane (with `--push`).
+struct Taker {
+    records: bool,
+    timeline: Option<Timeline>,
+    pushed: Option<Vec<FlowDelta>>,
+    /// `--flow`: the client endpoint, and that flow's own timeline.
+    flow: Option<(String, Timeline)>,
+    /// `--plot`: the worst flow (its service is drawn by default).
+    worst: Option<Worst>,
+}
+
+impl Taker {
+    fn take(&mut self, sink: &mut Sink, d: IntervalDelta) -> io::Result<()> {
+        // A delta of only ICMP errors quoting the flow has no counters to show.
+        if self.records && d.flow.c2s.packets + d.flow.s2c.packets > 0 {
+            sink.interval(&d)?;
         }
-        None => exp.record,
+        if self.timeline.is_none() && self.pushed.is_none() {
+            return Ok(());
+        }
+        let start = d.start_ns;
+        let fd = timeline::flow_delta(d);
+        if let Some(t) = self.timeline.as_mut() {
+            t.add(start, &fd);
+        }
+        if let Some((want, t)) = self.flow.as_mut() {
+            if table::endpoint(fd.flow.client.ip, fd.flow.client.port) == *want {
+                t.add(start, &fd);
+            }
+        }
+        if let Some(p) = self.pushed.as_mut() {
+            p.push(fd);
+        }
+        Ok(())
+    }
+}
+
+/// A flow left the engine: its last interval delta (when cutting
+/// intervals), then its record.
+fn take_exit(
+    cut: &mut Option<(Intervals, Taker)>,
+    sink: &mut Sink,
+    ipfix: &mut Option<wirelens_ipfix::udp::UdpExporter>,
+    exp: FlowExport,
+) -> io::Result<()> {
+    if let Some((iv, taker)) = cut.as_mut() {
+        if let Some(d) = iv.exited(&exp) {
+            taker.take(sink, d)?;
+        }
+        if let Some(w) = taker.worst.as_mut() {
+            w.push(exp.record.clone());
+        }
+    }
+    crate::ipfix_cli::push(ipfix, &exp.record);
+    sink.push(exp.record)
+}
+
+/// `--plot`: draws the chosen (or the worst flow's) service, or `--flow`.
+fn plot(
+    path: &std::path::Path,
+    args: &AnalyzeArgs,
+    tl: Option<&Timeline>,
+    flow_tl: Option<&(String, Timeline)>,
+    worst: &[FlowRecord],
+    t0: u64,
+) -> u8 {
+    let (what, tl, key) = match (flow_tl, &args.service) {
+        (Some((client, ftl)), _) => {
+            let Some(svc) = ftl.services().next() else {
+                eprintln!("wirelens: --flow {client}: no flow of that client in the capture");
+                return exit::USAGE;
+            };
+            (format!("flow from {client} to {svc}"), ftl, svc.to_string())
+        }
+        (None, want) => {
+            let Some(tl) = tl else { return exit::OK };
+            let svc = match want {
+                Some(w) => match tl.find_service(w) {
+                    Some(s) => s.to_string(),
+                    None => {
+                        eprintln!("wirelens: --service {w}: no such service in the capture");
+                        return exit::USAGE;
+                    }
+                },
+                None => match timeline::services_of(worst, 1).pop() {
+                    Some(s) => s,
+                    None => {
+                        eprintln!("wirelens: --plot: the capture has no flows");
+                        return exit::INPUT;
+                    }
+                },
+            };
+            (format!("service {svc}"), tl, svc)
+        }
+    };
+    let Some(rows) = tl.service(&key) else {
+        return exit::INPUT;
+    };
+    match crate::plot::svg(path, &what, rows, t0, tl.width_ns()) {
+        Ok(()) => {
+            eprintln!(
+                "wirelens: drew the timeline of {what} to {}",
+                path.display()
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("wirelens: --plot {}: {e}", path.display());
+            exit::INPUT
+        }
     }
 }
 

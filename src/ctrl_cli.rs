@@ -19,7 +19,6 @@ use wirelens_ctrl::report::{FlowDelta, NodeMeta};
 use wirelens_ctrl::server::{self, ServerConfig, TlsFiles};
 use wirelens_ctrl::store::{FlowRow, NodeInfo, Retention};
 use wirelens_ctrl::{agg::ServiceSummary, now_ns, utc};
-use wirelens_dataplane::flow::FlowExport;
 use wirelens_dataplane::report::Summary;
 
 use crate::{exit, Format};
@@ -941,7 +940,7 @@ pub fn alerts(a: &QueryArgs) -> u8 {
     })
 }
 
-/// `analyze --push`: sends the capture's flow records as node `node`'s reports.
+/// `analyze --push`: sends the capture's interval deltas as node `node`'s reports.
 /// The report instance is a hash of the node and the capture, so pushing the
 /// same capture again is acknowledged as a duplicate and not counted twice.
 pub fn push_analysis(
@@ -949,7 +948,7 @@ pub fn push_analysis(
     node: &str,
     token_file: &Path,
     source: &str,
-    records: Vec<FlowExport>,
+    deltas: Vec<FlowDelta>,
     summary: &Summary,
     encoding: wirelens_ctrl::codec::Encoding,
 ) -> u8 {
@@ -965,30 +964,18 @@ pub fn push_analysis(
         eprintln!("wirelens: --node {node:?}: use 1 to 64 characters of A-Z a-z 0-9 . _ -");
         return exit::USAGE;
     }
+    // Each flow's first interval delta is marked `first`.
+    let n_flows = deltas.iter().filter(|d| d.first).count();
     // FNV-1a over what identifies this capture for this node.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let id = format!(
         "{node}\0{:?}\0{:?}\0{}\0{}\0{}",
-        summary.first_ns,
-        summary.last_ns,
-        summary.packets,
-        summary.bytes,
-        records.len()
+        summary.first_ns, summary.last_ns, summary.packets, summary.bytes, n_flows
     );
     for b in id.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    let n_flows = records.len();
-    let deltas: Vec<FlowDelta> = records
-        .into_iter()
-        .map(|e| {
-            let [c2s, s2c] = e.rtt;
-            let mut d = FlowDelta::from_record(e.record);
-            d.rtt_c2s = (!c2s.is_empty()).then_some(c2s);
-            d.rtt_s2c = (!s2c.is_empty()).then_some(s2c);
-            d
-        })
-        .collect();
+    let n_deltas = deltas.len();
     let mut p = Pusher::new(PusherConfig {
         url: url.to_string(),
         node: node.to_string(),
@@ -1014,7 +1001,7 @@ pub fn push_analysis(
     }
     let s = p.stats();
     eprintln!(
-        "wirelens: pushed {n_flows} flows in {n_reports} report(s) ({} bytes, {}) to {url} as node {node}: {} accepted, {} already there",
+        "wirelens: pushed {n_flows} flows as {n_deltas} interval deltas in {n_reports} report(s) ({} bytes, {}) to {url} as node {node}: {} accepted, {} already there",
         s.bytes_sent, p.encoding().name(), s.accepted, s.duplicates
     );
     exit::OK

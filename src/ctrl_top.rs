@@ -1,6 +1,8 @@
 //! `wirelens top`: a live terminal view of a control plane: alerts, services
-//! worst first, the worst flows. Refreshes every second; `q` quits.
+//! worst first (with a sparkline of each one's recent request RTT), the worst
+//! flows. Refreshes every second; `q` quits.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -32,9 +34,40 @@ pub struct TopArgs {
     pub since: Option<String>,
 }
 
+/// Samples kept per service for its RTT sparkline (one per refresh).
+const TREND: usize = 30;
+/// Each sample: the service's request RTT p90 over this trailing window.
+const TREND_WINDOW: &str = "1m";
+/// The sparkline's levels, lowest first.
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// `v` as a sparkline scaled from its minimum to its maximum, then its last
+/// value: `▁▁▁▂▇█ 120ms`; empty without samples.
+fn sparkline(v: &VecDeque<u64>) -> String {
+    let (Some(&lo), Some(&hi), Some(&last)) = (v.iter().min(), v.iter().max(), v.back()) else {
+        return String::new();
+    };
+    let span = hi - lo;
+    let bars: String = v
+        .iter()
+        .map(|&x| {
+            let i = if span == 0 {
+                0
+            } else {
+                ((x - lo) as u128 * (BARS.len() as u128 - 1) / span as u128) as usize
+            };
+            BARS[i.min(BARS.len() - 1)]
+        })
+        .collect();
+    format!("{bars} {}", crate::table::human_ns(last))
+}
+
 #[derive(Default)]
 struct View {
     services: Vec<ServiceSummary>,
+    /// Per service, its request RTT p90 over the last [`TREND_WINDOW`], one
+    /// sample per refresh.
+    trend: HashMap<String, VecDeque<u64>>,
     flows: Vec<FlowRow>,
     alerts: Vec<Alert>,
     nodes: usize,
@@ -50,10 +83,22 @@ fn refresh(c: &Client, since: &str, v: &mut View) {
         let flows: Vec<FlowRow> = c.get(&q("/api/v1/flows", "sort=worst&limit=30"))?;
         let alerts: Vec<Alert> = c.get(&q("/api/v1/alerts", "limit=20"))?;
         let nodes: Vec<NodeInfo> = c.get("/api/v1/nodes")?;
-        Ok::<_, wirelens_ctrl::client::ClientError>((services, flows, alerts, nodes.len()))
+        let recent: Vec<ServiceSummary> = c.get(&format!(
+            "/api/v1/services?sort=worst&limit=50&paths=0&since={TREND_WINDOW}"
+        ))?;
+        Ok::<_, wirelens_ctrl::client::ClientError>((services, flows, alerts, nodes.len(), recent))
     })();
     match r {
-        Ok((s, f, a, n)) => {
+        Ok((s, f, a, n, recent)) => {
+            for r in recent {
+                if let Some(p90) = r.rtt_server.p90_ns {
+                    let t = v.trend.entry(r.service).or_default();
+                    if t.len() >= TREND {
+                        t.pop_front();
+                    }
+                    t.push_back(p90);
+                }
+            }
             v.services = s;
             v.flows = f;
             v.alerts = a;
@@ -134,12 +179,19 @@ fn draw(f: &mut Frame<'_>, url: &str, v: &View) {
         Paragraph::new(alert_lines).block(Block::new().borders(Borders::TOP).title("alerts")),
         alerts,
     );
+    let mut head: Vec<&str> = SERVICE_HEAD.to_vec();
+    head.push("rtt srv p90 (1m), trend");
+    let rows = v
+        .services
+        .iter()
+        .map(|s| {
+            let mut row = service_row(s);
+            row.push(v.trend.get(&s.service).map(sparkline).unwrap_or_default());
+            row
+        })
+        .collect();
     f.render_widget(
-        table(
-            "services (worst first)".into(),
-            &SERVICE_HEAD,
-            v.services.iter().map(service_row).collect(),
-        ),
+        table("services (worst first)".into(), &head, rows),
         services,
     );
     f.render_widget(
@@ -211,5 +263,22 @@ pub fn run(a: &TopArgs) -> u8 {
             eprintln!("wirelens: top: {e}");
             exit::INPUT
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparkline_scales_from_min_to_max() {
+        let v: VecDeque<u64> = [40, 40, 41, 120, 120]
+            .iter()
+            .map(|ms| ms * 1_000_000)
+            .collect();
+        assert_eq!(sparkline(&v), "▁▁▁██ 120.0ms");
+        let flat: VecDeque<u64> = [5_000_000; 3].into_iter().collect();
+        assert_eq!(sparkline(&flat), "▁▁▁ 5.00ms");
+        assert_eq!(sparkline(&VecDeque::new()), "");
     }
 }

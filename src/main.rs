@@ -8,10 +8,12 @@ mod bench_live;
 mod ctrl_cli;
 mod ctrl_top;
 mod ipfix_cli;
+mod plot;
 mod probe_cli;
 #[cfg(feature = "live")]
 mod run_cli;
 mod table;
+mod timeline;
 
 use std::process::ExitCode;
 

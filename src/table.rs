@@ -126,7 +126,7 @@ fn proto(p: Proto) -> &'static str {
     }
 }
 
-fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
+pub fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
     match ip {
         std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),

@@ -3,22 +3,23 @@
 //! `wirelens analyze --push` of captures this test writes, the CLI queries,
 //! bad requests, a SIGKILL of the server, and `wirelens top` in tmux.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::pcap::{Pcap, ACK, FIN, PSH, SYN};
+use support::CtrlServer as Server;
 use wirelens_ctrl::client::Client;
 use wirelens_ctrl::report::{FlowDelta, NodeMeta, NodeReport};
 use wirelens_dataplane::report::{Direction, Endpoint, FlowRecord, Proto, FLOW_SCHEMA};
-
-mod support;
-use support::pcap::Pcap;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const SEC: u64 = 1_000_000_000;
@@ -35,67 +36,6 @@ fn tmpdir(name: &str) -> PathBuf {
     std::fs::write(d.join("token-a"), "node-a:token-aaaa-1111\n").unwrap();
     std::fs::write(d.join("token-b"), "token-bbbb-2222\n").unwrap();
     d
-}
-
-/// A `wirelens ctrl serve` child; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(dir: &Path, db: &Path) -> Server {
-        Server::start_with(dir, &["--db", db.to_str().unwrap()])
-    }
-
-    /// With `store` naming the store (`--db PATH` or `--store URL ...`).
-    fn start_with(dir: &Path, store: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["ctrl", "serve", "--listen", "127.0.0.1:0"])
-            .args(store)
-            .arg("--token-file")
-            .arg(dir.join("tokens"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wirelens ctrl serve");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let l2 = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let rest = &line[i + "listening on http://".len()..];
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                l2.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
-        Server {
-            child,
-            url: format!("http://{addr}"),
-            addr,
-            log,
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn wirelens(args: &[&str]) -> Output {
@@ -121,7 +61,9 @@ const SVC: [u8; 4] = [198, 18, 2, 2];
 const SVC2: [u8; 4] = [198, 18, 2, 3];
 
 fn captures(dir: &Path) -> (PathBuf, PathBuf) {
-    let t0 = wirelens_ctrl::now_ns() - 300 * SEC;
+    // On a 10 s boundary: every flow (under a second long) stays inside one
+    // of `analyze --push`'s 10 s intervals, so each is one delta.
+    let t0 = wirelens_ctrl::now_ns() / (10 * SEC) * (10 * SEC) - 300 * SEC;
     let mut a = Pcap::new();
     for k in 0..3u8 {
         a.conversation(
@@ -659,6 +601,150 @@ fn rtt_step_alert_through_analyze_push() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `analyze --push` of `pcap` as node-a; the control plane's alerts.
+fn push_and_alerts(dir: &Path, srv: &Server, pcap: &Path, interval: Option<&str>) -> Vec<Value> {
+    let mut args = vec![
+        "analyze",
+        pcap.to_str().unwrap(),
+        "--push",
+        &srv.url,
+        "--node",
+        "node-a",
+        "--format",
+        "ndjson",
+    ];
+    let tf = dir.join("token-a");
+    args.extend(["--token-file", tf.to_str().unwrap()]);
+    if let Some(iv) = interval {
+        args.extend(["--interval", iv]);
+    }
+    let o = wirelens(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let alerts = ok_json(&["alerts", "--ctrl", &srv.url, "--format", "json"]);
+    alerts.as_array().unwrap().clone()
+}
+
+#[test]
+fn rtt_step_within_one_connection_alerts_since_the_step() {
+    // One long connection: a request every 100 ms, acknowledged after 40 ms
+    // for 80 s, then after 120 ms. A whole-flow record would put it all in
+    // one bucket; its interval deltas place the step.
+    let dir = tmpdir("rtt-one");
+    let t0 = wirelens_ctrl::now_ns() / (10 * SEC) * (10 * SEC) - 300 * SEC + 3 * SEC;
+    let step = t0 + 80 * SEC;
+    let (c, s) = (([198, 18, 6, 10], 44_000), ([198, 18, 2, 5], 9100));
+    let mut p = Pcap::new();
+    let (ci, si) = (1000u32, 50_000u32);
+    p.tcp(t0, c, s, ci, 0, SYN, 0);
+    p.tcp(t0 + MS, s, c, si, ci + 1, SYN | ACK, 0);
+    p.tcp(t0 + 2 * MS, c, s, ci + 1, si + 1, ACK, 0);
+    let mut frames: Vec<(u64, u32, bool)> = Vec::new();
+    for i in 0..1200u32 {
+        let t = t0 + 10 * MS + u64::from(i) * 100 * MS;
+        let rtt = if t < step { 40 * MS } else { 120 * MS };
+        frames.push((t, i, false));
+        frames.push((t + rtt, i, true));
+    }
+    frames.sort_by_key(|f| f.0);
+    for (t, i, is_ack) in frames {
+        let seq = ci + 1 + i * 100;
+        if is_ack {
+            p.tcp(t, s, c, si + 1, seq + 100, ACK, 0);
+        } else {
+            p.tcp(t, c, s, seq, si + 1, ACK | PSH, 100);
+        }
+    }
+    let pcap = dir.join("rtt-one.pcap");
+    p.write(&pcap);
+    let srv = Server::start(&dir, &dir.join("ctrl.db"));
+    let a = push_and_alerts(&dir, &srv, &pcap, Some("1s"));
+    let spike: Vec<&Value> = a.iter().filter(|a| a["rule"] == "rtt_spike").collect();
+    assert_eq!(spike.len(), 1, "{a:#?}");
+    assert_eq!(spike[0]["service"], "198.18.2.5:9100/tcp");
+    let since = spike[0]["since_ns"].as_u64().unwrap();
+    // Within one 10 s bucket of the step.
+    assert!(
+        since.abs_diff(step) <= 10 * SEC,
+        "since {since}, step {step}"
+    );
+    let ratio = spike[0]["evidence"]["ratio"].as_f64().unwrap();
+    assert!((2.7..3.3).contains(&ratio), "{ratio}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn connection_surge_from_many_clients_alerts_from_the_surge_not_before() {
+    // 50 clients, each opening a short connection every 10 s (5/s in all);
+    // from `surge` on, each every 1 s (10x) for 20 s.
+    let dir = tmpdir("surge");
+    let t0 = wirelens_ctrl::now_ns() / (10 * SEC) * (10 * SEC) - 300 * SEC;
+    let surge = t0 + 120 * SEC;
+    let mut conns: Vec<(u64, u8, u16)> = Vec::new();
+    for k in 0..50u8 {
+        let normal = (0..).map(|n| t0 + u64::from(k) * 200 * MS + n * 10 * SEC);
+        let surging = (0..20).map(|n| surge + u64::from(k) * 20 * MS + n * SEC);
+        let times = normal.take_while(|&t| t < surge).chain(surging);
+        for (port, t) in (30_000u16..).zip(times) {
+            conns.push((t, k, port));
+        }
+    }
+    conns.sort_unstable();
+    let mut p = Pcap::new();
+    // (time, client, port, flags, from the client, seq, ack)
+    type Segment = (u64, [u8; 4], u16, u8, bool, u32, u32);
+    let mut events: Vec<Segment> = Vec::new();
+    let s = ([198u8, 18, 2, 6], 9200u16);
+    for (t, k, port) in conns {
+        let c = [198, 18, 7, 10 + k];
+        let (ci, si) = (1000u32, 50_000u32);
+        events.push((t, c, port, SYN, true, ci, 0));
+        events.push((t + MS, c, port, SYN | ACK, false, si, ci + 1));
+        events.push((t + 2 * MS, c, port, ACK | FIN, true, ci + 1, si + 1));
+        events.push((t + 3 * MS, c, port, ACK | FIN, false, si + 1, ci + 2));
+        events.push((t + 4 * MS, c, port, ACK, true, ci + 2, si + 2));
+    }
+    events.sort_by_key(|e| e.0);
+    for (t, c, port, flags, up, seq, ack) in events {
+        if up {
+            p.tcp(t, (c, port), s, seq, ack, flags, 0);
+        } else {
+            p.tcp(t, s, (c, port), seq, ack, flags, 0);
+        }
+    }
+    let pcap = dir.join("surge.pcap");
+    p.write(&pcap);
+    let srv = Server::start(&dir, &dir.join("ctrl.db"));
+    let a = push_and_alerts(&dir, &srv, &pcap, None);
+    let surges: Vec<&Value> = a
+        .iter()
+        .filter(|a| a["rule"] == "connection_surge")
+        .collect();
+    assert_eq!(surges.len(), 1, "{a:#?}");
+    let x = surges[0];
+    assert_eq!(x["service"], "198.18.2.6:9200/tcp");
+    assert_eq!(
+        x["since_ns"].as_u64().unwrap(),
+        surge,
+        "not before the surge"
+    );
+    let ratio = x["evidence"]["ratio"].as_f64().unwrap();
+    assert!((8.0..=11.0).contains(&ratio), "{ratio}");
+    assert!(
+        x["summary"].as_str().unwrap().contains("new connections/s"),
+        "{x}"
+    );
+    // The capture's own analysis says the same, with the clients.
+    let o = wirelens(&["analyze", pcap.to_str().unwrap(), "--interval", "10s"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("connection_surge"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("since +"), "{line}");
+    assert!(text.contains("from 50 clients"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---- ClickHouse store -------------------------------------------------------
 
 /// A free loopback port (bound, then let go).
@@ -878,8 +964,8 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
         "--store-credentials",
         cred.to_str().unwrap(),
     ];
-    let c1 = Server::start_with(&dir, &ch_args);
-    let c2 = Server::start_with(&dir, &ch_args);
+    let c1 = Server::start_store(&dir, &ch_args);
+    let c2 = Server::start_store(&dir, &ch_args);
     let lite = Server::start(&dir, &dir.join("ctrl.db"));
     let (ta, tb, tc) = (
         dir.join("token-a"),
@@ -1051,7 +1137,7 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
     // Fail-over: a node pushing to two control planes; the first is
     // SIGKILLed mid-push, the node goes on with the second. Every report
     // is counted once: nothing acknowledged lost, nothing in flight doubled.
-    let mut c3 = Server::start_with(&dir, &ch_args);
+    let mut c3 = Server::start_store(&dir, &ch_args);
     let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
     const REPORTS: u64 = 40;
     let node = {

@@ -8,11 +8,12 @@
 //!
 //! | rule | condition |
 //! |---|---|
-//! | `rtt_spike` | a bucket's RTT p90 >= `rtt_factor` (3) x the median of the p90s of the service's trailing normal buckets (up to 30, at least 3), per side (request / response RTT) |
+//! | `rtt_spike` | a bucket's RTT p90 >= `rtt_factor` (3) x the median of the p90s of the service's trailing normal buckets (up to 30, at least 3), and at least `rtt_min_rise_ns` (1 ms) above it, per side (request / response RTT) |
 //! | `retransmissions` | over the trailing minute, retransmissions / data packets >= 2 % with >= 100 data packets |
 //! | `syn_retry_storm` | over the trailing minute, >= 5 distinct clients needed more than one SYN |
 //! | `zero_window` | over the trailing minute, receivers stalled at zero window for >= 500 ms in total |
 //! | `pmtu` | over the trailing minute, ICMP frag-needed / packet-too-big quoted the service's flows |
+//! | `connection_surge` | within the trailing minute, a bucket's new connections >= `surge_factor` (5) x the median of the service's trailing normal buckets (up to 30, at least 3; a baseline of at least 1 a bucket) and >= `surge_min_flows` (20) |
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -28,6 +29,9 @@ use crate::agg::Counters;
 pub struct AlertConfig {
     /// An RTT spike is a p90 at least this many times the baseline.
     pub rtt_factor: f64,
+    /// A spike also rises at least this far above the baseline (a tap next
+    /// to a host sees tens of microseconds jitter by 3x without meaning).
+    pub rtt_min_rise_ns: u64,
     /// Buckets with fewer RTT samples are ignored (neither normal nor spike).
     pub rtt_min_samples: u64,
     /// Trailing normal buckets whose median p90 is the baseline.
@@ -46,12 +50,18 @@ pub struct AlertConfig {
     pub pmtu_errors: u64,
     /// The trailing window of the counter rules, in buckets.
     pub window_buckets: u64,
+    /// A connection surge is a bucket with at least this many times the
+    /// baseline's new connections...
+    pub surge_factor: f64,
+    /// ... and at least this many.
+    pub surge_min_flows: u64,
 }
 
 impl Default for AlertConfig {
     fn default() -> Self {
         AlertConfig {
             rtt_factor: 3.0,
+            rtt_min_rise_ns: 1_000_000,
             rtt_min_samples: 5,
             rtt_history: 30,
             rtt_min_history: 3,
@@ -61,6 +71,8 @@ impl Default for AlertConfig {
             zero_window_ns: 500_000_000,
             pmtu_errors: 1,
             window_buckets: 6,
+            surge_factor: 5.0,
+            surge_min_flows: 20,
         }
     }
 }
@@ -68,7 +80,8 @@ impl Default for AlertConfig {
 /// One firing alert.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// `rtt_spike`, `retransmissions`, `syn_retry_storm`, `zero_window`, `pmtu`.
+    /// `rtt_spike`, `retransmissions`, `syn_retry_storm`, `zero_window`, `pmtu`,
+    /// `connection_surge`.
     pub rule: String,
     pub service: String,
     /// Nodes whose own data shows the symptom.
@@ -166,7 +179,10 @@ fn rtt_spike(
         last = Some((b, p90, h.count()));
         if normal.len() >= cfg.rtt_min_history.max(1) {
             let base = median(&normal);
-            if base > 0 && p90 as f64 >= factor * base as f64 {
+            if base > 0
+                && p90 as f64 >= factor * base as f64
+                && p90 >= base.saturating_add(cfg.rtt_min_rise_ns)
+            {
                 let r = run.get_or_insert(Run {
                     since: b,
                     baseline: base,
@@ -232,6 +248,108 @@ fn rtt_spike(
             "threshold_factor": cfg.rtt_factor,
             "spike_buckets": r.buckets.len(),
             "samples": samples,
+        }),
+    })
+}
+
+fn p90_ms(h: &Histogram) -> Option<f64> {
+    h.quantile(0.9).map(|v| (v as f64 / 1e4).round() / 100.0)
+}
+
+/// New connections (flows whose first delta falls in the bucket) far above
+/// the service's own baseline: clients retrying at the application level,
+/// or a herd. Like the counter rules it looks at the trailing window: the
+/// last run of surging buckets fires until it is `window_buckets` old (a
+/// surge that just ended, or a capture's last, partial bucket, does not
+/// hide it). The evidence says what RTT, loss and refusals did in the surge
+/// against the buckets before it.
+fn connection_surge(service: &str, s: &Series, width: u64, cfg: &AlertConfig) -> Option<Alert> {
+    let mut normal: VecDeque<u64> = VecDeque::new();
+    // (since, baseline, buckets of the run)
+    let mut run: Option<(u64, u64, Vec<u64>)> = None;
+    // The previous bucket surged (a run goes on).
+    let mut surging = false;
+    let mut last_b = 0;
+    for (&b, nodes) in s {
+        last_b = b;
+        let flows: u64 = nodes.values().map(|c| c.flows).sum();
+        if normal.len() >= cfg.rtt_min_history.max(1) {
+            let base = median(&normal).max(1);
+            if flows >= cfg.surge_min_flows && flows as f64 >= cfg.surge_factor * base as f64 {
+                if !surging {
+                    run = Some((b, base, Vec::new()));
+                }
+                if let Some(r) = run.as_mut() {
+                    r.2.push(b);
+                }
+                surging = true;
+                continue;
+            }
+        }
+        surging = false;
+        normal.push_back(flows);
+        if normal.len() > cfg.rtt_history.max(1) {
+            normal.pop_front();
+        }
+    }
+    let (since, base, buckets) = run?;
+    let span = width.saturating_mul(cfg.window_buckets.max(1));
+    if buckets.last().is_none_or(|&l| l + span <= last_b) {
+        // The surge ended more than the trailing window ago.
+        return None;
+    }
+    let mut during = Counters::default();
+    let mut nodes: BTreeSet<String> = BTreeSet::new();
+    for b in &buckets {
+        for (node, c) in &s[b] {
+            during.merge(c);
+            if c.flows > 0 {
+                nodes.insert(node.clone());
+            }
+        }
+    }
+    let mut before = Counters::default();
+    for (_, per_node) in s.range(..since).rev().take(cfg.rtt_history.max(1)) {
+        for c in per_node.values() {
+            before.merge(c);
+        }
+    }
+    let secs = width as f64 / 1e9;
+    let rate = during.flows as f64 / buckets.len() as f64 / secs;
+    let base_rate = base as f64 / secs;
+    let ratio = rate / base_rate;
+    let retrans = during.retrans_rate().unwrap_or(0.0);
+    let rtt_now = p90_ms(&during.rtt_all());
+    let rtt_before = p90_ms(&before.rtt_all());
+    let fmt_ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
+    Some(Alert {
+        rule: "connection_surge".into(),
+        service: service.into(),
+        nodes: nodes.into_iter().collect(),
+        since_ns: since,
+        last_ns: last_b + width,
+        summary: format!(
+            "{rate:.1} new connections/s is {ratio:.1}x the service's baseline {base_rate:.1}/s; meanwhile RTT p90 {} (before {}), {:.1}% retransmitted, {} refused, {} unanswered, {} clients retried SYNs",
+            fmt_ms(rtt_now),
+            fmt_ms(rtt_before),
+            retrans * 100.0,
+            during.refused,
+            during.unanswered,
+            during.retry_clients.len()
+        ),
+        evidence: json!({
+            "new_connections": during.flows,
+            "rate_per_s": (rate * 100.0).round() / 100.0,
+            "baseline_per_s": (base_rate * 100.0).round() / 100.0,
+            "ratio": (ratio * 100.0).round() / 100.0,
+            "threshold_factor": cfg.surge_factor,
+            "surge_buckets": buckets.len(),
+            "rtt_p90_ms": rtt_now,
+            "rtt_p90_ms_before": rtt_before,
+            "retrans_rate": (retrans * 10000.0).round() / 10000.0,
+            "refused": during.refused,
+            "unanswered": during.unanswered,
+            "syn_retry_clients": during.retry_clients.len(),
         }),
     })
 }
@@ -405,6 +523,7 @@ pub fn evaluate(service: &str, s: &Series, width: u64, cfg: &AlertConfig) -> Vec
     for r in [&loss, &syn, &zw, &pmtu] {
         out.extend(counter_rule(service, s, width, cfg, r));
     }
+    out.extend(connection_surge(service, s, width, cfg));
     out
 }
 
@@ -554,6 +673,80 @@ mod tests {
         assert_eq!(by["zero_window"].since_ns, T0 + 7 * W);
         assert_eq!(by["pmtu"].since_ns, T0 + 6 * W);
         assert_eq!(by["pmtu"].evidence["min_mtu"], 1400);
+    }
+
+    #[test]
+    fn connection_surge_fires_from_the_surge_not_before() {
+        // 50 clients, one new connection each per 10 s; then 10x for two buckets.
+        let bucket = |flows: u64, rtt_ms: u64, refused: u64| {
+            let mut c = Counters {
+                flows,
+                refused,
+                data_packets: flows * 10,
+                ..Counters::default()
+            };
+            for _ in 0..flows {
+                c.rtt_server.record(rtt_ms * 1_000_000);
+            }
+            c
+        };
+        let mut s = Series::new();
+        for i in 0..12u64 {
+            s.entry(T0 + i * W)
+                .or_default()
+                .insert("n".into(), bucket(50, 40, 0));
+        }
+        assert!(evaluate("svc", &s, W, &AlertConfig::default()).is_empty());
+        for i in 12..14u64 {
+            s.entry(T0 + i * W)
+                .or_default()
+                .insert("n".into(), bucket(500, 120, 7));
+        }
+        let a = evaluate("svc", &s, W, &AlertConfig::default());
+        let surge: Vec<&Alert> = a.iter().filter(|a| a.rule == "connection_surge").collect();
+        assert_eq!(surge.len(), 1, "{a:#?}");
+        let a = surge[0];
+        assert_eq!(a.since_ns, T0 + 12 * W);
+        assert_eq!(a.last_ns, T0 + 14 * W);
+        assert_eq!(a.evidence["rate_per_s"], 50.0);
+        assert_eq!(a.evidence["baseline_per_s"], 5.0);
+        assert_eq!(a.evidence["refused"], 14);
+        assert!(a.summary.contains("10.0x"), "{}", a.summary);
+        // Just after the surge (a normal, or a capture's partial, bucket) it
+        // still shows; a trailing minute later it is gone.
+        s.entry(T0 + 14 * W)
+            .or_default()
+            .insert("n".into(), bucket(20, 40, 0));
+        let a = evaluate("svc", &s, W, &AlertConfig::default());
+        let surge: Vec<&Alert> = a.iter().filter(|a| a.rule == "connection_surge").collect();
+        assert_eq!(surge.len(), 1, "{a:#?}");
+        assert_eq!(surge[0].since_ns, T0 + 12 * W);
+        assert_eq!(surge[0].last_ns, T0 + 15 * W);
+        for i in 15..20u64 {
+            s.entry(T0 + i * W)
+                .or_default()
+                .insert("n".into(), bucket(50, 40, 0));
+        }
+        let a = evaluate("svc", &s, W, &AlertConfig::default());
+        assert!(a.iter().all(|a| a.rule != "connection_surge"), "{a:#?}");
+        // A 2x rise is no surge; nor is a rise from nothing to a handful.
+        let mut s = Series::new();
+        for i in 0..12u64 {
+            let f = if i < 10 { 50 } else { 100 };
+            s.entry(T0 + i * W)
+                .or_default()
+                .insert("n".into(), bucket(f, 40, 0));
+        }
+        for i in 12..14u64 {
+            s.entry(T0 + i * W)
+                .or_default()
+                .insert("n".into(), bucket(0, 40, 0));
+        }
+        s.entry(T0 + 14 * W)
+            .or_default()
+            .insert("n".into(), bucket(10, 40, 0));
+        let a = evaluate("svc", &s, W, &AlertConfig::default());
+        assert!(a.iter().all(|a| a.rule != "connection_surge"), "{a:#?}");
     }
 
     #[test]

@@ -72,6 +72,34 @@ struct Core {
     exited_tcp: TcpTotals,
     exited_flows: FlowCounts,
     since_expiry: u32,
+    /// With [`Engine::track_touched`]: the flows that saw a packet since the
+    /// last [`Engine::take_touched`].
+    touched: Option<Touched>,
+}
+
+/// The flows that saw a packet in the current interval, each once: a list
+/// of `(slot, generation)` and, per slot, the mark of the interval and
+/// generation it was listed in. Costs 8 bytes per table slot plus 8 per
+/// flow active in the interval; idle flows cost nothing per interval.
+#[derive(Debug, Default)]
+struct Touched {
+    epoch: u32,
+    marks: Vec<(u32, u32)>,
+    list: Vec<(u32, u32)>,
+}
+
+impl Touched {
+    #[inline]
+    fn mark(&mut self, idx: usize, generation: u32) {
+        if self.marks.len() <= idx {
+            self.marks.resize(idx + 1, (u32::MAX, 0));
+        }
+        let m = (self.epoch, generation);
+        if self.marks[idx] != m {
+            self.marks[idx] = m;
+            self.list.push((idx as u32, generation));
+        }
+    }
 }
 
 impl Engine {
@@ -97,6 +125,7 @@ impl Engine {
                 exited_tcp: TcpTotals::default(),
                 exited_flows: FlowCounts::default(),
                 since_expiry: 0,
+                touched: None,
             },
         }
     }
@@ -212,6 +241,34 @@ impl Engine {
         self.core.finish_each(&mut f);
     }
 
+    /// From now on, remembers which flows see packets, for
+    /// [`Engine::take_touched`] (interval records).
+    pub fn track_touched(&mut self) {
+        self.core.touched.get_or_insert_with(Touched::default);
+    }
+
+    /// Passes each live flow that saw a packet since the previous call (or
+    /// since [`Engine::track_touched`]) to `f`, once, in the order they were
+    /// first touched, and starts a new interval. Flows that left the table
+    /// meanwhile are skipped (their exports carry them).
+    pub fn take_touched(&mut self, mut f: impl FnMut(&ActiveFlow<'_>)) {
+        let Some(t) = self.core.touched.as_mut() else {
+            return;
+        };
+        for &(idx, generation) in &t.list {
+            if let Some(a) = self.core.table.active_at(idx as usize, generation) {
+                f(&a);
+            }
+        }
+        t.list.clear();
+        t.epoch = t.epoch.wrapping_add(1);
+        if t.epoch == u32::MAX {
+            // u32::MAX marks "never listed": start the marks over.
+            t.epoch = 0;
+            t.marks.iter_mut().for_each(|m| *m = (u32::MAX, 0));
+        }
+    }
+
     /// Reads live flows without removing them.
     pub fn for_each_active(&self, f: impl FnMut(&ActiveFlow<'_>)) {
         self.core.table.for_each_active(f);
@@ -311,11 +368,15 @@ impl Core {
         let counts = &mut self.exited_flows;
         let (key, kdir) = FlowKey::of(m);
         let (hash, hint) = pre.unwrap_or_else(|| (self.table.hash(&key), None));
-        self.table
+        let idx = self
+            .table
             .handle_hashed(m, key, kdir, hash, hint, &mut |rec, _exit| {
                 account(totals, counts, &rec.record);
                 done.push_back(rec);
             });
+        if let Some(t) = self.touched.as_mut() {
+            t.mark(idx, self.table.slot_generation(idx));
+        }
         self.since_expiry += 1;
         if self.since_expiry >= EXPIRE_EVERY {
             self.since_expiry = 0;

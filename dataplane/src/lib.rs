@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod flow;
+pub mod interval;
 pub mod meta;
 pub mod pipeline;
 pub mod report;

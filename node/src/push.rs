@@ -32,7 +32,8 @@ use wirelens_ctrl::client::{PushStats, Pusher, PusherConfig};
 use wirelens_ctrl::report::{FlowDelta, NodeMeta};
 use wirelens_dataplane::engine::Engine;
 use wirelens_dataplane::flow::FlowExport;
-use wirelens_dataplane::report::{Direction, FlowRecord, Rtt};
+use wirelens_dataplane::interval::{direction_minus, histogram_minus};
+use wirelens_dataplane::report::{Direction, FlowRecord};
 use wirelens_dataplane::stats::Histogram;
 
 /// Batches waiting for the pusher thread, per worker.
@@ -241,73 +242,6 @@ fn delta(
     })
 }
 
-fn direction_minus(c: &Direction, p: &Direction, rtt: &Histogram) -> Direction {
-    Direction {
-        packets: c.packets.saturating_sub(p.packets),
-        bytes: c.bytes.saturating_sub(p.bytes),
-        payload_bytes: c.payload_bytes.saturating_sub(p.payload_bytes),
-        syn: c.syn.saturating_sub(p.syn),
-        synack: c.synack.saturating_sub(p.synack),
-        fin: c.fin.saturating_sub(p.fin),
-        rst: c.rst.saturating_sub(p.rst),
-        retrans_seen: c.retrans_seen.saturating_sub(p.retrans_seen),
-        hole_fill: c.hole_fill.saturating_sub(p.hole_fill),
-        gaps: c.gaps.saturating_sub(p.gaps),
-        out_of_order: c.out_of_order.saturating_sub(p.out_of_order),
-        retransmits: c.retransmits.saturating_sub(p.retransmits),
-        fast_retransmits: c.fast_retransmits.saturating_sub(p.fast_retransmits),
-        spurious_retransmits: c
-            .spurious_retransmits
-            .saturating_sub(p.spurious_retransmits),
-        rto_retransmits: c.rto_retransmits.saturating_sub(p.rto_retransmits),
-        dup_acks: c.dup_acks.saturating_sub(p.dup_acks),
-        zero_window: c.zero_window.saturating_sub(p.zero_window),
-        zero_window_events: c.zero_window_events.saturating_sub(p.zero_window_events),
-        zero_window_ns: c.zero_window_ns.saturating_sub(p.zero_window_ns),
-        ecn_ce: c.ecn_ce.saturating_sub(p.ecn_ce),
-        frags: c.frags.saturating_sub(p.frags),
-        rtt: rtt_of(rtt, c.rtt.last_ns),
-        // A maximum cannot be split into intervals: the flow's so far.
-        burst: c.burst,
-    }
-}
-
-fn rtt_of(h: &Histogram, last: Option<u64>) -> Rtt {
-    if h.is_empty() {
-        return Rtt::default();
-    }
-    Rtt {
-        n: h.count(),
-        min_ns: h.min(),
-        p50_ns: h.quantile(0.5),
-        p90_ns: h.quantile(0.9),
-        p99_ns: h.quantile(0.99),
-        max_ns: h.max(),
-        mean_ns: h.mean(),
-        last_ns: last,
-    }
-}
-
-/// The samples of `cur` that `prev` (an earlier state of the same
-/// histogram) did not have, bucket by bucket. Bucket counts are exact; each
-/// new sample is placed at its bucket's low end, so min/max/sum of the
-/// result are as precise as the buckets.
-pub fn histogram_minus(cur: &Histogram, prev: &Histogram) -> Histogram {
-    let mut out = Histogram::new();
-    let mut old = prev.buckets().peekable();
-    for b in cur.buckets() {
-        while old.peek().is_some_and(|o| o.low < b.low) {
-            old.next();
-        }
-        let before = match old.peek() {
-            Some(o) if o.low == b.low => o.count,
-            _ => 0,
-        };
-        out.record_n(b.low, b.count.saturating_sub(before));
-    }
-    out
-}
-
 /// The pusher thread: merges the workers' batches, queues them every
 /// interval (cut by size into as many reports as it takes), flushes, and
 /// retries failures after the pusher's backoff without waiting for the next
@@ -492,24 +426,5 @@ mod tests {
         t.tick(&e, 6, false);
         assert_eq!(rx.try_recv().unwrap().len(), 5);
         assert!(t.exited.is_empty());
-    }
-
-    #[test]
-    fn histogram_difference_counts_only_new_samples() {
-        let mut a = Histogram::new();
-        for v in [1_000, 2_000_000, 2_000_000, 50_000_000] {
-            a.record(v);
-        }
-        let mut b = a.clone();
-        for v in [2_000_000, 70_000_000, 900] {
-            b.record(v);
-        }
-        let d = histogram_minus(&b, &a);
-        assert_eq!(d.count(), 3);
-        let q = |h: &Histogram, x: f64| h.quantile(x).unwrap();
-        assert!(q(&d, 0.0) <= 900, "{d:?}");
-        assert!((q(&d, 0.5) as f64 / 2e6 - 1.0).abs() < 0.02, "{d:?}");
-        assert!((d.max().unwrap() as f64 / 7e7 - 1.0).abs() < 0.02, "{d:?}");
-        assert!(histogram_minus(&a, &a).is_empty());
     }
 }

@@ -158,6 +158,12 @@ impl Drop for LabGuard {
 /// With `WL_LAB_REUSE=DIR`, no lab runs: `DIR/SCENARIO/{tap.pcap,truth.json}`
 /// of an earlier run (kept with `WL_LAB_KEEP=1`) are compared again.
 pub fn run_scenario(scenario: &str) -> Capture {
+    run_scenario_tagged(scenario, "")
+}
+
+/// [`run_scenario`] with the lab's names starting `wl` + `tag` (at most 2 of
+/// [0-9a-z]), so that labs of different test files never share a name.
+pub fn run_scenario_tagged(scenario: &str, tag: &str) -> Capture {
     let _lock = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(reuse) = std::env::var_os("WL_LAB_REUSE") {
         let dir = PathBuf::from(reuse).join(scenario);
@@ -177,9 +183,10 @@ pub fn run_scenario(scenario: &str) -> Capture {
         };
     }
     let n = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
-    // wl + pid (<= 7 digits) + lab counter (base 36, 1 digit) + 2-letter suffix <= 15.
+    // wl + tag (<= 2) + pid (<= 7 digits) + lab counter (base 36, 1 digit)
+    // + 2-letter suffix <= 15.
     let id = format!(
-        "{}{}",
+        "{tag}{}{}",
         std::process::id(),
         std::char::from_digit(n % 36, 36).unwrap()
     );

@@ -1,11 +1,17 @@
 //! What the root-only lab tests share: the root check and its SKIP (a
 //! failure under `WIRELENS_REQUIRE_ROOT_TESTS=1`), running a lab command,
 //! removing the liveness locks a killed daemon left, Prometheus text
-//! lookups, HTTP GETs from inside a lab namespace, and a pcap writer
-//! ([`pcap`]).
+//! lookups, HTTP GETs from inside a lab namespace, a pcap writer ([`pcap`])
+//! and a `ctrl serve` of a test's own ([`CtrlServer`]).
 #![allow(dead_code)] // each test binary uses part of it
 
 pub mod pcap;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// True when the effective uid is 0 (namespaces, XDP, AF_XDP need it).
 pub fn is_root() -> bool {
@@ -141,5 +147,77 @@ pub fn remove_lock_files(ours: impl Fn(&str) -> bool) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+    }
+}
+
+/// A `wirelens ctrl serve` child; killed on drop.
+pub struct CtrlServer {
+    child: Child,
+    pub url: String,
+    pub addr: String,
+    /// Its stderr, line by line.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl CtrlServer {
+    /// Serves store `db` with the tokens of `dir/tokens` on a free loopback port.
+    pub fn start(dir: &Path, db: &Path) -> CtrlServer {
+        CtrlServer::start_with(dir, db, &[])
+    }
+
+    /// [`CtrlServer::start`] with more `ctrl serve` options.
+    pub fn start_with(dir: &Path, db: &Path, extra: &[&str]) -> CtrlServer {
+        let mut args = vec!["--db", db.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        CtrlServer::start_store(dir, &args)
+    }
+
+    /// Serves the store `store` names (`--db PATH`, or `--store URL
+    /// --store-credentials FILE`), with any more options after it.
+    pub fn start_store(dir: &Path, store: &[&str]) -> CtrlServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wirelens"))
+            .args(["ctrl", "serve", "--listen", "127.0.0.1:0"])
+            .args(store)
+            .arg("--token-file")
+            .arg(dir.join("tokens"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wirelens ctrl serve");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let l2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
+        CtrlServer {
+            child,
+            url: format!("http://{addr}"),
+            addr,
+            log,
+        }
+    }
+
+    /// SIGKILL (no clean shutdown).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for CtrlServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -807,6 +807,23 @@ impl FlowTable {
         }
     }
 
+    /// The generation of slot `idx` (bumped whenever a new flow takes it):
+    /// `(idx, generation)` names one flow for as long as it is in the table.
+    #[inline]
+    pub fn slot_generation(&self, idx: usize) -> u32 {
+        self.gens.get(idx).copied().unwrap_or(0)
+    }
+
+    /// The live flow in slot `idx`, if it is still generation `generation`'s.
+    pub fn active_at(&self, idx: usize, generation: u32) -> Option<ActiveFlow<'_>> {
+        let s = self.slots.get(idx)?;
+        (s.key.is_some() && self.gens.get(idx) == Some(&generation)).then(|| ActiveFlow {
+            flow: s,
+            dirs: &s.dirs,
+            tcp: self.tcp_ref(s.conn),
+        })
+    }
+
     /// Looks a flow up by key, for ICMP errors that quote it.
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
         let i = self.find(self.hash(key), key)?;
