@@ -12,6 +12,13 @@
 //!   -> HTTP thread (tokio, axum): /metrics, /flows, /healthz read the slots
 //! ```
 //!
+//! Inline (gateway) mode, `--inline A,B`: the inline XDP program forwards
+//! every frame between the ports in the kernel (devmap) and puts header
+//! copies into a BPF ring buffer; one `InlineSource` (source.rs) reads it
+//! into the same pipeline, export and HTTP as above. Stop leaves the
+//! program attached, forwarding only (fail-open; see
+//! `wirelens_dataplane::xdp::InlineProgram`).
+//!
 //! Threads: the caller's (setup; then it runs the pipeline and blocks; at
 //! the end it detaches XDP, in the network namespace it attached in), one
 //! pinned worker per queue (the pipeline's) and its export aggregator, the HTTP thread (which also

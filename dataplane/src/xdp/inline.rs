@@ -420,12 +420,51 @@ struct Pending {
 /// libbpf consume loop; the record it was handed is already kept).
 const BATCH_FULL: i32 = -libc::E2BIG;
 
+/// Takes one ring record (`struct wl_inline_rec`) into `p`; returns what
+/// the libbpf callback returns ([`BATCH_FULL`] once `p` holds a batch).
+fn keep(p: &mut Pending, rec: &[u8]) -> i32 {
+    let field = |at: usize| -> Option<u32> {
+        rec.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+    };
+    let ts = rec
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_ne_bytes);
+    let (Some(ts), Some(wire), Some(cap)) = (ts, field(8), field(16)) else {
+        p.malformed += 1;
+        return 0;
+    };
+    let end = abi::REC_HEADER + (cap as usize).min(abi::SNAP);
+    let Some(data) = rec.get(abi::REC_HEADER..end) else {
+        p.malformed += 1;
+        return 0;
+    };
+    p.bytes.extend_from_slice(&ts.to_ne_bytes());
+    p.bytes.extend_from_slice(&wire.to_ne_bytes());
+    p.bytes
+        .extend_from_slice(&(data.len() as u32).to_ne_bytes());
+    p.bytes.extend_from_slice(data);
+    p.count += 1;
+    if p.count >= BATCH {
+        BATCH_FULL
+    } else {
+        0
+    }
+}
+
+/// How often the CLOCK_REALTIME - CLOCK_MONOTONIC offset is measured again
+/// (a stepped wall clock shows within this long).
+const OFFSET_EVERY: Duration = Duration::from_secs(1);
+
 /// The consumer of the inline program's header copies.
 pub struct InlineRing {
     rb: RingBuffer<'static>,
     pending: Arc<Mutex<Pending>>,
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC, ns: the program stamps with the latter.
     realtime_offset: i128,
+    offset_at: std::time::Instant,
     _map: MapHandle,
 }
 
@@ -437,10 +476,12 @@ impl std::fmt::Debug for InlineRing {
     }
 }
 
-fn realtime_ns() -> u64 {
-    std::time::SystemTime::now()
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC, ns.
+fn realtime_offset() -> i128 {
+    let real = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+        .map_or(0, |d| d.as_nanos());
+    i128::try_from(real).unwrap_or(0) - i128::from(sys::monotonic_ns())
 }
 
 impl InlineRing {
@@ -450,46 +491,17 @@ impl InlineRing {
         let sink = pending.clone();
         let mut b = RingBufferBuilder::new();
         b.add(&map, move |rec: &[u8]| {
-            let mut p = sink.lock().unwrap_or_else(|e| e.into_inner());
-            let field = |at: usize| -> Option<u32> {
-                rec.get(at..at + 4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_ne_bytes)
-            };
-            let ts = rec
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_ne_bytes);
-            let (Some(ts), Some(wire), Some(cap)) = (ts, field(8), field(16)) else {
-                p.malformed += 1;
-                return 0;
-            };
-            let end = abi::REC_HEADER + (cap as usize).min(abi::SNAP);
-            let Some(data) = rec.get(abi::REC_HEADER..end) else {
-                p.malformed += 1;
-                return 0;
-            };
-            p.bytes.extend_from_slice(&ts.to_ne_bytes());
-            p.bytes.extend_from_slice(&wire.to_ne_bytes());
-            p.bytes
-                .extend_from_slice(&(data.len() as u32).to_ne_bytes());
-            p.bytes.extend_from_slice(data);
-            p.count += 1;
-            if p.count >= BATCH {
-                BATCH_FULL
-            } else {
-                0
-            }
+            keep(&mut sink.lock().unwrap_or_else(|e| e.into_inner()), rec)
         })
         .map_err(map_err("frames", "opening the ring buffer"))?;
         let rb = b
             .build()
             .map_err(map_err("frames", "mapping the ring buffer"))?;
-        let realtime_offset = i128::from(realtime_ns()) - i128::from(sys::monotonic_ns());
         Ok(InlineRing {
             rb,
             pending,
-            realtime_offset,
+            realtime_offset: realtime_offset(),
+            offset_at: std::time::Instant::now(),
             _map: map,
         })
     }
@@ -503,6 +515,10 @@ impl InlineRing {
         wait: Option<Duration>,
         mut f: impl FnMut(u64, u32, &[u8]),
     ) -> std::io::Result<usize> {
+        if self.offset_at.elapsed() >= OFFSET_EVERY {
+            self.realtime_offset = realtime_offset();
+            self.offset_at = std::time::Instant::now();
+        }
         let mut r = self.rb.consume_raw_n(BATCH);
         if r == 0 {
             if let Some(t) = wait {
@@ -550,6 +566,40 @@ impl InlineRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(ts: u64, wire: u32, cap: u32, fill: u8) -> Vec<u8> {
+        let mut r = ts.to_ne_bytes().to_vec();
+        for v in [wire, 7, cap, 0] {
+            r.extend_from_slice(&v.to_ne_bytes());
+        }
+        r.resize(abi::REC_HEADER + abi::SNAP, fill);
+        r
+    }
+
+    /// A record keeps its time, wire length and only its `caplen` bytes; a
+    /// short one is counted, not kept; a full batch stops the consumer.
+    #[test]
+    fn records_are_kept_cut_and_counted() {
+        let mut p = Pending::default();
+        assert_eq!(keep(&mut p, &record(5, 1514, 256, 0xab)), 0);
+        assert_eq!(keep(&mut p, &record(6, 60, 60, 0xcd)), 0);
+        assert_eq!(keep(&mut p, &[0u8; 10]), 0);
+        assert_eq!((p.count, p.malformed), (2, 1));
+        assert_eq!(p.bytes.len(), 2 * 16 + 256 + 60);
+        assert_eq!(&p.bytes[..8], &5u64.to_ne_bytes());
+        assert_eq!(&p.bytes[8..12], &1514u32.to_ne_bytes());
+        assert_eq!(&p.bytes[12..16], &256u32.to_ne_bytes());
+        assert!(p.bytes[16..16 + 256].iter().all(|&b| b == 0xab));
+        // caplen beyond the snap length is held to it.
+        let mut q = Pending::default();
+        keep(&mut q, &record(1, 9000, 9000, 1));
+        assert_eq!(q.bytes.len(), 16 + abi::SNAP);
+        let mut last = 0;
+        for _ in 0..BATCH {
+            last = keep(&mut q, &record(1, 60, 60, 1));
+        }
+        assert_eq!(last, BATCH_FULL);
+    }
 
     /// `abi` must say what bpf/wirelens_inline.h says.
     #[test]
