@@ -559,7 +559,7 @@ impl Lab {
     }
 
     fn cleanup(&self) {
-        for n in ["c", "b", "s"] {
+        for n in NAMESPACES {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.name(n)])
                 .output();
