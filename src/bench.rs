@@ -41,6 +41,8 @@ use crate::{exit, Format};
 
 mod ctrl;
 mod hostile;
+#[cfg(feature = "live")]
+mod inline;
 
 /// Throughput benchmarks over synthetic traffic.
 #[derive(Debug, Args)]
@@ -60,6 +62,11 @@ pub enum BenchCommand {
     /// against a drop-only AF_XDP loop, `wirelens run` and tcpdump.
     #[cfg(feature = "live")]
     Live(crate::bench_live::LiveArgs),
+    /// Forwarding through the box on a veth lab of its own (root): the
+    /// kernel bridge, a bare XDP devmap redirect and `wirelens run --inline`,
+    /// offered vs forwarded rate and one-way latency p50/p99.
+    #[cfg(feature = "live")]
+    Inline(inline::InlineArgs),
     /// The engine under a SYN flood of distinct spoofed 5-tuples and under
     /// garbage frames, against the same healthy traffic alone: speed share,
     /// table bound, memory, what was shed, which healthy flows survived.
@@ -190,6 +197,8 @@ pub fn run(args: &BenchArgs) -> u8 {
         },
         #[cfg(feature = "live")]
         BenchCommand::Live(a) => crate::bench_live::run(a),
+        #[cfg(feature = "live")]
+        BenchCommand::Inline(a) => inline::run(a),
         BenchCommand::Ctrl(a) => match ctrl::bench_ctrl(a) {
             Ok(()) => exit::OK,
             Err(e) => {

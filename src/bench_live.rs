@@ -166,7 +166,7 @@ pub fn run(a: &LiveArgs) -> u8 {
 // ---------------------------------------------------------------------------
 // The lab
 
-fn cmd(args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn cmd(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -572,7 +572,7 @@ fn tcp_offsets(f: &[u8]) -> (usize, usize) {
 }
 
 /// Fixed-size UDP frames, one per flow: 198.18.x.y:port -> 198.19.a.b:9.
-fn udp_frame(flow: usize, size: usize, out: &mut Vec<u8>) {
+pub(crate) fn udp_frame(flow: usize, size: usize, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
     let ip_len = (size - 14) as u16;
@@ -769,7 +769,7 @@ fn transmit(
     })
 }
 
-fn pin(core: Option<usize>) {
+pub(crate) fn pin(core: Option<usize>) {
     if let Some(c) = core {
         core_affinity::set_for_current(core_affinity::CoreId { id: c });
     }

@@ -1,5 +1,6 @@
-//! `wirelens run --iface IF`: the live appliance (tap/SPAN mode). The work
-//! is done by `wirelens-node`; this file is the command line.
+//! `wirelens run --iface IF`: the live appliance (tap/SPAN mode), and
+//! `wirelens run --inline IF_A,IF_B` (gateway mode, a bump in the wire). The
+//! work is done by `wirelens-node`; this file is the command line.
 
 use std::path::PathBuf;
 
@@ -12,11 +13,21 @@ use wirelens_node::{NodeError, Options};
 /// Meant for a SPAN or tap port. Traffic outside --filter, and all traffic
 /// should wirelens die, still reaches the kernel stack (fail-open).
 /// SIGINT/SIGTERM stop the workers and detach the XDP program.
+///
+/// With --inline IF_A,IF_B instead of --iface, the box is a gateway: every
+/// frame received on one port leaves unchanged on the other, forwarded by
+/// XDP in the kernel, and a header copy of each is analysed. Forwarding
+/// goes on when wirelens stops, crashes or is killed (fail-open); a stop
+/// leaves the program forwarding, `ip link set dev IF xdp off` removes it.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The capture interface (SPAN/tap port).
     #[arg(long)]
     pub iface: Option<String>,
+    /// Gateway mode: forward between IF_A and IF_B (both ways) and analyse
+    /// every frame; repeat for several pairs. Instead of --iface.
+    #[arg(long, value_name = "IF_A,IF_B", conflicts_with_all = ["iface", "filter", "queues"])]
+    pub inline: Vec<String>,
     /// Rx queues to read, comma-separated (default: every active queue).
     #[arg(long, value_delimiter = ',')]
     pub queues: Option<Vec<u32>>,
@@ -36,8 +47,8 @@ pub struct RunArgs {
     /// options given here win.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
-    /// Attach even to an interface that carries the host's addresses or
-    /// default route.
+    /// Attach even to an interface (or inline port) that carries the
+    /// host's addresses or default route.
     #[arg(long)]
     pub force: bool,
     /// XDP attach mode: auto (driver, else generic), driver, generic.
@@ -142,6 +153,7 @@ pub fn run(args: &RunArgs) -> u8 {
 fn start(args: &RunArgs) -> Result<(), NodeError> {
     let cli = Options {
         iface: args.iface.clone(),
+        inline: (!args.inline.is_empty()).then(|| args.inline.clone()),
         queues: args.queues.clone(),
         cores: args.cores.clone(),
         filter: args.filter.clone(),

@@ -45,7 +45,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{metric, sh, skip_unless_root};
+use support::flows::{compare, field, sum_dir};
+use support::{metric, sh, sh_out, signal, skip_unless_root, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const TRAFFIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/labtraffic.py");
@@ -68,34 +69,6 @@ macro_rules! require_root {
             return;
         }
     };
-}
-
-fn sh_out(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status();
-}
-
-/// Waits up to `t` for `child` to exit.
-fn wait_for(child: &mut Child, t: Duration) -> Option<std::process::ExitStatus> {
-    let end = Instant::now() + t;
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 struct Lab {
@@ -795,118 +768,9 @@ impl Drop for Lab {
     }
 }
 
+/// The lab service's flow records, by client port.
 fn flows_of(ndjson: &str) -> BTreeMap<u64, Value> {
-    ndjson
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| {
-            v["type"] == "flow"
-                && v["proto"] == "tcp"
-                && v["server"]["ip"] == SERVER
-                && v["server"]["port"] == PORT
-                && v["client"]["ip"] == CLIENT
-        })
-        .map(|v| (v["client"]["port"].as_u64().unwrap(), v))
-        .collect()
-}
-
-/// Counters that depend only on the packets and their order, not on the
-/// timestamps (which differ: tcpdump stamps at the SPAN sender, AF_XDP per
-/// receive batch).
-const EXACT: [&str; 16] = [
-    "packets",
-    "bytes",
-    "payload_bytes",
-    "syn",
-    "synack",
-    "fin",
-    "rst",
-    "retrans_seen",
-    "hole_fill",
-    "gaps",
-    "dup_acks",
-    "zero_window",
-    "zero_window_events",
-    "ecn_ce",
-    "frags",
-    "rtt.n",
-];
-/// Classifications that use time (within one RTT, 20 ms, sender silence):
-/// reported, not asserted.
-const TIMED: [&str; 5] = [
-    "out_of_order",
-    "retransmits",
-    "fast_retransmits",
-    "spurious_retransmits",
-    "rto_retransmits",
-];
-
-fn field<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(v, |v, k| &v[k])
-}
-
-/// Compares the daemon's records with analyze's; returns (mismatches, notes).
-fn compare(run: &BTreeMap<u64, Value>, pcap: &BTreeMap<u64, Value>) -> (Vec<String>, Vec<String>) {
-    let mut bad = Vec::new();
-    let mut notes = Vec::new();
-    let keys = |m: &BTreeMap<u64, Value>| m.keys().copied().collect::<Vec<_>>();
-    if keys(run) != keys(pcap) {
-        bad.push(format!(
-            "flows differ: run {:?} analyze {:?}",
-            keys(run),
-            keys(pcap)
-        ));
-    }
-    for (port, a) in pcap {
-        let Some(r) = run.get(port) else { continue };
-        for dir in ["c2s", "s2c"] {
-            for f in EXACT {
-                let (x, y) = (field(&r[dir], f), field(&a[dir], f));
-                if x != y {
-                    bad.push(format!("client port {port} {dir}.{f}: run {x} analyze {y}"));
-                }
-            }
-            for f in TIMED {
-                let (x, y) = (field(&r[dir], f), field(&a[dir], f));
-                if x != y {
-                    notes.push(format!("client port {port} {dir}.{f}: run {x} analyze {y}"));
-                }
-            }
-        }
-        for f in [
-            "tcp.state",
-            "tcp.rst_from",
-            "tcp.handshake.syn_count",
-            "tcp.handshake.synack_count",
-            "tcp.mss",
-            "tcp.wscale",
-            "tcp.sack_ok",
-            "tcp.ts_ok",
-            "tcp.ecn_ok",
-            "vlan",
-        ] {
-            let (x, y) = (field(r, f), field(a, f));
-            if x != y {
-                bad.push(format!("client port {port} {f}: run {x} analyze {y}"));
-            }
-        }
-        let t = |v: &Value| v["first_ns"].as_u64().unwrap_or(0) as i64;
-        let skew = (t(r) - t(a)).abs();
-        if skew > 500_000_000 {
-            bad.push(format!(
-                "client port {port} first_ns: run {} analyze {} ({skew} ns apart)",
-                t(r),
-                t(a)
-            ));
-        }
-    }
-    (bad, notes)
-}
-
-fn sum_dir(m: &BTreeMap<u64, Value>, dir: &str, f: &str) -> u64 {
-    m.values()
-        .map(|v| field(&v[dir], f).as_u64().unwrap_or(0))
-        .sum()
+    support::flows::flows_of(ndjson, CLIENT, SERVER, PORT)
 }
 
 /// The whole comparison on a lab with `queues` SPAN queues.

@@ -65,6 +65,9 @@ impl std::str::FromStr for PollMode {
 #[serde(deny_unknown_fields)]
 pub struct Options {
     pub iface: Option<String>,
+    /// Inline (gateway) mode: `IF_A,IF_B` pairs; every frame received on
+    /// one port leaves on the other. Instead of `iface`.
+    pub inline: Option<Vec<String>>,
     /// Rx queues to read (default: every active queue).
     pub queues: Option<Vec<u32>>,
     /// Cores for the workers, worker i on `cores[i % len]` (default: the
@@ -130,6 +133,7 @@ impl Options {
             self,
             file,
             iface,
+            inline,
             queues,
             cores,
             filter,
@@ -160,11 +164,32 @@ impl Options {
     /// Checks the options and applies the defaults.
     pub fn resolve(self) -> Result<NodeConfig, NodeError> {
         let bad = |m: String| Err(NodeError::Config(m));
-        let Some(iface) = self.iface.filter(|s| !s.is_empty()) else {
-            return bad(
-                "no interface: pass --iface IF (or iface = \"IF\" in the config file)".into(),
-            );
+        let inline = parse_inline(self.inline.as_deref().unwrap_or_default())?;
+        let iface = match (self.iface.filter(|s| !s.is_empty()), inline.is_empty()) {
+            (Some(_), false) => {
+                return bad(
+                    "--iface (tap mode) and --inline (gateway mode) exclude each other".into(),
+                )
+            }
+            (Some(i), true) => i,
+            (None, false) => inline
+                .iter()
+                .map(|(a, b)| format!("{a},{b}"))
+                .collect::<Vec<_>>()
+                .join(";"),
+            (None, true) => {
+                return bad("no interface: pass --iface IF (tap) or --inline IF_A,IF_B \
+                            (gateway), or iface = \"IF\" in the config file"
+                    .into())
+            }
         };
+        if !inline.is_empty() && (self.filter.is_some() || self.queues.is_some()) {
+            return bad(
+                "--filter and --queues are tap-mode options: --inline forwards and analyses \
+                 every frame of its ports"
+                    .into(),
+            );
+        }
         let filter = parse_filter(self.filter.as_deref().unwrap_or_default())?;
         let listen_s = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr = match listen_s.parse() {
@@ -290,6 +315,7 @@ impl Options {
         }
         Ok(NodeConfig {
             iface,
+            inline,
             queues: self.queues,
             cores: self.cores,
             filter,
@@ -334,6 +360,35 @@ pub fn parse_filter<S: AsRef<str>>(items: &[S]) -> Result<Filter, NodeError> {
         }
     }
     Ok(f)
+}
+
+/// Parses `--inline` items: `IF_A,IF_B` each (a list may also come as one
+/// flat `A,B,C,D`); no port in two pairs.
+pub fn parse_inline<S: AsRef<str>>(items: &[S]) -> Result<Vec<(String, String)>, NodeError> {
+    let ports: Vec<&str> = items
+        .iter()
+        .flat_map(|s| s.as_ref().split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if ports.len() % 2 != 0 {
+        return Err(NodeError::Config(format!(
+            "--inline {}: ports come in pairs, IF_A,IF_B",
+            ports.join(",")
+        )));
+    }
+    let mut pairs = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        if ports[..i].contains(p) {
+            return Err(NodeError::Config(format!(
+                "--inline: {p} is given twice (a port belongs to one pair)"
+            )));
+        }
+    }
+    for pair in ports.chunks_exact(2) {
+        pairs.push((pair[0].to_string(), pair[1].to_string()));
+    }
+    Ok(pairs)
 }
 
 /// Parses `250ms`, `2s`, `1.5s`, `1m`, `500us`; a bare number is seconds.
@@ -472,7 +527,10 @@ pub struct IpfixConfig {
 /// The checked settings of one daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
+    /// The tap interface; in inline mode the pairs, as `A,B;C,D` (a label).
     pub iface: String,
+    /// Inline mode's port pairs (empty: tap mode on `iface`).
+    pub inline: Vec<(String, String)>,
     pub queues: Option<Vec<u32>>,
     pub cores: Option<Vec<usize>>,
     pub filter: Filter,
@@ -495,6 +553,40 @@ pub struct NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_pairs() {
+        let p = parse_inline(&["wla,wlb", "wlc,wld"]).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                ("wla".to_string(), "wlb".to_string()),
+                ("wlc".to_string(), "wld".to_string())
+            ]
+        );
+        assert!(parse_inline(&["wla"]).is_err());
+        assert!(parse_inline(&["wla,wla"]).is_err());
+        assert!(parse_inline(&["wla,wlb", "wlb,wlc"]).is_err());
+        let cfg = Options {
+            inline: Some(vec!["wla,wlb".into()]),
+            ..Options::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(cfg.iface, "wla,wlb");
+        let both = Options {
+            iface: Some("wlx".into()),
+            inline: Some(vec!["wla,wlb".into()]),
+            ..Options::default()
+        };
+        assert!(both.resolve().is_err());
+        let filtered = Options {
+            inline: Some(vec!["wla,wlb".into()]),
+            filter: Some(vec!["port:443".into()]),
+            ..Options::default()
+        };
+        assert!(filtered.resolve().is_err());
+    }
 
     #[test]
     fn filter_items() {

@@ -166,18 +166,21 @@ async fn serve(
                 }
                 // A vanished interface carries nothing (the kernel removed
                 // the program with it); /healthz reports that one.
-                if !interface_exists(&node.iface) {
-                    continue;
-                }
-                if let Some(why) = iface_carries_host_traffic(&node.iface) {
-                    eprintln!(
-                        "wirelens: {why}: {} now carries the host's traffic; stopping and \
-                         detaching XDP (--force keeps capturing)",
-                        node.iface
-                    );
-                    let _ = node.host_traffic.set(why);
-                    stop.store(true, Ordering::SeqCst);
-                    return;
+                // Inline mode: every port of every pair (`A,B;C,D`).
+                for port in node.iface.split([',', ';']) {
+                    if !interface_exists(port) {
+                        continue;
+                    }
+                    if let Some(why) = iface_carries_host_traffic(port) {
+                        eprintln!(
+                            "wirelens: {why}: {port} now carries the host's traffic; stopping \
+                             (tap mode detaches XDP; inline mode stops analysing and keeps \
+                             forwarding; --force keeps going)"
+                        );
+                        let _ = node.host_traffic.set(why);
+                        stop.store(true, Ordering::SeqCst);
+                        return;
+                    }
                 }
             }
         });
@@ -307,6 +310,40 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
                 .into_response();
         }
     }
+    // Inline: our program must still be on every port (else that port
+    // neither forwards through us nor is analysed).
+    let inline = app
+        .node
+        .inline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|p| {
+            (
+                p.prog_id(),
+                p.attach_states().map(|v| {
+                    v.into_iter()
+                        .filter(|(_, st)| *st != AttachState::Ours)
+                        .map(|(port, st)| format!("{port}: {st:?}"))
+                        .collect::<Vec<_>>()
+                }),
+            )
+        });
+    match inline {
+        None => {}
+        Some((_, Ok(lost))) if lost.is_empty() => {}
+        Some((id, lost)) => {
+            let why = match lost {
+                Ok(l) => l.join(", "),
+                Err(e) => format!("unknown ({e})"),
+            };
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("inline XDP program {id} no longer attached: {why}\n"),
+            )
+                .into_response();
+        }
+    }
     let now = now_ns();
     let stale: Vec<String> = workers
         .iter()
@@ -348,6 +385,7 @@ mod tests {
             info: OnceLock::new(),
             workers: OnceLock::new(),
             prog: Mutex::new(None),
+            inline: Mutex::new(None),
             stopping: Arc::new(AtomicBool::new(false)),
             push: None,
             ipfix: None,

@@ -12,6 +12,13 @@
 //!   -> HTTP thread (tokio, axum): /metrics, /flows, /healthz read the slots
 //! ```
 //!
+//! Inline (gateway) mode, `--inline A,B`: the inline XDP program forwards
+//! every frame between the ports in the kernel (devmap) and puts header
+//! copies into a BPF ring buffer; one `InlineSource` (source.rs) reads it
+//! into the same pipeline, export and HTTP as above. Stop leaves the
+//! program attached, forwarding only (fail-open; see
+//! `wirelens_dataplane::xdp::InlineProgram`).
+//!
 //! Threads: the caller's (setup; then it runs the pipeline and blocks; at
 //! the end it detaches XDP, in the network namespace it attached in), one
 //! pinned worker per queue (the pipeline's) and its export aggregator, the HTTP thread (which also
@@ -54,15 +61,15 @@ use std::time::Duration;
 use wirelens_dataplane::engine::EngineConfig;
 use wirelens_dataplane::pipeline::{Pipeline, PipelineConfig};
 use wirelens_dataplane::xdp::{
-    self, rx_queue_count, AttachMode, BindMode, ModePreference, RxMode, XdpError, XdpProgram,
-    XskConfig, XskSocket,
+    self, rx_queue_count, AttachMode, BindMode, InlineProgram, ModePreference, RxMode, XdpError,
+    XdpProgram, XskConfig, XskSocket,
 };
 
 pub use config::{CtrlConfig, NodeConfig, Options, PollMode, DEFAULT_LISTEN};
 pub use export::{ExportHook, WorkerShared};
 
 use crate::push::PushState;
-use crate::source::XskSource;
+use crate::source::{InlineSource, XskSource};
 
 /// Why the daemon could not start (or stop cleanly).
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +121,9 @@ pub struct NodeState {
     pub workers: OnceLock<Vec<Arc<WorkerShared>>>,
     /// The loaded program (for its counters); taken out and detached at stop.
     pub prog: Mutex<Option<XdpProgram>>,
+    /// Inline mode's program (for its counters); taken out at stop, which
+    /// leaves it attached, forwarding only.
+    pub inline: Mutex<Option<InlineProgram>>,
     /// Set on SIGINT/SIGTERM: the pipeline's stop flag.
     pub stopping: Arc<AtomicBool>,
     pub push: Option<Arc<Mutex<PushState>>>,
@@ -186,18 +196,20 @@ pub fn run(cfg: &NodeConfig) -> Result<(), NodeError> {
 /// [`run`] with the stop flag supplied by the caller (signals set it too).
 pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
     // 1. Never take over the host's own interface by accident.
-    if let Some(why) = xdp::iface_carries_host_traffic(&cfg.iface) {
-        if cfg.force {
-            log(format!(
-                "--force: attaching to {} although {why}",
-                cfg.iface
-            ));
-        } else {
-            return Err(NodeError::HostInterface {
-                iface: cfg.iface.clone(),
-                why,
-            });
+    for port in ports_of(cfg) {
+        if let Some(why) = xdp::iface_carries_host_traffic(port) {
+            if cfg.force {
+                log(format!("--force: attaching to {port} although {why}"));
+            } else {
+                return Err(NodeError::HostInterface {
+                    iface: port.to_string(),
+                    why,
+                });
+            }
         }
+    }
+    for (a, b) in &cfg.inline {
+        check_mtu(a, b)?;
     }
     // Before any thread exists, so every thread inherits it.
     if let Err(e) = privs::no_new_privs() {
@@ -257,6 +269,7 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         info: OnceLock::new(),
         workers: OnceLock::new(),
         prog: Mutex::new(None),
+        inline: Mutex::new(None),
         stopping: stop.clone(),
         push: push_state.clone(),
         ipfix: ipfix_state,
@@ -282,14 +295,12 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
     // `start_probes`); they end with the daemon, also when a step failed.
     let probe_stop = Arc::new(AtomicBool::new(false));
     let mut probe_threads = Vec::new();
-    let result = attach_and_run(
-        cfg,
-        &state,
-        &stop,
-        push_state,
-        ipfix_exporter,
-        (&probe_stop, &mut probe_threads),
-    );
+    let probes = (&probe_stop, &mut probe_threads);
+    let result = if cfg.inline.is_empty() {
+        attach_and_run(cfg, &state, &stop, push_state, ipfix_exporter, probes)
+    } else {
+        attach_and_run_inline(cfg, &state, &stop, push_state, ipfix_exporter, probes)
+    };
     probe_stop.store(true, Ordering::SeqCst);
     for t in probe_threads {
         let _ = t.join();
@@ -309,6 +320,21 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         }
         None => Ok(()),
     };
+    let inline = state
+        .inline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(prog) = inline {
+        let ports: Vec<String> = prog.ports().iter().map(|p| p.iface.clone()).collect();
+        // Dropping it turns the header copies off; forwarding stays.
+        drop(prog);
+        log(format!(
+            "analysis stopped; XDP program left on {} forwarding in the kernel (fail-open); \
+             the next `wirelens run --inline` replaces it, `ip link set dev IF xdp off` removes it",
+            ports.join(", ")
+        ));
+    }
     http.shutdown();
     let stopped_for = state
         .host_traffic
@@ -494,8 +520,33 @@ fn attach_and_run(
         poll: format!("{:?}", cfg.poll).to_lowercase(),
     });
     *state.prog.lock().unwrap_or_else(|e| e.into_inner()) = Some(prog);
-    // Attached and bound: keep only what the detach at stop needs; the
-    // threads started from here on inherit that.
+    drop_privileges();
+    let sources = move |shared: &[Arc<WorkerShared>]| {
+        socks
+            .into_iter()
+            .zip(shared)
+            .map(|(s, sh)| {
+                let src = XskSource::new(s, cfg.poll, sh.clone());
+                let strategy = src.strategy();
+                (src, strategy)
+            })
+            .collect::<Vec<_>>()
+    };
+    run_workers(
+        cfg,
+        state,
+        stop,
+        push_state,
+        ipfix_exporter,
+        probe_threads,
+        &queues,
+        sources,
+    )
+}
+
+/// Attached and bound: keep only what the stop needs; the threads started
+/// from here on inherit that.
+fn drop_privileges() {
     match privs::drop_to_kept() {
         Ok(d) => {
             let list = |m: u64| match privs::names(m).join(",") {
@@ -510,7 +561,25 @@ fn attach_and_run(
         }
         Err(e) => log(format!("dropping capabilities failed: {e}")),
     }
+}
 
+/// The workers, their export, push and probe threads, until `stop`: one
+/// worker per entry of `queues`, fed by the sources `sources` makes once
+/// the workers' shared state exists (each with its placement line).
+fn run_workers<S, F>(
+    cfg: &NodeConfig,
+    state: &Arc<NodeState>,
+    stop: &Arc<AtomicBool>,
+    push_state: Option<Arc<Mutex<PushState>>>,
+    ipfix_exporter: Option<wirelens_ipfix::udp::UdpExporter>,
+    probe_threads: ProbeThreads<'_>,
+    queues: &[u32],
+    sources: F,
+) -> Result<(), NodeError>
+where
+    S: wirelens_dataplane::source::FrameSource + Send,
+    F: FnOnce(&[Arc<WorkerShared>]) -> Vec<(S, String)>,
+{
     let shared: Vec<Arc<WorkerShared>> = queues
         .iter()
         .map(|&q| Arc::new(WorkerShared::new(q, cfg.max_services)))
@@ -604,19 +673,14 @@ fn attach_and_run(
             .collect::<Vec<_>>()
             .join(" ")
     ));
-    let sources: Vec<XskSource> = socks
-        .into_iter()
-        .zip(&shared)
-        .map(|(s, sh)| XskSource::new(s, cfg.poll, sh.clone()))
-        .collect();
-    for (i, (src, q)) in sources.iter().zip(&queues).enumerate() {
+    let (sources, strategies): (Vec<S>, Vec<String>) = sources(&shared).into_iter().unzip();
+    for (i, (strategy, q)) in strategies.iter().zip(queues).enumerate() {
         log(format!(
-            "placement: queue {q}: worker on core {}, {}",
+            "placement: queue {q}: worker on core {}, {strategy}",
             match cores.len() {
                 0 => "?".to_string(),
                 n => cores[i % n].to_string(),
             },
-            src.strategy()
         ));
     }
     let (hooks, aggregators): (Vec<ExportHook>, Vec<_>) = shared
@@ -642,7 +706,7 @@ fn attach_and_run(
     // The per-service aggregation of each worker's exports, off the
     // workers' threads; each ends after its worker's last export.
     let mut aggregator_threads = Vec::with_capacity(aggregators.len());
-    for (agg, q) in aggregators.into_iter().zip(&queues) {
+    for (agg, q) in aggregators.into_iter().zip(queues) {
         aggregator_threads.push(
             std::thread::Builder::new()
                 .name(format!("wirelens-agg{q}"))
@@ -684,6 +748,130 @@ fn attach_and_run(
         let _ = t.join();
     }
     Ok(())
+}
+
+/// The interfaces the daemon attaches to: the tap interface, or every port
+/// of the inline pairs.
+fn ports_of(cfg: &NodeConfig) -> Vec<&str> {
+    if cfg.inline.is_empty() {
+        vec![cfg.iface.as_str()]
+    } else {
+        cfg.inline
+            .iter()
+            .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+            .collect()
+    }
+}
+
+/// The MTU of `iface` (sysfs of this process's network namespace).
+fn mtu_of(iface: &str) -> Result<u32, NodeError> {
+    let path = std::path::Path::new("/sys/class/net")
+        .join(iface)
+        .join("mtu");
+    let text = std::fs::read_to_string(&path).map_err(|source| NodeError::Io {
+        what: format!("reading the MTU of {iface} ({})", path.display()),
+        source,
+    })?;
+    text.trim()
+        .parse()
+        .map_err(|_| NodeError::Config(format!("{}: {text:?} is not an MTU", path.display())))
+}
+
+/// Both ports of a pair must carry the same frames: a frame that fits one
+/// and not the other would be dropped by the peer's driver, unseen.
+fn check_mtu(a: &str, b: &str) -> Result<(), NodeError> {
+    if a.is_empty() || a.contains('/') || b.is_empty() || b.contains('/') {
+        return Err(NodeError::Config(format!(
+            "--inline {a},{b}: not interface names"
+        )));
+    }
+    let (ma, mb) = (mtu_of(a)?, mtu_of(b)?);
+    if ma != mb {
+        return Err(NodeError::Config(format!(
+            "--inline {a},{b}: MTU mismatch ({a} {ma}, {b} {mb}); frames larger than the \
+             smaller MTU could not be forwarded. Set both to the same MTU (`ip link set dev \
+             {b} mtu {ma}`) and start again"
+        )));
+    }
+    Ok(())
+}
+
+/// Inline mode: load, fill the devmap, attach to every port (forwarding
+/// from the first attach), turn the header copies on, then one worker on
+/// the ring.
+fn attach_and_run_inline(
+    cfg: &NodeConfig,
+    state: &Arc<NodeState>,
+    stop: &Arc<AtomicBool>,
+    push_state: Option<Arc<Mutex<PushState>>>,
+    ipfix_exporter: Option<wirelens_ipfix::udp::UdpExporter>,
+    probe_threads: ProbeThreads<'_>,
+) -> Result<(), NodeError> {
+    let mut prog = InlineProgram::load().map_err(xdp_err("loading the inline XDP program"))?;
+    if let Some(why) = prog.tracing_error() {
+        log(format!(
+            "redirect errors and transmit drops will not be counted ({why})"
+        ));
+    }
+    for (a, b) in &cfg.inline {
+        prog.attach_pair(a, b, cfg.mode)
+            .map_err(xdp_err("attaching the inline XDP program"))?;
+    }
+    for p in prog.ports() {
+        log(format!(
+            "inline XDP program {} attached to {} in {} mode, forwarding to {}{}",
+            prog.prog_id(),
+            p.iface,
+            p.mode,
+            p.peer,
+            match p.replaced_stale {
+                Some(id) => format!(", replacing wirelens program {id} in one step"),
+                None => String::new(),
+            }
+        ));
+        if let Ok(true) = wirelens_probe::nic::rx_vlan_offload(&p.iface) {
+            log(format!(
+                "{0} strips 802.1Q tags on receive (rx-vlan-offload on): frames would leave \
+                 {1} untagged; `ethtool -K {0} rxvlan off` keeps them as they came",
+                p.iface, p.peer
+            ));
+        }
+    }
+    let ring = prog.ring().map_err(xdp_err("opening the header ring"))?;
+    prog.set_analysis(true)
+        .map_err(xdp_err("turning the header copies on"))?;
+    log(format!(
+        "analysing the first {} bytes of every forwarded frame (forwarding never waits for \
+         the analysis: a full ring is counted, the frame still leaves)",
+        xdp::INLINE_SNAP
+    ));
+    let _ = state.info.set(NodeInfo {
+        xdp_mode: match prog.ports().first().map(|p| p.mode) {
+            Some(AttachMode::Generic) => "generic".into(),
+            _ => "driver".into(),
+        },
+        bind_mode: "inline".into(),
+        huge_pages: false,
+        poll: format!("{:?}", cfg.poll).to_lowercase(),
+    });
+    *state.inline.lock().unwrap_or_else(|e| e.into_inner()) = Some(prog);
+    drop_privileges();
+    let poll = cfg.poll;
+    let sources = move |_: &[Arc<WorkerShared>]| {
+        let src = InlineSource::new(ring, poll);
+        let strategy = src.strategy();
+        vec![(src, strategy)]
+    };
+    run_workers(
+        cfg,
+        state,
+        stop,
+        push_state,
+        ipfix_exporter,
+        probe_threads,
+        &[0],
+        sources,
+    )
 }
 
 /// Frames per kernel busy poll of a queue's NAPI (`SO_BUSY_POLL_BUDGET`):

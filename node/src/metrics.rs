@@ -135,6 +135,55 @@ impl Collector for NodeCollector {
             )?;
         }
 
+        // The inline program's counters (gateway mode).
+        let inline = st
+            .inline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|p| p.counters().ok());
+        if let Some(c) = inline {
+            counter(
+                &mut e,
+                "inline_seen",
+                "Frames the inline XDP program ran on (all ports)",
+                [(vec![], c.seen)],
+            )?;
+            counter(
+                &mut e,
+                "inline_forwarded",
+                "Frames the inline XDP program redirected to the peer port",
+                [(vec![], c.forwarded)],
+            )?;
+            counter(
+                &mut e,
+                "inline_not_forwarded",
+                "Frames that did not leave on the peer port, by reason (no_peer: passed to the \
+                 stack; redirect_error, xmit_drop: reported by the kernel after the redirect)",
+                [
+                    (l(&[("reason", "no_peer")]), c.no_peer),
+                    (l(&[("reason", "redirect_error")]), c.redirect_err),
+                    (l(&[("reason", "xmit_drop")]), c.xmit_drops),
+                ],
+            )?;
+            counter(
+                &mut e,
+                "inline_copied",
+                "Header copies of forwarded frames handed to the analysis",
+                [(vec![], c.copied)],
+            )?;
+            counter(
+                &mut e,
+                "inline_not_analysed",
+                "Forwarded frames the analysis did not get, by reason (ring_full: the analysis \
+                 fell behind; empty: nothing to copy)",
+                [
+                    (l(&[("reason", "ring_full")]), c.ring_full),
+                    (l(&[("reason", "empty")]), c.not_copied),
+                ],
+            )?;
+        }
+
         let workers = st.workers.get().map(Vec::as_slice).unwrap_or_default();
         let q = |w: &crate::export::WorkerShared| l(&[("queue", &w.queue.to_string())]);
 

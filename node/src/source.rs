@@ -1,4 +1,5 @@
-//! The adapter from an AF_XDP socket to the pipeline's [`FrameSource`].
+//! The adapters from an AF_XDP socket (tap mode) and from the inline
+//! program's header ring (gateway mode) to the pipeline's [`FrameSource`].
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wirelens_dataplane::source::{Frame, FrameSource};
-use wirelens_dataplane::xdp::{RxMode, XskSocket};
+use wirelens_dataplane::xdp::{InlineRing, RxMode, XskSocket};
 
 use crate::config::PollMode;
 use crate::export::WorkerShared;
@@ -171,5 +172,66 @@ impl Drop for XskSource {
         if let Ok(s) = self.sock.stats() {
             self.shared.set_xsk_stats(s);
         }
+    }
+}
+
+/// The inline program's header copies as a live frame source (never
+/// exhausted). Frames are Ethernet, cut at [`wirelens_dataplane::xdp::INLINE_SNAP`]
+/// bytes (`orig_len` is the wire length), each stamped by the program.
+///
+/// Waiting follows [`PollMode`]: `busy` polls the ring without sleeping,
+/// `wait` sleeps in epoll for at most 1 ms when it is empty, `adaptive`
+/// polls until a quiet spell, then sleeps.
+#[derive(Debug)]
+pub struct InlineSource {
+    ring: InlineRing,
+    poll: PollMode,
+    empty_polls: u32,
+}
+
+impl InlineSource {
+    pub fn new(ring: InlineRing, poll: PollMode) -> InlineSource {
+        InlineSource {
+            ring,
+            poll,
+            empty_polls: 0,
+        }
+    }
+
+    /// What this source does when busy: its placement line for the log.
+    pub fn strategy(&self) -> String {
+        match self.poll {
+            PollMode::Busy => "polls the header ring without sleeping".into(),
+            PollMode::Wait => "sleeps in epoll on the header ring when it is empty".into(),
+            PollMode::Adaptive => {
+                "polls the header ring under load, sleeps in epoll after a quiet spell".into()
+            }
+        }
+    }
+}
+
+impl FrameSource for InlineSource {
+    fn recv_batch(&mut self, f: &mut dyn FnMut(Frame<'_>)) -> io::Result<usize> {
+        let wait = Duration::from_millis(u64::from(WAIT_MS));
+        let wait = match self.poll {
+            PollMode::Busy => None,
+            PollMode::Wait => Some(wait),
+            PollMode::Adaptive => (self.empty_polls >= SPIN_BEFORE_WAIT).then_some(wait),
+        };
+        let n = self.ring.recv_batch(wait, |ts_ns, wire_len, data| {
+            f(Frame {
+                ts_ns,
+                linktype: LINKTYPE_ETHERNET,
+                data,
+                orig_len: wire_len,
+                caplen: data.len() as u32,
+            });
+        })?;
+        self.empty_polls = if n == 0 {
+            self.empty_polls.saturating_add(1)
+        } else {
+            0
+        };
+        Ok(n)
     }
 }

@@ -1,10 +1,12 @@
 //! What the root-only lab tests share: the root check and its SKIP (a
 //! failure under `WIRELENS_REQUIRE_ROOT_TESTS=1`), running a lab command,
 //! removing the liveness locks a killed daemon left, Prometheus text
-//! lookups, HTTP GETs from inside a lab namespace, a pcap writer ([`pcap`])
-//! and a `ctrl serve` of a test's own ([`CtrlServer`]).
+//! lookups, HTTP GETs from inside a lab namespace, a pcap writer ([`pcap`]),
+//! a `ctrl serve` of a test's own ([`CtrlServer`]) and ([`flows`]) the
+//! comparison of `/flows` with `wirelens analyze` of a capture.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod flows;
 pub mod pcap;
 
 use std::io::{BufRead, BufReader};
@@ -136,6 +138,39 @@ pub fn sh(args: &[&str]) {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs a command and returns its stdout (whatever its exit status).
+pub fn sh_out(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sends `sig` (e.g. `-TERM`) to `child`.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
+}
+
+/// Waits up to `t` for `child` to exit.
+pub fn wait_for(
+    child: &mut std::process::Child,
+    t: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let end = std::time::Instant::now() + t;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if std::time::Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Removes the liveness lock files in `/run/wirelens` whose name `ours`

@@ -29,11 +29,18 @@
 //! live`): its own UMEM, tx and completion rings, batched sends with one
 //! `sendto` kick per batch.
 //!
+//! [`InlineProgram`] is the gateway side (`wirelens run --inline`): a
+//! second program that forwards every frame to the peer port through a
+//! devmap, in the kernel, and puts header copies into a BPF ring buffer
+//! that [`InlineRing`] reads (see `inline.rs` for why forwarding never
+//! waits for user space).
+//!
 //! Unsafe code is confined to `sys.rs` (system calls), `socket.rs` and
 //! `tx.rs` (UMEM and ring access through xsk-rs); the other files forbid it.
 
 mod error;
 mod iface;
+mod inline;
 mod program;
 mod skel;
 mod socket;
@@ -42,6 +49,9 @@ mod tx;
 
 pub use error::XdpError;
 pub use iface::{enter_netns, iface_carries_host_traffic, interface_exists, rx_queue_count};
+pub use inline::{
+    InlineCounters, InlinePort, InlineProgram, InlineRing, INLINE_PROGRAM_NAME, INLINE_SNAP,
+};
 pub use program::{
     AttachMode, AttachState, Attachment, Cidr, Filter, ModePreference, XdpAction, XdpCounters,
     XdpProgram, PROGRAM_NAME,

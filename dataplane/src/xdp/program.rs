@@ -51,7 +51,7 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    fn flags(self) -> XdpFlags {
+    pub(crate) fn flags(self) -> XdpFlags {
         match self {
             AttachMode::Driver => XdpFlags::DRV_MODE,
             AttachMode::Generic => XdpFlags::SKB_MODE,
@@ -308,7 +308,7 @@ pub enum AttachState {
 /// The liveness lock of an attachment: held while the attachment lives,
 /// released by the kernel if the process dies; unlinked when dropped.
 #[derive(Debug)]
-struct OwnerLock {
+pub(crate) struct OwnerLock {
     path: PathBuf,
     _file: File,
 }
@@ -348,24 +348,104 @@ pub struct XdpProgram {
     attachment: Option<Attachment>,
 }
 
-fn load_err(source: libbpf_rs::Error) -> XdpError {
+pub(crate) fn load_err(source: libbpf_rs::Error) -> XdpError {
     XdpError::Load {
         hint: hint_for(errno_of(&source)),
         source,
     }
 }
 
-fn netns_ino() -> Option<u64> {
+pub(crate) fn netns_ino() -> Option<u64> {
     std::fs::metadata("/proc/thread-self/ns/net")
         .ok()
         .map(|m| m.ino())
 }
 
 /// The name of the loaded program with kernel id `id`.
-fn prog_name(id: u32) -> Option<String> {
+pub(crate) fn prog_name(id: u32) -> Option<String> {
     libbpf_rs::query::ProgInfoIter::default()
         .find(|p| p.id == id)
         .map(|p| p.name.to_string_lossy().into_owned())
+}
+
+/// Takes the per-interface liveness lock (tap and inline mode share it:
+/// one live wirelens per interface). A lock that cannot be opened
+/// or taken is an error, never "no lock": the stale-program check that
+/// follows detaches any `wirelens_xdp`, and only the lock says its owner
+/// is dead.
+pub(crate) fn owner_lock(iface: &str, netns: Option<u64>) -> Result<OwnerLock, XdpError> {
+    let path = PathBuf::from(format!(
+        "{LOCK_DIR}/xdp-{}-{iface}.lock",
+        netns.unwrap_or(0)
+    ));
+    let fail = |why: String, hint: &'static str| XdpError::Lock {
+        iface: iface.to_string(),
+        path: path.display().to_string(),
+        why,
+        hint,
+    };
+    let unwritable = "; /run/wirelens must be writable by this process (systemd: \
+                      RuntimeDirectory=wirelens)";
+    let file = std::fs::create_dir_all(LOCK_DIR)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })
+        .map_err(|e| fail(format!("cannot be opened ({e})"), unwritable))?;
+    match sys::try_lock_exclusive(&file) {
+        Ok(true) => Ok(OwnerLock { path, _file: file }),
+        Ok(false) => Err(fail(
+            "is held by another live wirelens process".into(),
+            "; stop that one first, or pick another interface",
+        )),
+        Err(e) => Err(fail(format!("cannot be locked ({e})"), unwritable)),
+    }
+}
+
+/// Attaches the program behind `xdp` to `ifindex`: driver mode first, then
+/// generic, as `pref` allows, with `extra` flags (`UPDATE_IF_NOEXIST`: fail
+/// where a program sits; none: replace it atomically).
+pub(crate) fn attach_new(
+    xdp: &Xdp<'_>,
+    iface: &str,
+    ifindex: u32,
+    pref: ModePreference,
+    extra: XdpFlags,
+) -> Result<AttachMode, XdpError> {
+    let mut driver = "not tried".to_string();
+    let mut generic = "not tried".to_string();
+    let mut last_errno = None;
+    let mut mode = None;
+    if pref != ModePreference::GenericOnly {
+        match xdp.attach(
+            ifindex as i32,
+            XdpFlags::from_bits_retain(extra.bits()) | XdpFlags::DRV_MODE,
+        ) {
+            Ok(()) => mode = Some(AttachMode::Driver),
+            Err(e) => {
+                last_errno = errno_of(&e);
+                driver = e.to_string();
+            }
+        }
+    }
+    if mode.is_none() && pref != ModePreference::DriverOnly {
+        match xdp.attach(ifindex as i32, extra | XdpFlags::SKB_MODE) {
+            Ok(()) => mode = Some(AttachMode::Generic),
+            Err(e) => {
+                last_errno = errno_of(&e);
+                generic = e.to_string();
+            }
+        }
+    }
+    mode.ok_or_else(|| XdpError::Attach {
+        iface: iface.to_string(),
+        driver,
+        generic,
+        hint: hint_for(last_errno),
+    })
 }
 
 impl XdpProgram {
@@ -494,46 +574,11 @@ impl XdpProgram {
             source,
         })?;
         let netns = netns_ino();
-        let lock = self.lock(iface, netns)?;
+        let lock = owner_lock(iface, netns)?;
         let xdp = Xdp::new(self.prog_fd.as_fd());
         let replaced_stale = self.clear_stale(&xdp, iface, ifindex)?;
 
-        let mut driver = "not tried".to_string();
-        let mut generic = "not tried".to_string();
-        let mut last_errno = None;
-        let mut mode = None;
-        if pref != ModePreference::GenericOnly {
-            match xdp.attach(
-                ifindex as i32,
-                XdpFlags::UPDATE_IF_NOEXIST | XdpFlags::DRV_MODE,
-            ) {
-                Ok(()) => mode = Some(AttachMode::Driver),
-                Err(e) => {
-                    last_errno = errno_of(&e);
-                    driver = e.to_string();
-                }
-            }
-        }
-        if mode.is_none() && pref != ModePreference::DriverOnly {
-            match xdp.attach(
-                ifindex as i32,
-                XdpFlags::UPDATE_IF_NOEXIST | XdpFlags::SKB_MODE,
-            ) {
-                Ok(()) => mode = Some(AttachMode::Generic),
-                Err(e) => {
-                    last_errno = errno_of(&e);
-                    generic = e.to_string();
-                }
-            }
-        }
-        let Some(mode) = mode else {
-            return Err(XdpError::Attach {
-                iface: iface.to_string(),
-                driver,
-                generic,
-                hint: hint_for(last_errno),
-            });
-        };
+        let mode = attach_new(&xdp, iface, ifindex, pref, XdpFlags::UPDATE_IF_NOEXIST)?;
         self.attachment = Some(Attachment {
             iface: iface.to_string(),
             ifindex,
@@ -543,42 +588,6 @@ impl XdpProgram {
             _lock: lock,
         });
         Ok(mode)
-    }
-
-    /// Takes the per-interface liveness lock. A lock that cannot be opened
-    /// or taken is an error, never "no lock": the stale-program check that
-    /// follows detaches any `wirelens_xdp`, and only the lock says its owner
-    /// is dead.
-    fn lock(&self, iface: &str, netns: Option<u64>) -> Result<OwnerLock, XdpError> {
-        let path = PathBuf::from(format!(
-            "{LOCK_DIR}/xdp-{}-{iface}.lock",
-            netns.unwrap_or(0)
-        ));
-        let fail = |why: String, hint: &'static str| XdpError::Lock {
-            iface: iface.to_string(),
-            path: path.display().to_string(),
-            why,
-            hint,
-        };
-        let unwritable = "; /run/wirelens must be writable by this process (systemd: \
-                          RuntimeDirectory=wirelens)";
-        let file = std::fs::create_dir_all(LOCK_DIR)
-            .and_then(|()| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-            })
-            .map_err(|e| fail(format!("cannot be opened ({e})"), unwritable))?;
-        match sys::try_lock_exclusive(&file) {
-            Ok(true) => Ok(OwnerLock { path, _file: file }),
-            Ok(false) => Err(fail(
-                "is held by another live wirelens process".into(),
-                "; stop that one first, or pick another interface",
-            )),
-            Err(e) => Err(fail(format!("cannot be locked ({e})"), unwritable)),
-        }
     }
 
     /// Detaches a stale program of ours from `ifindex`; fails on a foreign one.

@@ -3,7 +3,8 @@
 //! Everything `unsafe` in `xdp/` that is not ring or UMEM access lives here:
 //! interface lookup, `RLIMIT_MEMLOCK`, `getifaddrs`, the ethtool channel
 //! query, `setns`, the AF_XDP rx and tx wakeups, the busy-poll socket
-//! options and `BPF_PROG_TEST_RUN`.
+//! options, `BPF_PROG_TEST_RUN` and the monotonic clock of the inline
+//! program's timestamps.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -319,4 +320,20 @@ pub(crate) fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
     } else {
         Err(err)
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which lives for the call.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
