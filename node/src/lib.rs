@@ -296,10 +296,14 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
     let probe_stop = Arc::new(AtomicBool::new(false));
     let mut probe_threads = Vec::new();
     let probes = (&probe_stop, &mut probe_threads);
+    let exports = Exports {
+        push: push_state,
+        ipfix: ipfix_exporter,
+    };
     let result = if cfg.inline.is_empty() {
-        attach_and_run(cfg, &state, &stop, push_state, ipfix_exporter, probes)
+        attach_and_run(cfg, &state, &stop, exports, probes)
     } else {
-        attach_and_run_inline(cfg, &state, &stop, push_state, ipfix_exporter, probes)
+        attach_and_run_inline(cfg, &state, &stop, exports, probes)
     };
     probe_stop.store(true, Ordering::SeqCst);
     for t in probe_threads {
@@ -399,12 +403,18 @@ fn start_probes(
     Ok(())
 }
 
+/// Where the workers' flow deltas go besides `/flows`: the control plane's
+/// pusher state (`--ctrl`) and the IPFIX exporter (`--ipfix`).
+struct Exports {
+    push: Option<Arc<Mutex<PushState>>>,
+    ipfix: Option<wirelens_ipfix::udp::UdpExporter>,
+}
+
 fn attach_and_run(
     cfg: &NodeConfig,
     state: &Arc<NodeState>,
     stop: &Arc<AtomicBool>,
-    push_state: Option<Arc<Mutex<PushState>>>,
-    ipfix_exporter: Option<wirelens_ipfix::udp::UdpExporter>,
+    exports: Exports,
     probe_threads: ProbeThreads<'_>,
 ) -> Result<(), NodeError> {
     let mut prog = XdpProgram::load().map_err(xdp_err("loading the XDP program"))?;
@@ -532,16 +542,7 @@ fn attach_and_run(
             })
             .collect::<Vec<_>>()
     };
-    run_workers(
-        cfg,
-        state,
-        stop,
-        push_state,
-        ipfix_exporter,
-        probe_threads,
-        &queues,
-        sources,
-    )
+    run_workers(cfg, state, stop, exports, probe_threads, &queues, sources)
 }
 
 /// Attached and bound: keep only what the stop needs; the threads started
@@ -570,8 +571,7 @@ fn run_workers<S, F>(
     cfg: &NodeConfig,
     state: &Arc<NodeState>,
     stop: &Arc<AtomicBool>,
-    push_state: Option<Arc<Mutex<PushState>>>,
-    ipfix_exporter: Option<wirelens_ipfix::udp::UdpExporter>,
+    exports: Exports,
     probe_threads: ProbeThreads<'_>,
     queues: &[u32],
     sources: F,
@@ -591,6 +591,10 @@ where
     // Pushing to a control plane.
     let mut pusher = None;
     let mut push_tx = None;
+    let Exports {
+        push: push_state,
+        ipfix: ipfix_exporter,
+    } = exports;
     if let (Some(c), Some(ps)) = (&cfg.ctrl, &push_state) {
         let tokens = wirelens_ctrl::auth::Tokens::load(&c.token_file)
             .map_err(|e| NodeError::Config(format!("--token-file: {e}")))?;
@@ -803,8 +807,7 @@ fn attach_and_run_inline(
     cfg: &NodeConfig,
     state: &Arc<NodeState>,
     stop: &Arc<AtomicBool>,
-    push_state: Option<Arc<Mutex<PushState>>>,
-    ipfix_exporter: Option<wirelens_ipfix::udp::UdpExporter>,
+    exports: Exports,
     probe_threads: ProbeThreads<'_>,
 ) -> Result<(), NodeError> {
     let mut prog = InlineProgram::load().map_err(xdp_err("loading the inline XDP program"))?;
@@ -862,16 +865,7 @@ fn attach_and_run_inline(
         let strategy = src.strategy();
         vec![(src, strategy)]
     };
-    run_workers(
-        cfg,
-        state,
-        stop,
-        push_state,
-        ipfix_exporter,
-        probe_threads,
-        &[0],
-        sources,
-    )
+    run_workers(cfg, state, stop, exports, probe_threads, &[0], sources)
 }
 
 /// Frames per kernel busy poll of a queue's NAPI (`SO_BUSY_POLL_BUDGET`):
