@@ -1128,6 +1128,9 @@ pub(crate) mod tests {
             sack_ok: false,
             ts_ok: false,
             ecn_ok: false,
+            path: Default::default(),
+            mss_clamped: Default::default(),
+            ecn_bleached: Default::default(),
         });
         let mut a = FlowState::of_delta(&delta_with_rtt(f1, t + SEC, &[1_000_000, 2_000_000]));
         let b = FlowState::of_delta(&delta_with_rtt(f2.clone(), t + 5 * SEC, &[3_000_000]));

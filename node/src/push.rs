@@ -32,7 +32,7 @@ use wirelens_ctrl::client::{PushStats, Pusher, PusherConfig};
 use wirelens_ctrl::report::{FlowDelta, NodeMeta};
 use wirelens_dataplane::engine::Engine;
 use wirelens_dataplane::flow::FlowExport;
-use wirelens_dataplane::report::{Direction, FlowRecord, Rtt};
+use wirelens_dataplane::report::{Direction, FlowRecord, Hol, Rtt, Ttl};
 use wirelens_dataplane::stats::Histogram;
 
 /// Batches waiting for the pusher thread, per worker.
@@ -269,6 +269,16 @@ fn direction_minus(c: &Direction, p: &Direction, rtt: &Histogram) -> Direction {
         rtt: rtt_of(rtt, c.rtt.last_ns),
         // A maximum cannot be split into intervals: the flow's so far.
         burst: c.burst,
+        hol: Hol {
+            holes: c.hol.holes.saturating_sub(p.hol.holes),
+            open_ns_total: c.hol.open_ns_total.saturating_sub(p.hol.open_ns_total),
+            // the flow's so far, as the burst maxima
+            ..c.hol.clone()
+        },
+        ttl: Ttl {
+            changes: c.ttl.changes.saturating_sub(p.ttl.changes),
+            values: c.ttl.values.clone(),
+        },
     }
 }
 
