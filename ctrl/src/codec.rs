@@ -1129,6 +1129,23 @@ mod tests {
                 f.kind = "odd".into();
                 f.schema = "x".into();
             }
+            if i % 6 == 1 {
+                f.c2s.hol = Hol {
+                    holes: i,
+                    open_ns_max: Some(250_000_000 + i),
+                    open_ns_p99: Some(240_000_000),
+                    open_ns_total: u64::MAX,
+                };
+                f.s2c.ttl = Ttl {
+                    changes: 3,
+                    values: vec![64, 61, 0, 255],
+                };
+            }
+            if let (Some(t), 0..=2) = (f.tcp.as_mut(), i % 7) {
+                t.path = TcpPath::OneWay;
+                t.mss_clamped.server = i % 7 == 1;
+                t.ecn_bleached.client = i % 7 == 2;
+            }
             let mut d = FlowDelta::from_record(f);
             d.first = i % 2 == 0;
             if i % 4 == 0 {
@@ -1171,6 +1188,31 @@ mod tests {
         let e = NodeReport::new("n", 0, 0, 0, NodeMeta::default());
         let (ct, ce, body) = encode(&e, Encoding::Compact);
         assert_eq!(decode(Some(ct), ce, &body, 1 << 20).unwrap(), e);
+    }
+
+    /// A flow without signs is encoded as it was before they existed (so an
+    /// older control plane reads it); one with them sets a flag bit that an
+    /// older reader refuses with a 400, never misreads.
+    #[test]
+    fn signs_travel_only_with_the_flows_that_have_them() {
+        let r = sample();
+        let plain = r.flows.iter().filter(|d| !has_signs(&d.flow)).count();
+        assert!(plain > 0 && plain < r.flows.len());
+        for d in &r.flows {
+            let mut w = Vec::new();
+            put_flow(&mut w, d, 0);
+            let flags = Reader { b: &w, pos: 0 }.get("flags").unwrap();
+            assert_eq!(flags & F_SIGNS != 0, has_signs(&d.flow));
+            assert_eq!(flags >> 9, 0);
+        }
+        // a corrupt sign is refused with a 400
+        let mut one = NodeReport::new("n", 0, 0, 0, NodeMeta::default());
+        one.flows
+            .push(r.flows.iter().find(|d| has_signs(&d.flow)).unwrap().clone());
+        one.flows[0].flow.c2s.ttl.values = vec![1; MAX_TTL_VALUES + 1];
+        let body = encode_compact(&one);
+        let back = decode_compact(&body).unwrap();
+        assert_eq!(back.flows[0].flow.c2s.ttl.values.len(), MAX_TTL_VALUES);
     }
 
     #[test]

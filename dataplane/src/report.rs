@@ -95,6 +95,9 @@ pub struct Hol {
     pub open_ns_total: u64,
 }
 
+/// Distinct TTL values a direction reports.
+pub const TTL_VALUES: usize = 4;
+
 /// The TTL (hop limit) of a direction: a change within a direction is a
 /// route change or a middlebox (load balancer, proxy) on the way.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

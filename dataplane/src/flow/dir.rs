@@ -2,7 +2,7 @@
 //! saturating) and turned into the report's `Direction` at export.
 #![forbid(unsafe_code)]
 
-use crate::report::{self, Burst, Hol, Rtt, TcpTotals, Ttl};
+use crate::report::{self, Burst, Hol, Rtt, TcpTotals, Ttl, TTL_VALUES};
 use crate::stats::{BurstMeter, Histogram};
 
 /// What the tap saw going one way in one flow.
@@ -39,9 +39,6 @@ pub struct DirStats {
     pub ttl_n: u8,
     pub ttl_values: [u8; TTL_VALUES],
 }
-
-/// Distinct TTL values kept per direction.
-pub const TTL_VALUES: usize = 4;
 
 /// Saturating increment for the u32 event counters.
 #[inline]
