@@ -177,9 +177,16 @@ pub fn run_scenario(scenario: &str) -> Capture {
         };
     }
     let n = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
-    // wl + pid (<= 7 digits) + lab counter (base 36, 1 digit) + 2-letter suffix <= 15.
+    // wl + pid (<= 7 digits) + lab counter (base 36, 1 digit) + 2-letter suffix <= 15;
+    // `WL_LAB_ID_PREFIX` (<= 2 of [0-9a-z]) names the labs of one runner apart.
+    let prefix: String = std::env::var("WL_LAB_ID_PREFIX")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        .take(2)
+        .collect();
     let id = format!(
-        "{}{}",
+        "{prefix}{}{}",
         std::process::id(),
         std::char::from_digit(n % 36, 36).unwrap()
     );
