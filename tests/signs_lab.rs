@@ -35,7 +35,12 @@ fn flow_of(scenario: &str) -> Option<(lab::Capture, Value, Value)> {
         .find(|f| {
             f["proto"] == "tcp" && lab::wirelens::endpoint(&f["server"]) == Some((server, PORT))
         })
-        .unwrap_or_else(|| panic!("{scenario}: no flow to {S4}:{PORT} in {}", cap.pcap.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{scenario}: no flow to {S4}:{PORT} in {}",
+                cap.pcap.display()
+            )
+        })
         .clone();
     Some((cap, f, a.summary))
 }
@@ -75,7 +80,12 @@ fn oneway() {
     let Some((cap, f, summary)) = flow_of("oneway") else {
         return;
     };
-    assert_eq!(u(&f, "/s2c/packets"), 0, "the tap saw s2c packets: {}", f["s2c"]);
+    assert_eq!(
+        u(&f, "/s2c/packets"),
+        0,
+        "the tap saw s2c packets: {}",
+        f["s2c"]
+    );
     assert!(u(&f, "/c2s/payload_bytes") >= 500_000);
     assert_eq!(f["tcp"]["path"], "one_way", "{}", f["tcp"]);
     assert!(u(&summary, "/tcp/one_way_flows") >= 1, "{}", summary["tcp"]);
@@ -88,7 +98,10 @@ fn mssclamp() {
         return;
     };
     let t = &f["tcp"];
-    assert_eq!(t["mss"]["client"], 1460, "the tap sees the client's SYN unclamped");
+    assert_eq!(
+        t["mss"]["client"], 1460,
+        "the tap sees the client's SYN unclamped"
+    );
     assert_eq!(t["mss"]["server"], 1200, "and the server's SYN/ACK clamped");
     assert_eq!(t["mss_clamped"]["client"], false);
     assert_eq!(t["mss_clamped"]["server"], true);
@@ -101,7 +114,10 @@ fn ttlchange() {
     let Some((cap, f, _)) = flow_of("ttlchange") else {
         return;
     };
-    assert!(cap.truth["forwarder"]["ttl_at_ns"].is_u64(), "the TTL was set");
+    assert!(
+        cap.truth["forwarder"]["ttl_at_ns"].is_u64(),
+        "the TTL was set"
+    );
     // the server's 64 less the router's hop, then the forwarder's 50 less it
     assert_eq!(u(&f, "/s2c/ttl/changes"), 1, "{}", f["s2c"]["ttl"]);
     assert_eq!(f["s2c"]["ttl"]["values"], serde_json::json!([63, 49]));

@@ -567,9 +567,8 @@ fn one_flow(stream: u64, ps: &[&TcpPkt], by_frame: &HashMap<u64, &TcpPkt>) -> Re
         let d = &mut dirs[usize::from(!is_c2s(p))];
         // A 1-byte repeat that is not a keep-alive by the rule above is a
         // retransmission for wirelens; Wireshark calls every one a keep-alive.
-        d.ws_retrans_not_ooo += u64::from(
-            p.retransmission || p.out_of_order || keepalive_resends.contains(&p.frame),
-        );
+        d.ws_retrans_not_ooo +=
+            u64::from(p.retransmission || p.out_of_order || keepalive_resends.contains(&p.frame));
         d.ws_fast_not_ooo += u64::from(p.fast_retransmission);
         d.ws_spurious_not_ooo += u64::from(p.spurious_retransmission);
     }
