@@ -99,36 +99,6 @@ def socket_drops(s):
     return drops
 
 
-def tcp_segment(frame):
-    """(sequence number, payload length) of an IPv4/IPv6 TCP segment in an
-    Ethernet frame, else None."""
-    if len(frame) < 14:
-        return None
-    off = 12
-    ethertype = struct.unpack_from("!H", frame, off)[0]
-    off += 2
-    while ethertype in (0x8100, 0x88A8) and len(frame) >= off + 4:
-        ethertype = struct.unpack_from("!H", frame, off + 2)[0]
-        off += 4
-    if ethertype == 0x0800 and len(frame) >= off + 20:
-        ihl = (frame[off] & 0x0F) * 4
-        total = struct.unpack_from("!H", frame, off + 2)[0]
-        frag = struct.unpack_from("!H", frame, off + 6)[0]
-        if frame[off + 9] != 6 or (frag & 0x1FFF) != 0 or len(frame) < off + ihl + 13:
-            return None
-        doff = (frame[off + ihl + 12] >> 4) * 4
-        seq = struct.unpack_from("!I", frame, off + ihl + 4)[0]
-        return seq, total - ihl - doff
-    if ethertype == 0x86DD and len(frame) >= off + 40:
-        plen = struct.unpack_from("!H", frame, off + 4)[0]
-        if frame[off + 6] != 6 or len(frame) < off + 40 + 13:
-            return None  # extension headers are not needed in the lab
-        doff = (frame[off + 40 + 12] >> 4) * 4
-        seq = struct.unpack_from("!I", frame, off + 40 + 4)[0]
-        return seq, plen - doff
-    return None
-
-
 def ip_offset(frame):
     """(offset of the IP header, 4 or 6) of an Ethernet frame, else None."""
     if len(frame) < 14:
@@ -144,6 +114,30 @@ def ip_offset(frame):
     if ethertype == 0x86DD and len(frame) >= off + 40:
         return off, 6
     return None
+
+
+def tcp_segment(frame):
+    """(sequence number, payload length) of an IPv4/IPv6 TCP segment in an
+    Ethernet frame, else None."""
+    at = ip_offset(frame)
+    if at is None:
+        return None
+    off, v = at
+    if v == 4:
+        ihl = (frame[off] & 0x0F) * 4
+        total = struct.unpack_from("!H", frame, off + 2)[0]
+        frag = struct.unpack_from("!H", frame, off + 6)[0]
+        if frame[off + 9] != 6 or (frag & 0x1FFF) != 0 or len(frame) < off + ihl + 13:
+            return None
+        doff = (frame[off + ihl + 12] >> 4) * 4
+        seq = struct.unpack_from("!I", frame, off + ihl + 4)[0]
+        return seq, total - ihl - doff
+    plen = struct.unpack_from("!H", frame, off + 4)[0]
+    if frame[off + 6] != 6 or len(frame) < off + 40 + 13:
+        return None  # extension headers are not needed in the lab
+    doff = (frame[off + 40 + 12] >> 4) * 4
+    seq = struct.unpack_from("!I", frame, off + 40 + 4)[0]
+    return seq, plen - doff
 
 
 def rewrite_ip(frame, ttl=None, bleach=False):
