@@ -115,8 +115,8 @@ pub struct Ttl {
 pub enum TcpPath {
     #[default]
     TwoWay,
-    /// Data one way whose ACKs the tap never saw, or ACKs for data it never
-    /// saw: the other direction takes another path (asymmetric routing). Its
+    /// Data one way and no segment (so no ACK) the other way, or ACKs for
+    /// data it never saw: the other direction takes another path (asymmetric routing). Its
     /// retransmission counters are not loss the tap can judge.
     OneWay,
 }

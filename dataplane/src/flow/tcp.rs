@@ -147,11 +147,8 @@ struct TcpDir {
     n_holes: u8,
     /// How long each closed hole stayed open (head-of-line time).
     hol: Histogram,
-    /// Data (not on a SYN) was seen this way, starting at `data_start`.
+    /// Data (not on a SYN) was seen this way.
     has_data: bool,
-    data_start: u32,
-    /// The other side acknowledged some of that data.
-    data_acked: bool,
     /// This side's ACKs advanced past anything the tap saw from the other.
     acked_unseen: bool,
     /// A data segment carried an ECT (or CE) mark.
@@ -432,10 +429,7 @@ impl TcpConn {
         };
         if seglen > 0 && !syn {
             let fwd = &mut self.dirs[d];
-            if !fwd.has_data {
-                fwd.has_data = true;
-                fwd.data_start = t.seq;
-            }
+            fwd.has_data = true;
             fwd.ect_data |= m.ecn != 0;
         }
         if ack_advanced {
@@ -535,11 +529,7 @@ impl TcpConn {
                 stats[r].record_rtt(s, w);
             }
             rev.prune_holes(t.ack, now);
-            // Was any of the other side's data acknowledged, or does this
-            // side acknowledge data the tap never saw from the other?
-            if rev.has_data && seq::gt(t.ack, rev.data_start) {
-                rev.data_acked = true;
-            }
+            // Does this side acknowledge data the tap never saw from the other?
             if ack_advanced
                 && had_ack
                 && !rev.has_data
@@ -793,13 +783,15 @@ impl TcpConn {
         h.open_ns_total = u64::try_from(hist.sum()).unwrap_or(u64::MAX);
     }
 
-    /// The tap saw data one way but never an ACK for it, or ACKs for data
-    /// it never saw from the other side: the other direction takes a path
-    /// the tap is not on.
+    /// The tap saw data one way and not one segment (so no ACK for it) the
+    /// other way, or ACKs for data it never saw from the other side: the
+    /// other direction takes a path the tap is not on. (Not "data whose ACKs
+    /// are missing" while the other side is seen: a capture that starts or
+    /// ends mid-connection cuts ACKs off, and that is no path.)
     pub fn is_one_way(&self) -> bool {
         (0..2).any(|d| {
             let (f, r) = (&self.dirs[d], &self.dirs[1 - d]);
-            (f.has_data && !f.data_acked) || (f.acked_unseen && !r.has_data)
+            (f.has_data && !r.window_valid) || (f.acked_unseen && !r.has_data)
         })
     }
 
