@@ -22,7 +22,15 @@ On SIGTERM/SIGINT (or after --max-seconds) it writes --stats, a JSON object:
   send_errors, netdown (ENETDOWN reports: a port went down, e.g. before the
   lab brought it up), step {at_frame, at_ns} (when the delay step happened),
   late_ms {p50,p99,max} (how late frames left versus their due time),
-  params (the command line as parsed).
+  hold {seq, len, at_ns, ms, repeats} (the segment held with --hold-nth, and
+    how many later frames resending its bytes were held with it),
+  ttl_at_ns (when --ttl-set began), params (the command line as parsed).
+
+Middlebox signs: --hold-nth N holds the Nth matched data frame of --hold-dir,
+and every later frame resending its bytes, --hold-ms longer (a hole open for a
+known time); --ttl-set T rewrites the TTL / hop limit of every IP frame of
+--ttl-dir from its --ttl-after-frames-th matched frame on (a route change);
+--bleach-ecn-dir clears the ECN bits of every IP frame going that way.
 Tests compare dropped/reordered with what the tap and wirelens saw.
 
 Frames are held in one heap ordered by due time and sent in that order, so a
@@ -91,9 +99,8 @@ def socket_drops(s):
     return drops
 
 
-def tcp_segment(frame):
-    """(sequence number, payload length) of an IPv4/IPv6 TCP segment in an
-    Ethernet frame, else None."""
+def ip_offset(frame):
+    """(offset of the IP header, 4 or 6) of an Ethernet frame, else None."""
     if len(frame) < 14:
         return None
     off = 12
@@ -103,6 +110,20 @@ def tcp_segment(frame):
         ethertype = struct.unpack_from("!H", frame, off + 2)[0]
         off += 4
     if ethertype == 0x0800 and len(frame) >= off + 20:
+        return off, 4
+    if ethertype == 0x86DD and len(frame) >= off + 40:
+        return off, 6
+    return None
+
+
+def tcp_segment(frame):
+    """(sequence number, payload length) of an IPv4/IPv6 TCP segment in an
+    Ethernet frame, else None."""
+    at = ip_offset(frame)
+    if at is None:
+        return None
+    off, v = at
+    if v == 4:
         ihl = (frame[off] & 0x0F) * 4
         total = struct.unpack_from("!H", frame, off + 2)[0]
         frag = struct.unpack_from("!H", frame, off + 6)[0]
@@ -111,14 +132,48 @@ def tcp_segment(frame):
         doff = (frame[off + ihl + 12] >> 4) * 4
         seq = struct.unpack_from("!I", frame, off + ihl + 4)[0]
         return seq, total - ihl - doff
-    if ethertype == 0x86DD and len(frame) >= off + 40:
-        plen = struct.unpack_from("!H", frame, off + 4)[0]
-        if frame[off + 6] != 6 or len(frame) < off + 40 + 13:
-            return None  # extension headers are not needed in the lab
-        doff = (frame[off + 40 + 12] >> 4) * 4
-        seq = struct.unpack_from("!I", frame, off + 40 + 4)[0]
-        return seq, plen - doff
-    return None
+    plen = struct.unpack_from("!H", frame, off + 4)[0]
+    if frame[off + 6] != 6 or len(frame) < off + 40 + 13:
+        return None  # extension headers are not needed in the lab
+    doff = (frame[off + 40 + 12] >> 4) * 4
+    seq = struct.unpack_from("!I", frame, off + 40 + 4)[0]
+    return seq, plen - doff
+
+
+def rewrite_ip(frame, ttl=None, bleach=False):
+    """The frame with its TTL / hop limit set and / or its ECN bits cleared
+    (IPv4 header checksum recomputed)."""
+    at = ip_offset(frame)
+    if at is None:
+        return frame
+    off, v = at
+    f = bytearray(frame)
+    if v == 4:
+        if ttl is not None:
+            f[off + 8] = ttl
+        if bleach:
+            f[off + 1] &= 0xFC
+        ihl = (f[off] & 0x0F) * 4
+        f[off + 10:off + 12] = b"\0\0"
+        total = 0
+        for i in range(off, off + ihl, 2):
+            total += (f[i] << 8) | f[i + 1]
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        struct.pack_into("!H", f, off + 10, ~total & 0xFFFF)
+    else:
+        if ttl is not None:
+            f[off + 7] = ttl
+        if bleach:
+            f[off + 1] &= 0xCF  # traffic class bits 0-1 (ECN)
+    return bytes(f)
+
+
+def overlaps(seg, hold):
+    """Whether TCP segment (seq, len) carries bytes of the held (seq, len)."""
+    s, n = seg
+    hs, hn = hold
+    return n > 0 and ((s - hs) % (1 << 32) < hn or (hs - s) % (1 << 32) < n)
 
 
 def is_ip(frame):
@@ -152,6 +207,14 @@ def main():
     p.add_argument("--reorder-max", type=int, default=1 << 30)
     p.add_argument("--skip-first", type=int, default=20,
                    help="matched frames per direction never impaired (lets the flow start)")
+    p.add_argument("--hold-dir", choices=("ab", "ba"), default="ba")
+    p.add_argument("--hold-nth", type=int, default=0,
+                   help="hold this matched data frame (and frames resending its bytes)")
+    p.add_argument("--hold-ms", type=float, default=0.0)
+    p.add_argument("--ttl-dir", choices=("ab", "ba"), default="ba")
+    p.add_argument("--ttl-after-frames", type=int, default=0)
+    p.add_argument("--ttl-set", type=int, default=None)
+    p.add_argument("--bleach-ecn-dir", choices=("ab", "ba"), default=None)
     p.add_argument("--max-seconds", type=float, default=120.0, help="hard lifetime bound")
     p.add_argument("--wait-up", type=float, default=0.0, metavar="SECONDS",
                    help="first wait (at most this long) until both ports are up, so the "
@@ -175,6 +238,9 @@ def main():
     late = []
     step = {"at_frame": None, "at_ns": None}
     first_ab = None  # monotonic time of the first matched ab frame
+    hold = None  # {"seq", "len", "at_ns", "ms", "repeats"} and its due time
+    hold_due = 0.0
+    ttl_at_ns = None
     delay = a.delay_ms / 1000.0
     heap = []  # (due, seq, out_socket, dir, frame)
     seq = 0
@@ -241,6 +307,19 @@ def main():
                         due = now + delay
                         step["at_frame"] = matched["ab"]
                         step["at_ns"] = time.time_ns()
+                    if (seg is not None and d == a.hold_dir and a.hold_nth
+                            and hold is None and matched[d] == a.hold_nth):
+                        hold_due = due + a.hold_ms / 1000.0
+                        hold = {"seq": seg[0], "len": seg[1], "at_ns": time.time_ns(),
+                                "ms": a.hold_ms, "repeats": 0}
+                        due = hold_due
+                    elif (seg is not None and hold is not None and d == a.hold_dir
+                            and due < hold_due and overlaps(seg, (hold["seq"], hold["len"]))):
+                        hold["repeats"] += 1
+                        due = hold_due
+                    if (a.ttl_set is not None and d == a.ttl_dir and ttl_at_ns is None
+                            and matched[d] >= a.ttl_after_frames):
+                        ttl_at_ns = time.time_ns()
                     if matched[d] > a.skip_first:
                         if (d == a.loss_dir and a.loss > 0 and dropped[d] < a.loss_max
                                 and rng.random() < a.loss):
@@ -255,6 +334,10 @@ def main():
                             if seg is not None and len(segs["reordered"][d]) < SEG_LOG_MAX:
                                 segs["reordered"][d].append(list(seg))
                             due += a.reorder_extra_ms / 1000.0
+                rewrite_ttl = ttl_at_ns is not None and d == a.ttl_dir
+                if rewrite_ttl or d == a.bleach_ecn_dir:
+                    frame = rewrite_ip(frame, a.ttl_set if rewrite_ttl else None,
+                                       d == a.bleach_ecn_dir)
                 seq += 1
                 heapq.heappush(heap, (due, seq, out, d, frame))
         now = time.monotonic()
@@ -293,6 +376,8 @@ def main():
         "netdown": netdown,
         "step": step,
         "late_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0)},
+        "hold": hold,
+        "ttl_at_ns": ttl_at_ns,
         "params": vars(a),
     }
     tmp = a.stats + ".tmp"

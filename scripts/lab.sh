@@ -281,6 +281,8 @@ warm() { # resolve ARP/NDP on every hop before the capture starts
 # while the tap records. truth.json records what was injected.
 
 SCENARIOS=(clean loss-after loss-before loss-fwd reorder zerowin shortconns pmtu udpfrag delaystep ipv6 bufferbloat rttstep surge)
+# Middlebox and path signs (tests/signs_lab.rs).
+SCENARIOS+=(hol oneway mssclamp ttlchange ecnbleach)
 
 upload() { # outdir server-addr port bytes [name]
   local out=$1 addr=$2 port=$3 n=$4 name=${5:-}
@@ -445,6 +447,64 @@ run_surge() {
 }
 
 run_rttstep() { PACE=1000000 RUN_TIMEOUT=90 upload "$1" "$S4" "$PORT" 46000000; }
+
+# Signs of what breaks agents: each scenario injects one, with its truth.
+download() { # outdir server-addr port bytes
+  local out=$1
+  server_bg server "$out" server --bind "$2" --port "$3" --count 1 --reply "$4" \
+    --pace "$PACE" --cc cubic
+  traffic "$NS_C" client "$out" client --connect "$2" --port "$3" --cc cubic --timeout "$RUN_TIMEOUT"
+  servers_wait
+}
+
+HOLD_MS=150
+prepare_hol() {
+  FWD_ARGS+=(--hold-dir ba --hold-nth 300 --hold-ms "$HOLD_MS")
+  NOTE="download; the forwarder holds the 300th s2c data segment, and every resend of its bytes, $HOLD_MS ms (before the tap) -> one hole open $HOLD_MS ms"
+}
+run_hol() { download "$1" "$S4" "$PORT" 1500000; }
+
+impair_oneway() {
+  # A second link client <-> router; the router sends s2c over it, so the
+  # tap on rc sees the client's data and ACKs but nothing the server sends.
+  local xc=wl${ID}x xr=wl${ID}rx
+  ip link add "$xc" netns "$NS_C" type veth peer name "$xr" netns "$NS_R"
+  veth_tune "$NS_C" "$xc"
+  veth_tune "$NS_R" "$xr"
+  nsx "$NS_C" ip addr add 198.18.3.2/24 dev "$xc"
+  nsx "$NS_R" ip addr add 198.18.3.1/24 dev "$xr"
+  nsx "$NS_C" ip link set "$xc" up
+  nsx "$NS_R" ip link set "$xr" up
+  nsx "$NS_C" sysctl -qw net.ipv4.conf.all.rp_filter=0 "net.ipv4.conf.$xc.rp_filter=0"
+  nsx "$NS_R" ip route add "$C4/32" via 198.18.3.2 dev "$xr"
+}
+prepare_oneway() {
+  NOTE="upload; the server's packets return over a second link that bypasses the tap -> one_way"
+}
+run_oneway() { upload "$1" "$S4" "$PORT" 500000; }
+
+CLAMP_MSS=1200
+impair_mssclamp() {
+  ipt -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss "$CLAMP_MSS"
+}
+prepare_mssclamp() {
+  NOTE="upload; the router clamps the MSS of SYNs to $CLAMP_MSS (iptables TCPMSS): the tap on rc sees the client's SYN before, the server's SYN/ACK after"
+}
+run_mssclamp() { upload "$1" "$S4" "$PORT" 300000; }
+
+TTL_SET=50
+prepare_ttlchange() {
+  FWD_ARGS+=(--ttl-dir ba --ttl-after-frames 400 --ttl-set "$TTL_SET")
+  NOTE="download; from the 400th s2c data segment on, the forwarder sets the TTL to $TTL_SET (the router then takes one): a route change mid-flow"
+}
+run_ttlchange() { download "$1" "$S4" "$PORT" 1500000; }
+
+impair_ecnbleach() { nsx "$NS_C" sysctl -qw net.ipv4.tcp_ecn=1; }
+prepare_ecnbleach() {
+  FWD_ARGS+=(--bleach-ecn-dir ba)
+  NOTE="download with ECN negotiated (client tcp_ecn=1); the forwarder clears the ECN bits of every s2c packet -> ECN bleached"
+}
+run_ecnbleach() { download "$1" "$S4" "$PORT" 600000; }
 
 # ---------------------------------------------------------------- run
 

@@ -3,11 +3,20 @@
 use std::cmp::Reverse;
 use std::io::{self, Write};
 
-use wirelens_dataplane::report::{Direction, FlowRecord, Proto, Summary, TcpState};
+use wirelens_dataplane::report::{Direction, FlowRecord, Proto, Summary, TcpPath, TcpState};
 
-/// How bad a flow looks: loss first, then stalls, then RTT, then size.
+fn one_way(r: &FlowRecord) -> bool {
+    r.tcp.as_ref().is_some_and(|t| t.path == TcpPath::OneWay)
+}
+
+/// How bad a flow looks: loss first, then stalls, then RTT, then size. A
+/// one-way flow's retransmissions are not loss the tap can judge.
 pub fn badness(r: &FlowRecord) -> (u64, u64, u64, u64) {
-    let loss = r.c2s.retransmits + r.s2c.retransmits + r.c2s.gaps + r.s2c.gaps;
+    let loss = if one_way(r) {
+        0
+    } else {
+        r.c2s.retransmits + r.s2c.retransmits + r.c2s.gaps + r.s2c.gaps
+    };
     let stall = r.c2s.zero_window_ns + r.s2c.zero_window_ns;
     let rtt = r
         .c2s
@@ -105,6 +114,47 @@ fn retx_cell(d: &Direction) -> String {
     }
 }
 
+/// The longest head-of-line hole of either direction.
+fn hol_cell(r: &FlowRecord) -> String {
+    match r.c2s.hol.open_ns_max.max(r.s2c.hol.open_ns_max) {
+        Some(ns) => human_ns(ns),
+        None => "-".into(),
+    }
+}
+
+/// Path and middlebox signs: one-way, MSS clamped, TTL changes, ECN bleached.
+fn signs_cell(r: &FlowRecord) -> String {
+    let mut v = Vec::new();
+    let sides = |p: &wirelens_dataplane::report::PerSide<bool>| match (p.client, p.server) {
+        (true, true) => "c+s",
+        (true, false) => "c",
+        (false, true) => "s",
+        (false, false) => "",
+    };
+    if let Some(t) = &r.tcp {
+        if t.path == TcpPath::OneWay {
+            v.push("one-way".to_string());
+        }
+        if !sides(&t.mss_clamped).is_empty() {
+            v.push(format!("mss-clamped({})", sides(&t.mss_clamped)));
+        }
+        if !sides(&t.ecn_bleached).is_empty() {
+            v.push(format!("ecn-bleached({})", sides(&t.ecn_bleached)));
+        }
+    }
+    for (name, d) in [("c2s", &r.c2s), ("s2c", &r.s2c)] {
+        if d.ttl.changes > 0 {
+            let vals: Vec<String> = d.ttl.values.iter().map(u8::to_string).collect();
+            v.push(format!("ttl {name} {}", vals.join(">")));
+        }
+    }
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(", ")
+    }
+}
+
 fn state(r: &FlowRecord) -> &'static str {
     match r.tcp.as_ref().map(|t| t.state) {
         None => "-",
@@ -172,6 +222,13 @@ pub fn print(
         t.fin,
         t.rst
     )?;
+    if t.one_way_flows > 0 {
+        writeln!(
+            w,
+            "tcp: {} one-way flows (the tap sees one direction only: their retransmissions are not loss)",
+            t.one_way_flows
+        )?;
+    }
     writeln!(
         w,
         "burst: {} packets / {} in the busiest 1 ms; fragments v4 {} v6 {}; icmp frag-needed {} packet-too-big {}{}",
@@ -230,10 +287,12 @@ pub fn print(
         "gaps",
         "dupack",
         "zwin",
+        "hol max",
         "rtt c2s p50/p99",
         "rtt s2c p50/p99",
         "connect",
         "burst/ms",
+        "signs",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for (i, r) in rows.iter().enumerate() {
@@ -247,8 +306,16 @@ pub fn print(
             state(r).to_string(),
             (r.c2s.packets + r.s2c.packets).to_string(),
             human_bytes(r.c2s.bytes + r.s2c.bytes),
-            retx_cell(&r.c2s),
-            retx_cell(&r.s2c),
+            if one_way(r) {
+                "one-way".into()
+            } else {
+                retx_cell(&r.c2s)
+            },
+            if one_way(r) {
+                "one-way".into()
+            } else {
+                retx_cell(&r.s2c)
+            },
             (r.c2s.gaps + r.s2c.gaps).to_string(),
             (r.c2s.dup_acks + r.s2c.dup_acks).to_string(),
             if zw == 0 {
@@ -256,6 +323,7 @@ pub fn print(
             } else {
                 format!("{zw} {}", human_ns(zw_ns))
             },
+            hol_cell(r),
             rtt_cell(&r.c2s),
             rtt_cell(&r.s2c),
             opt_ns(
@@ -269,6 +337,7 @@ pub fn print(
                 .max_packets_1ms
                 .max(r.s2c.burst.max_packets_1ms)
                 .to_string(),
+            signs_cell(r),
         ]);
     }
     let ncol = header.len();
@@ -279,7 +348,7 @@ pub fn print(
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
             // text columns left-aligned, numbers right-aligned
-            if matches!(c, 1..=4) {
+            if matches!(c, 1..=4) || c == ncol - 1 {
                 line.push_str(&format!("{:<width$}  ", cell, width = widths[c]));
             } else {
                 line.push_str(&format!("{:>width$}  ", cell, width = widths[c]));
@@ -289,7 +358,7 @@ pub fn print(
     }
     writeln!(
         w,
-        "\nretx = retransmits (seen by the tap before: loss after the tap / holes filled: loss before the tap); rtt per direction of the data: tap -> receiver -> tap"
+        "\nretx = retransmits (seen by the tap before: loss after the tap / holes filled: loss before the tap); rtt per direction of the data: tap -> receiver -> tap; hol max = longest time a hole in the data stayed open (head-of-line)"
     )?;
     Ok(())
 }

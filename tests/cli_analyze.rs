@@ -178,6 +178,14 @@ fn table_and_json_formats() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["flows"].as_array().unwrap().len(), 1);
     assert_eq!(doc["summary"]["packets"], 9);
+    // the signs: head-of-line time in the table and the record, the path
+    assert!(text.contains("hol max") && text.contains("signs"), "{text}");
+    let f = &doc["flows"][0];
+    let holes =
+        f["c2s"]["hol"]["holes"].as_u64().unwrap() + f["s2c"]["hol"]["holes"].as_u64().unwrap();
+    assert!(holes >= 1, "{f}");
+    assert_eq!(f["tcp"]["path"], "two_way");
+    assert_eq!(doc["summary"]["tcp"]["one_way_flows"], 0);
 }
 
 #[test]

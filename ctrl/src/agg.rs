@@ -22,7 +22,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use wirelens_dataplane::report::{Direction, FlowRecord, Proto, Rtt, TcpState};
+use wirelens_dataplane::report::{
+    Direction, FlowRecord, PerSide, Proto, Rtt, TcpPath, TcpState, TTL_VALUES,
+};
 use wirelens_dataplane::stats::Histogram;
 
 use crate::report::{FlowDelta, NodeReport, ProbeState, ProbeWindow};
@@ -162,6 +164,21 @@ pub struct Counters {
     pub rtt_server: Histogram,
     /// RTT of server -> client data (tap -> client -> tap).
     pub rtt_client: Histogram,
+    /// Head-of-line holes opened, the time the closed ones stayed open
+    /// summed, and the longest.
+    pub hol_holes: u64,
+    pub hol_open_ns_total: u64,
+    pub hol_open_ns_max: u64,
+    /// Flows whose first delta was `tcp.path: "one_way"`. Their
+    /// retransmissions are in `one_way_retransmits`, not in `retransmits`
+    /// (the tap cannot tell loss on a path it sees half of).
+    pub one_way_flows: u64,
+    pub one_way_retransmits: u64,
+    /// Flows whose first delta had an MSS clamped / ECN bleached side.
+    pub mss_clamped_flows: u64,
+    pub ecn_bleached_flows: u64,
+    /// TTL (hop limit) changes within a direction, summed.
+    pub ttl_changes: u64,
 }
 
 impl Counters {
@@ -201,6 +218,16 @@ impl Counters {
         self.max_packets_1ms = self.max_packets_1ms.max(o.max_packets_1ms);
         self.rtt_server.merge(&o.rtt_server);
         self.rtt_client.merge(&o.rtt_client);
+        self.hol_holes = self.hol_holes.saturating_add(o.hol_holes);
+        self.hol_open_ns_total = self.hol_open_ns_total.saturating_add(o.hol_open_ns_total);
+        self.hol_open_ns_max = self.hol_open_ns_max.max(o.hol_open_ns_max);
+        self.one_way_flows = self.one_way_flows.saturating_add(o.one_way_flows);
+        self.one_way_retransmits = self
+            .one_way_retransmits
+            .saturating_add(o.one_way_retransmits);
+        self.mss_clamped_flows = self.mss_clamped_flows.saturating_add(o.mss_clamped_flows);
+        self.ecn_bleached_flows = self.ecn_bleached_flows.saturating_add(o.ecn_bleached_flows);
+        self.ttl_changes = self.ttl_changes.saturating_add(o.ttl_changes);
     }
 
     /// The counters of one flow delta.
@@ -228,8 +255,25 @@ impl Counters {
             c.zero_window_ns = c.zero_window_ns.saturating_add(dir.zero_window_ns);
             c.frags = c.frags.saturating_add(dir.frags);
             c.max_packets_1ms = c.max_packets_1ms.max(dir.burst.max_packets_1ms);
+            c.hol_holes = c.hol_holes.saturating_add(dir.hol.holes);
+            c.hol_open_ns_total = c.hol_open_ns_total.saturating_add(dir.hol.open_ns_total);
+            c.hol_open_ns_max = c.hol_open_ns_max.max(dir.hol.open_ns_max.unwrap_or(0));
+            c.ttl_changes = c.ttl_changes.saturating_add(dir.ttl.changes);
         }
         if let Some(tcp) = &f.tcp {
+            if tcp.path == TcpPath::OneWay {
+                // Not loss the tap can judge: kept apart.
+                c.one_way_flows = u64::from(d.first);
+                c.one_way_retransmits = c.retransmits;
+                c.retransmits = 0;
+                c.retrans_seen = 0;
+                c.hole_fill = 0;
+                c.rto_retransmits = 0;
+                c.data_packets = 0;
+            }
+            let any = |p: &PerSide<bool>| p.client || p.server;
+            c.mss_clamped_flows = u64::from(d.first && any(&tcp.mss_clamped));
+            c.ecn_bleached_flows = u64::from(d.first && any(&tcp.ecn_bleached));
             let syns = tcp.handshake.as_ref().map_or(f.c2s.syn, |h| h.syn_count);
             if syns > 1 {
                 c.syn_retry_flows = 1;
@@ -368,6 +412,17 @@ fn add_direction(a: &mut Direction, b: &Direction) {
     a.frags = a.frags.saturating_add(b.frags);
     a.burst.max_packets_1ms = a.burst.max_packets_1ms.max(b.burst.max_packets_1ms);
     a.burst.max_bytes_1ms = a.burst.max_bytes_1ms.max(b.burst.max_bytes_1ms);
+    a.hol.holes = a.hol.holes.saturating_add(b.hol.holes);
+    a.hol.open_ns_total = a.hol.open_ns_total.saturating_add(b.hol.open_ns_total);
+    // maxima: the larger (the p99 of the union is not known without the times)
+    a.hol.open_ns_max = a.hol.open_ns_max.max(b.hol.open_ns_max);
+    a.hol.open_ns_p99 = a.hol.open_ns_p99.max(b.hol.open_ns_p99);
+    a.ttl.changes = a.ttl.changes.saturating_add(b.ttl.changes);
+    for v in &b.ttl.values {
+        if !a.ttl.values.contains(v) && a.ttl.values.len() < TTL_VALUES {
+            a.ttl.values.push(*v);
+        }
+    }
 }
 
 fn rtt_of(h: &Histogram, last: Option<u64>) -> Rtt {
@@ -658,6 +713,22 @@ pub struct ServiceSummary {
     pub rtt_server: RttSummary,
     /// RTT of responses (server -> client data; tap -> client -> tap).
     pub rtt_client: RttSummary,
+    /// Head-of-line time of the service's connections: holes opened, the
+    /// time the closed ones stayed open (summed) and the longest.
+    #[serde(default)]
+    pub hol: HolSummary,
+    /// Flows flagged `tcp.path: "one_way"`, and their retransmissions (not in
+    /// `retransmits` nor `retrans_rate`).
+    #[serde(default)]
+    pub one_way_flows: u64,
+    #[serde(default)]
+    pub one_way_retransmits: u64,
+    #[serde(default)]
+    pub mss_clamped_flows: u64,
+    #[serde(default)]
+    pub ecn_bleached_flows: u64,
+    #[serde(default)]
+    pub ttl_changes: u64,
     /// Client subnets, worst first (when asked for).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathSummary>,
@@ -665,6 +736,14 @@ pub struct ServiceSummary {
     /// merged over the nodes that probe it; filled in by `wirelens services`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeSummary>,
+}
+
+/// Head-of-line time over many flows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolSummary {
+    pub holes: u64,
+    pub open_ns_total: u64,
+    pub open_ns_max: u64,
 }
 
 /// One client subnet of a service ("which path").
@@ -730,6 +809,16 @@ impl ServiceSummary {
             pmtu_min_mtu: c.pmtu_min_mtu,
             rtt_server: RttSummary::of(&c.rtt_server),
             rtt_client: RttSummary::of(&c.rtt_client),
+            hol: HolSummary {
+                holes: c.hol_holes,
+                open_ns_total: c.hol_open_ns_total,
+                open_ns_max: c.hol_open_ns_max,
+            },
+            one_way_flows: c.one_way_flows,
+            one_way_retransmits: c.one_way_retransmits,
+            mss_clamped_flows: c.mss_clamped_flows,
+            ecn_bleached_flows: c.ecn_bleached_flows,
+            ttl_changes: c.ttl_changes,
             paths: Vec::new(),
             probe: None,
         }
@@ -1020,6 +1109,73 @@ pub(crate) mod tests {
         assert_eq!(service_addr("[2001:db8::1]:443/tcp"), "[2001:db8::1]:443");
     }
 
+    /// Head-of-line time and middlebox signs add up per service; a one-way
+    /// flow's retransmissions are kept apart from the service's loss.
+    #[test]
+    fn signs_per_service_and_one_way_loss_kept_apart() {
+        use wirelens_dataplane::report::{Hol, TcpInfo, Ttl};
+        let t = 1_700_000_000 * SEC;
+        let tcp = |path| TcpInfo {
+            handshake: None,
+            state: TcpState::Established,
+            rst_from: None,
+            mss: Default::default(),
+            wscale: Default::default(),
+            sack_ok: false,
+            ts_ok: false,
+            ecn_ok: true,
+            path,
+            mss_clamped: PerSide {
+                client: false,
+                server: true,
+            },
+            ecn_bleached: PerSide::default(),
+        };
+        let mut a = flow("198.18.1.1:1000", "198.18.2.2:80", t, t + SEC);
+        a.c2s.packets = 100;
+        a.c2s.payload_bytes = 100_000;
+        a.c2s.retransmits = 4;
+        a.c2s.hol = Hol {
+            holes: 2,
+            open_ns_max: Some(300_000_000),
+            open_ns_p99: Some(300_000_000),
+            open_ns_total: 400_000_000,
+        };
+        a.s2c.ttl = Ttl {
+            changes: 1,
+            values: vec![64, 60],
+        };
+        a.tcp = Some(tcp(TcpPath::TwoWay));
+        let mut b = flow("198.18.1.2:1000", "198.18.2.2:80", t, t + SEC);
+        b.c2s.packets = 50;
+        b.c2s.payload_bytes = 50_000;
+        b.c2s.retransmits = 9;
+        b.c2s.hol.holes = 1;
+        b.tcp = Some(tcp(TcpPath::OneWay));
+        let mut r = NodeReport::new("n1", 1, 1, t + SEC, Default::default());
+        for f in [a, b] {
+            let mut d = FlowDelta::from_record(f);
+            d.at_ns = t + SEC;
+            r.flows.push(d);
+        }
+        let rows = rows_of(&r);
+        let (_, c) = rows.totals.iter().next().unwrap();
+        let s = ServiceSummary::new("x".into(), c, &BTreeSet::new(), t, t);
+        assert_eq!(s.retransmits, 4, "the one-way flow's are not loss");
+        assert_eq!(s.retrans_rate, Some(0.04));
+        assert_eq!((s.one_way_flows, s.one_way_retransmits), (1, 9));
+        assert_eq!(
+            s.hol,
+            HolSummary {
+                holes: 3,
+                open_ns_total: 400_000_000,
+                open_ns_max: 300_000_000,
+            }
+        );
+        assert_eq!((s.mss_clamped_flows, s.ecn_bleached_flows), (2, 0));
+        assert_eq!(s.ttl_changes, 1);
+    }
+
     #[test]
     fn exact_histogram_merge_through_rows() {
         // Two nodes' deltas for one service: the service row's histogram is
@@ -1128,6 +1284,9 @@ pub(crate) mod tests {
             sack_ok: false,
             ts_ok: false,
             ecn_ok: false,
+            path: Default::default(),
+            mss_clamped: Default::default(),
+            ecn_bleached: Default::default(),
         });
         let mut a = FlowState::of_delta(&delta_with_rtt(f1, t + SEC, &[1_000_000, 2_000_000]));
         let b = FlowState::of_delta(&delta_with_rtt(f2.clone(), t + 5 * SEC, &[3_000_000]));

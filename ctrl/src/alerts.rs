@@ -14,6 +14,7 @@
 //! | `zero_window` | over the trailing minute, receivers stalled at zero window for >= 500 ms in total |
 //! | `pmtu` | over the trailing minute, ICMP frag-needed / packet-too-big quoted the service's flows |
 //! | `connection_surge` | within the trailing minute, a bucket's new connections >= `surge_factor` (5) x the median of the service's trailing normal buckets (up to 30, at least 3; a baseline of at least 1 a bucket) and >= `surge_min_flows` (20) |
+//! | `head_of_line` | over the trailing minute, holes in the data stayed open >= 500 ms in total and the longest >= 4 x the service's RTT p50: streams waited on holes more than on the network |
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -55,6 +56,10 @@ pub struct AlertConfig {
     pub surge_factor: f64,
     /// ... and at least this many.
     pub surge_min_flows: u64,
+    /// Total head-of-line (hole open) time in the window that alerts, and how
+    /// many times the RTT p50 the longest hole must be.
+    pub hol_ns: u64,
+    pub hol_rtt_factor: u64,
 }
 
 impl Default for AlertConfig {
@@ -73,6 +78,8 @@ impl Default for AlertConfig {
             window_buckets: 6,
             surge_factor: 5.0,
             surge_min_flows: 20,
+            hol_ns: 500_000_000,
+            hol_rtt_factor: 4,
         }
     }
 }
@@ -81,7 +88,7 @@ impl Default for AlertConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// `rtt_spike`, `retransmissions`, `syn_retry_storm`, `zero_window`, `pmtu`,
-    /// `connection_surge`.
+    /// `connection_surge`, `head_of_line`.
     pub rule: String,
     pub service: String,
     /// Nodes whose own data shows the symptom.
@@ -520,7 +527,36 @@ pub fn evaluate(service: &str, s: &Series, width: u64, cfg: &AlertConfig) -> Vec
             )
         },
     };
-    for r in [&loss, &syn, &zw, &pmtu] {
+    let hol = CounterRule {
+        rule: "head_of_line",
+        cond: &|c| {
+            let rtt = c.rtt_all().quantile(0.5).unwrap_or(0);
+            c.hol_holes > 0
+                && c.hol_open_ns_total >= cfg.hol_ns
+                && c.hol_open_ns_max >= rtt.saturating_mul(cfg.hol_rtt_factor)
+        },
+        node_shows: &|c| c.hol_open_ns_total > 0,
+        describe: &|c| {
+            let rtt = c.rtt_all().quantile(0.5);
+            (
+                format!(
+                    "holes in the data stayed open {} in total over the last {window_s} s ({} holes, the longest {}, RTT p50 {}): every stream on those connections waited",
+                    ms(c.hol_open_ns_total),
+                    c.hol_holes,
+                    ms(c.hol_open_ns_max),
+                    rtt.map_or("unknown".into(), ms)
+                ),
+                json!({
+                    "holes": c.hol_holes,
+                    "open_ns_total": c.hol_open_ns_total,
+                    "open_ns_max": c.hol_open_ns_max,
+                    "rtt_p50_ns": rtt,
+                    "threshold_ns": cfg.hol_ns,
+                }),
+            )
+        },
+    };
+    for r in [&loss, &syn, &zw, &pmtu, &hol] {
         out.extend(counter_rule(service, s, width, cfg, r));
     }
     out.extend(connection_surge(service, s, width, cfg));
@@ -673,6 +709,44 @@ mod tests {
         assert_eq!(by["zero_window"].since_ns, T0 + 7 * W);
         assert_eq!(by["pmtu"].since_ns, T0 + 6 * W);
         assert_eq!(by["pmtu"].evidence["min_mtu"], 1400);
+    }
+
+    /// Head-of-line: fires once the trailing minute holds 500 ms of open
+    /// holes whose longest is >= 4 RTTs; short holes on a slow path do not.
+    #[test]
+    fn head_of_line_dominates() {
+        let mut s = Series::new();
+        let mut seed = 7;
+        for i in 0..10u64 {
+            let mut c = rtt_bucket(20_000_000, 50, &mut seed);
+            if i >= 5 {
+                c.hol_holes = 2;
+                c.hol_open_ns_total = 300_000_000;
+                c.hol_open_ns_max = 150_000_000;
+            }
+            s.entry(T0 + i * W).or_default().insert("n1".into(), c);
+        }
+        let alerts = evaluate("svc", &s, W, &AlertConfig::default());
+        let a = alerts
+            .iter()
+            .find(|a| a.rule == "head_of_line")
+            .unwrap_or_else(|| panic!("{alerts:#?}"));
+        assert_eq!(a.since_ns, T0 + 6 * W);
+        assert_eq!(a.evidence["holes"], 10);
+        // the same hole time on a path whose RTT is 100 ms: not dominant
+        let mut slow = Series::new();
+        for i in 0..10u64 {
+            let mut c = rtt_bucket(100_000_000, 50, &mut seed);
+            c.hol_holes = 2;
+            c.hol_open_ns_total = 300_000_000;
+            c.hol_open_ns_max = 150_000_000;
+            slow.entry(T0 + i * W).or_default().insert("n1".into(), c);
+        }
+        let alerts = evaluate("svc", &slow, W, &AlertConfig::default());
+        assert!(
+            alerts.iter().all(|a| a.rule != "head_of_line"),
+            "{alerts:#?}"
+        );
     }
 
     #[test]

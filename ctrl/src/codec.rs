@@ -34,8 +34,8 @@ use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use wirelens_dataplane::report::{
-    Burst, Direction, Endpoint, FlowRecord, Handshake, PerSide, Pmtu, Proto, Rtt, Side, TcpInfo,
-    TcpState, FLOW_SCHEMA,
+    Burst, Direction, Endpoint, FlowRecord, Handshake, Hol, PerSide, Pmtu, Proto, Rtt, Side,
+    TcpInfo, TcpPath, TcpState, Ttl, FLOW_SCHEMA,
 };
 use wirelens_dataplane::stats::Histogram;
 
@@ -279,7 +279,13 @@ const F_RTT_S2C: u64 = 1 << 5;
 const F_KIND: u64 = 1 << 6;
 /// `schema` is not [`FLOW_SCHEMA`]: the text follows.
 const F_SCHEMA: u64 = 1 << 7;
-const F_ALL: u64 = (1 << 8) - 1;
+/// The flow carries signs (head-of-line holes, TTL changes, TCP path and
+/// middlebox flags): they follow the histograms. A flow without any is
+/// encoded as before the signs existed, so older readers still read it.
+const F_SIGNS: u64 = 1 << 8;
+const F_ALL: u64 = (1 << 9) - 1;
+/// Most TTL values a direction carries.
+const MAX_TTL_VALUES: usize = 16;
 
 fn put_flow(w: &mut Vec<u8>, d: &FlowDelta, prev_at: u64) {
     let f = &d.flow;
@@ -293,6 +299,7 @@ fn put_flow(w: &mut Vec<u8>, d: &FlowDelta, prev_at: u64) {
         (d.rtt_s2c.is_some(), F_RTT_S2C),
         (f.kind != "flow", F_KIND),
         (f.schema != FLOW_SCHEMA, F_SCHEMA),
+        (has_signs(f), F_SIGNS),
     ] {
         if on {
             flags |= bit;
@@ -330,6 +337,40 @@ fn put_flow(w: &mut Vec<u8>, d: &FlowDelta, prev_at: u64) {
     }
     for h in [&d.rtt_c2s, &d.rtt_s2c].into_iter().flatten() {
         put_hist(w, h);
+    }
+    if flags & F_SIGNS != 0 {
+        put_signs(w, f);
+    }
+}
+
+/// Signs, as TCP bits: path one-way, MSS clamped (client, server), ECN
+/// bleached (client, server).
+fn tcp_sign_bits(t: &TcpInfo) -> u64 {
+    u64::from(t.path == TcpPath::OneWay)
+        | u64::from(t.mss_clamped.client) << 1
+        | u64::from(t.mss_clamped.server) << 2
+        | u64::from(t.ecn_bleached.client) << 3
+        | u64::from(t.ecn_bleached.server) << 4
+}
+
+fn has_signs(f: &FlowRecord) -> bool {
+    let dir = |d: &Direction| d.hol != Hol::default() || d.ttl != Ttl::default();
+    dir(&f.c2s) || dir(&f.s2c) || f.tcp.as_ref().is_some_and(|t| tcp_sign_bits(t) != 0)
+}
+
+fn put_signs(w: &mut Vec<u8>, f: &FlowRecord) {
+    for d in [&f.c2s, &f.s2c] {
+        put(w, d.hol.holes);
+        put_opt(w, d.hol.open_ns_max);
+        put_opt(w, d.hol.open_ns_p99);
+        put(w, d.hol.open_ns_total);
+        put(w, d.ttl.changes);
+        let values = &d.ttl.values[..d.ttl.values.len().min(MAX_TTL_VALUES)];
+        put(w, values.len() as u64);
+        w.extend_from_slice(values);
+    }
+    if let Some(t) = &f.tcp {
+        put(w, tcp_sign_bits(t));
     }
 }
 
@@ -767,6 +808,10 @@ impl<'a> Reader<'a> {
         } else {
             None
         };
+        let (mut c2s, mut s2c, mut tcp) = (c2s, s2c, tcp);
+        if flags & F_SIGNS != 0 {
+            self.signs(&mut c2s, &mut s2c, tcp.as_mut())?;
+        }
         Ok(FlowDelta {
             at_ns,
             first: flags & F_FIRST != 0,
@@ -787,6 +832,52 @@ impl<'a> Reader<'a> {
             rtt_c2s,
             rtt_s2c,
         })
+    }
+
+    fn signs(
+        &mut self,
+        c2s: &mut Direction,
+        s2c: &mut Direction,
+        tcp: Option<&mut TcpInfo>,
+    ) -> Result<(), CodecError> {
+        for d in [c2s, s2c] {
+            d.hol = Hol {
+                holes: self.get("hol.holes")?,
+                open_ns_max: self.opt("hol.open_ns_max")?,
+                open_ns_p99: self.opt("hol.open_ns_p99")?,
+                open_ns_total: self.get("hol.open_ns_total")?,
+            };
+            let changes = self.get("ttl.changes")?;
+            let n = self.get("ttl.values")?;
+            if n > MAX_TTL_VALUES as u64 {
+                return Err(corrupt(format!("{n} ttl.values; at most {MAX_TTL_VALUES}")));
+            }
+            let n = n as usize;
+            d.ttl = Ttl {
+                changes,
+                values: self.bytes(n)?.to_vec(),
+            };
+        }
+        if let Some(t) = tcp {
+            let bits = self.get("tcp signs")?;
+            if bits >> 5 != 0 {
+                return Err(corrupt(format!("tcp sign bits {bits:#x}")));
+            }
+            t.path = if bits & 1 != 0 {
+                TcpPath::OneWay
+            } else {
+                TcpPath::TwoWay
+            };
+            t.mss_clamped = PerSide {
+                client: bits & 1 << 1 != 0,
+                server: bits & 1 << 2 != 0,
+            };
+            t.ecn_bleached = PerSide {
+                client: bits & 1 << 3 != 0,
+                server: bits & 1 << 4 != 0,
+            };
+        }
+        Ok(())
     }
 
     fn endpoint(&mut self) -> Result<Endpoint, CodecError> {
@@ -872,6 +963,9 @@ impl<'a> Reader<'a> {
                 max_packets_1ms,
                 max_bytes_1ms,
             },
+            // Signs follow the flow's histograms ([`F_SIGNS`]).
+            hol: Hol::default(),
+            ttl: Ttl::default(),
         })
     }
 
@@ -923,6 +1017,10 @@ impl<'a> Reader<'a> {
             sack_ok: bits & 1 << 5 != 0,
             ts_ok: bits & 1 << 6 != 0,
             ecn_ok: bits & 1 << 7 != 0,
+            // Signs follow the flow's histograms ([`F_SIGNS`]).
+            path: TcpPath::TwoWay,
+            mss_clamped: PerSide::default(),
+            ecn_bleached: PerSide::default(),
         })
     }
 
@@ -1031,6 +1129,23 @@ mod tests {
                 f.kind = "odd".into();
                 f.schema = "x".into();
             }
+            if i % 6 == 1 {
+                f.c2s.hol = Hol {
+                    holes: i,
+                    open_ns_max: Some(250_000_000 + i),
+                    open_ns_p99: Some(240_000_000),
+                    open_ns_total: u64::MAX,
+                };
+                f.s2c.ttl = Ttl {
+                    changes: 3,
+                    values: vec![64, 61, 0, 255],
+                };
+            }
+            if let (Some(t), 0..=2) = (f.tcp.as_mut(), i % 7) {
+                t.path = TcpPath::OneWay;
+                t.mss_clamped.server = i % 7 == 1;
+                t.ecn_bleached.client = i % 7 == 2;
+            }
             let mut d = FlowDelta::from_record(f);
             d.first = i % 2 == 0;
             if i % 4 == 0 {
@@ -1073,6 +1188,31 @@ mod tests {
         let e = NodeReport::new("n", 0, 0, 0, NodeMeta::default());
         let (ct, ce, body) = encode(&e, Encoding::Compact);
         assert_eq!(decode(Some(ct), ce, &body, 1 << 20).unwrap(), e);
+    }
+
+    /// A flow without signs is encoded as it was before they existed (so an
+    /// older control plane reads it); one with them sets a flag bit that an
+    /// older reader refuses with a 400, never misreads.
+    #[test]
+    fn signs_travel_only_with_the_flows_that_have_them() {
+        let r = sample();
+        let plain = r.flows.iter().filter(|d| !has_signs(&d.flow)).count();
+        assert!(plain > 0 && plain < r.flows.len());
+        for d in &r.flows {
+            let mut w = Vec::new();
+            put_flow(&mut w, d, 0);
+            let flags = Reader { b: &w, pos: 0 }.get("flags").unwrap();
+            assert_eq!(flags & F_SIGNS != 0, has_signs(&d.flow));
+            assert_eq!(flags >> 9, 0);
+        }
+        // a corrupt sign is refused with a 400
+        let mut one = NodeReport::new("n", 0, 0, 0, NodeMeta::default());
+        one.flows
+            .push(r.flows.iter().find(|d| has_signs(&d.flow)).unwrap().clone());
+        one.flows[0].flow.c2s.ttl.values = vec![1; MAX_TTL_VALUES + 1];
+        let body = encode_compact(&one);
+        let back = decode_compact(&body).unwrap();
+        assert_eq!(back.flows[0].flow.c2s.ttl.values.len(), MAX_TTL_VALUES);
     }
 
     #[test]

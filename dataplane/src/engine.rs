@@ -422,8 +422,7 @@ fn account(totals: &mut TcpTotals, counts: &mut FlowCounts, rec: &FlowRecord) {
     match rec.proto {
         Proto::Tcp => {
             counts.tcp += 1;
-            totals.add(&rec.c2s);
-            totals.add(&rec.s2c);
+            totals.add_flow(rec);
         }
         Proto::Udp => counts.udp += 1,
         Proto::Icmp => counts.icmp += 1,

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::flow::table::{ActiveFlow, FlowExport};
-use crate::report::{Direction, Endpoint, FlowRecord, Pmtu, Proto, Rtt, FLOW_SCHEMA};
+use crate::report::{Direction, Endpoint, FlowRecord, Hol, Pmtu, Proto, Rtt, Ttl, FLOW_SCHEMA};
 use crate::stats::Histogram;
 
 /// One flow's counters over one interval.
@@ -285,6 +285,16 @@ pub fn direction_minus(c: &Direction, p: &Direction, rtt: &Histogram) -> Directi
         rtt: rtt_of(rtt, c.rtt.last_ns),
         // A maximum cannot be split into intervals: the flow's so far.
         burst: c.burst,
+        hol: Hol {
+            holes: c.hol.holes.saturating_sub(p.hol.holes),
+            open_ns_total: c.hol.open_ns_total.saturating_sub(p.hol.open_ns_total),
+            // the flow's so far, as the burst maxima
+            ..c.hol.clone()
+        },
+        ttl: Ttl {
+            changes: c.ttl.changes.saturating_sub(p.ttl.changes),
+            values: c.ttl.values.clone(),
+        },
     }
 }
 

@@ -177,6 +177,8 @@ pub struct PacketMeta {
     pub payload_len: u32,
     /// The two ECN bits of the IP header (3 = CE).
     pub ecn: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
     pub frag: Frag,
     /// IPv4 identification or IPv6 fragment header identification (fragments only).
     pub frag_id: u32,

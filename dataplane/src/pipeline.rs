@@ -760,6 +760,7 @@ fn merge_tcp(a: &mut TcpTotals, b: &TcpTotals) {
         zero_window_events,
         zero_window_ns,
         ecn_ce,
+        one_way_flows,
     } = *b;
     a.syn = a.syn.saturating_add(syn);
     a.synack = a.synack.saturating_add(synack);
@@ -778,6 +779,7 @@ fn merge_tcp(a: &mut TcpTotals, b: &TcpTotals) {
     a.zero_window_events = a.zero_window_events.saturating_add(zero_window_events);
     a.zero_window_ns = a.zero_window_ns.saturating_add(zero_window_ns);
     a.ecn_ce = a.ecn_ce.saturating_add(ecn_ce);
+    a.one_way_flows = a.one_way_flows.saturating_add(one_way_flows);
 }
 
 #[expect(unsafe_code, reason = "the SPSC ring's slots: see the SAFETY comments")]

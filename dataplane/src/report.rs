@@ -72,6 +72,53 @@ pub struct Direction {
     pub frags: u64,
     pub rtt: Rtt,
     pub burst: Burst,
+    /// Head-of-line time: how long the holes in this direction's data stayed open.
+    #[serde(default)]
+    pub hol: Hol,
+    /// IPv4 TTL / IPv6 hop limit of this direction's packets.
+    #[serde(default)]
+    pub ttl: Ttl,
+}
+
+/// Holes (sequence ranges the tap had not seen below the highest one seen)
+/// and the time each stayed open, from the segment that opened it (gap seen)
+/// to the segment that filled its last byte, or the ACK that showed the
+/// receiver had it. While a hole is open, the receiver delivers nothing past
+/// it: every stream multiplexed on the connection waits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hol {
+    /// Holes opened (one per gap).
+    pub holes: u64,
+    /// Over the holes closed (those still open at the record are not timed).
+    pub open_ns_max: Option<u64>,
+    pub open_ns_p99: Option<u64>,
+    pub open_ns_total: u64,
+}
+
+/// Distinct TTL values a direction reports.
+pub const TTL_VALUES: usize = 4;
+
+/// The TTL (hop limit) of a direction: a change within a direction is a
+/// route change or a middlebox (load balancer, proxy) on the way.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ttl {
+    /// Packets whose TTL differed from the previous packet's.
+    pub changes: u64,
+    /// When it changed: the distinct values in the order first seen (the
+    /// first four); empty when every packet had the same TTL.
+    pub values: Vec<u8>,
+}
+
+/// Whether the tap sees both directions of a TCP connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpPath {
+    #[default]
+    TwoWay,
+    /// Data one way and no segment (so no ACK) the other way, or ACKs for
+    /// data it never saw: the other direction takes another path (asymmetric routing). Its
+    /// retransmission counters are not loss the tap can judge.
+    OneWay,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +164,16 @@ pub struct TcpInfo {
     pub sack_ok: bool,
     pub ts_ok: bool,
     pub ecn_ok: bool,
+    #[serde(default)]
+    pub path: TcpPath,
+    /// The side's SYN announced an MSS below what a 1500-byte MTU allows
+    /// (1460 over IPv4, 1440 over IPv6): clamped on the way, or a smaller MTU.
+    #[serde(default)]
+    pub mss_clamped: PerSide<bool>,
+    /// ECN was negotiated, the side sent data, and none of it was ECT-marked:
+    /// something on the way cleared the ECN bits.
+    #[serde(default)]
+    pub ecn_bleached: PerSide<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,9 +229,21 @@ pub struct TcpTotals {
     pub zero_window_events: u64,
     pub zero_window_ns: u64,
     pub ecn_ce: u64,
+    /// TCP flows flagged `tcp.path: "one_way"`.
+    #[serde(default)]
+    pub one_way_flows: u64,
 }
 
 impl TcpTotals {
+    /// Adds a TCP flow record: both directions and its flow-level signs.
+    pub fn add_flow(&mut self, r: &FlowRecord) {
+        self.add(&r.c2s);
+        self.add(&r.s2c);
+        if r.tcp.as_ref().is_some_and(|t| t.path == TcpPath::OneWay) {
+            self.one_way_flows = self.one_way_flows.saturating_add(1);
+        }
+    }
+
     pub fn add(&mut self, d: &Direction) {
         self.syn = self.syn.saturating_add(d.syn);
         self.synack = self.synack.saturating_add(d.synack);

@@ -255,8 +255,7 @@ fn arbitrary_frames_are_each_accounted_for_once() {
         .iter()
         .filter(|r| r.proto == wirelens_dataplane::report::Proto::Tcp)
     {
-        totals.add(&r.c2s);
-        totals.add(&r.s2c);
+        totals.add_flow(r);
     }
     assert_eq!(totals, s.tcp);
     assert!(

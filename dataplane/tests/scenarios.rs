@@ -6,7 +6,7 @@
 use wirelens_dataplane::engine::{Engine, EngineConfig};
 use wirelens_dataplane::flow::TableConfig;
 use wirelens_dataplane::meta::{proto, tcp_flags as F, Addr, PacketMeta, TcpMeta, TcpOpts};
-use wirelens_dataplane::report::{FlowRecord, Proto, Side, TcpState};
+use wirelens_dataplane::report::{FlowRecord, Proto, Side, TcpPath, TcpState};
 
 const MS: u64 = 1_000_000;
 const T0: u64 = 1_700_000_000 * 1_000_000_000;
@@ -22,6 +22,10 @@ struct Sim {
     sport: u16,
     ts: bool,
     tsval: u32,
+    /// IP TTL, ECN bits and the SYN's MSS option of the next packets.
+    ttl: u8,
+    ecn: u8,
+    mss: u16,
 }
 
 impl Sim {
@@ -39,6 +43,9 @@ impl Sim {
             sport: 443,
             ts: false,
             tsval: 1000,
+            ttl: 64,
+            ecn: 0,
+            mss: 1460,
         }
     }
 
@@ -55,7 +62,7 @@ impl Sim {
         };
         let mut opts = TcpOpts::default();
         if flags & F::SYN != 0 {
-            opts.mss = Some(1460);
+            opts.mss = Some(self.mss);
             opts.wscale = Some(7);
             opts.sack_ok = true;
         }
@@ -73,6 +80,9 @@ impl Sim {
             proto: proto::TCP,
             ip_len: 52 + len,
             payload_len: len,
+            is_v6: !src.is_v4(),
+            ttl: self.ttl,
+            ecn: self.ecn,
             tcp: TcpMeta {
                 seq,
                 ack,
@@ -722,4 +732,184 @@ fn finish_each_streams_what_finish_and_poll_give() {
     assert_eq!(a.len(), 6);
     assert_eq!(a, b);
     assert_eq!(sa, sb);
+}
+
+#[test]
+fn a_repeated_unacknowledged_byte_is_a_retransmission_not_a_keepalive() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    // a 1-byte write (an RPC framing byte), never acknowledged, sent again
+    // by the retransmission timer: Wireshark calls the repeat a keep-alive
+    sim.at(20.0).c(PA, 1, 1, 1);
+    sim.at(230.0).c(PA, 1, 1, 1);
+    sim.at(240.0).s(A, 1, 2, 0);
+    let r = sim.one();
+    assert_eq!(r.c2s.retrans_seen, 1);
+    assert_eq!(r.c2s.retransmits, 1);
+    assert_eq!(r.c2s.rto_retransmits, 1);
+}
+
+#[test]
+fn a_keepalive_is_an_acknowledged_byte_after_the_sender_was_idle() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, 10);
+    sim.at(30.0).s(A, 1, 11, 0);
+    // keep-alives 2 s and 4 s later: the last byte again, and a zero-length one
+    sim.at(2030.0).c(A, 10, 1, 1);
+    sim.at(2040.0).s(A, 1, 11, 0);
+    sim.at(4030.0).c(A, 10, 1, 0);
+    sim.at(4040.0).s(A, 1, 11, 0);
+    let r = sim.one();
+    assert_eq!(r.c2s.retrans_seen, 0, "{:?}", r.c2s);
+    assert_eq!(r.c2s.retransmits, 0);
+
+    // the same acknowledged byte sent again without the idle time: a
+    // (spurious) retransmission
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, 10);
+    sim.at(30.0).s(A, 1, 11, 0);
+    sim.at(250.0).c(A, 10, 1, 1);
+    let r = sim.one();
+    assert_eq!(r.c2s.retrans_seen, 1);
+}
+
+#[test]
+fn head_of_line_time_is_gap_seen_to_hole_filled() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    // seg 2 lost before the tap: the hole opens when seg 3 shows the gap
+    sim.at(20.5).c(PA, 1 + 2 * MSS, 1, MSS);
+    sim.at(21.0).c(PA, 1 + 3 * MSS, 1, MSS);
+    sim.at(30.0).s(A, 1, 1 + MSS, 0);
+    sim.at(270.5).c(PA, 1 + MSS, 1, MSS); // filled 250 ms later
+    sim.at(280.0).s(A, 1, 1 + 4 * MSS, 0);
+    // a second hole of three segments: the middle one first, then the
+    // others; one hole, open until its last byte came (100 ms)
+    sim.at(300.0).c(PA, 1 + 4 * MSS, 1, MSS);
+    sim.at(300.0).c(PA, 1 + 8 * MSS, 1, MSS);
+    sim.at(350.0).c(PA, 1 + 6 * MSS, 1, MSS);
+    sim.at(360.0).c(PA, 1 + 5 * MSS, 1, MSS);
+    sim.at(400.0).c(PA, 1 + 7 * MSS, 1, MSS);
+    // a third hole that the receiver acknowledges without the tap seeing
+    // the fill (10 ms)
+    sim.at(500.0).c(PA, 1 + 10 * MSS, 1, MSS);
+    sim.at(510.0).s(A, 1, 1 + 11 * MSS, 0);
+    let r = sim.one();
+    let h = &r.c2s.hol;
+    assert_eq!(h.holes, 3, "{h:?}");
+    assert_eq!(h.holes, r.c2s.gaps);
+    assert_eq!(h.open_ns_max, Some(250 * MS));
+    assert_eq!(h.open_ns_total, 360 * MS);
+    let p99 = h.open_ns_p99.unwrap() as f64;
+    assert!((p99 - 250e6).abs() <= 250e6 / 64.0, "p99 {p99}");
+    assert_eq!(r.s2c.hol, Default::default());
+}
+
+#[test]
+fn ttl_changes_within_a_direction_are_counted_with_their_values() {
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    sim.at(30.0).s(A, 1, 1 + MSS, 0);
+    sim.ttl = 61; // the route changed: three hops more
+    sim.at(40.0).c(PA, 1 + MSS, 1, MSS);
+    sim.ttl = 64;
+    sim.at(50.0).c(PA, 1 + 2 * MSS, 1, MSS);
+    let r = sim.one();
+    assert_eq!(r.c2s.ttl.changes, 2);
+    assert_eq!(r.c2s.ttl.values, vec![64, 61]);
+    assert_eq!(r.s2c.ttl.changes, 0);
+    assert!(r.s2c.ttl.values.is_empty());
+}
+
+#[test]
+fn an_mss_below_what_1500_bytes_allow_is_clamped() {
+    let mut sim = Sim::new();
+    sim.mss = 1200;
+    sim.at(0.0).c(F::SYN, 0, 0, 0);
+    sim.mss = 1460;
+    sim.at(10.0).s(F::SYN | F::ACK, 0, 1, 0);
+    let t = sim.one().tcp.unwrap();
+    assert!(t.mss_clamped.client && !t.mss_clamped.server, "{t:?}");
+
+    // IPv6: 1440 is what 1500 bytes allow
+    let mut sim = Sim::new();
+    sim.c = Addr::from_v6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    sim.s = Addr::from_v6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    sim.mss = 1440;
+    sim.handshake(0, 0);
+    let t = sim.one().tcp.unwrap();
+    assert!(!t.mss_clamped.client && !t.mss_clamped.server, "{t:?}");
+}
+
+#[test]
+fn ecn_negotiated_and_no_ect_data_is_bleached() {
+    for (server_ect, bleached) in [(0u8, true), (2, false)] {
+        let mut sim = Sim::new();
+        sim.at(0.0).c(F::SYN | F::ECE | F::CWR, 0, 0, 0);
+        sim.at(10.0).s(F::SYN | F::ACK | F::ECE, 0, 1, 0);
+        sim.at(11.0).c(A, 1, 1, 0);
+        sim.ecn = 2; // ECT(0)
+        sim.at(20.0).c(PA, 1, 1, MSS);
+        sim.ecn = server_ect;
+        sim.at(30.0).s(PA, 1, 1 + MSS, MSS);
+        sim.ecn = 0;
+        sim.at(40.0).c(A, 1 + MSS, 1 + MSS, 0);
+        let t = sim.one().tcp.unwrap();
+        assert!(t.ecn_ok);
+        assert!(!t.ecn_bleached.client);
+        assert_eq!(t.ecn_bleached.server, bleached, "{t:?}");
+    }
+    // not negotiated: nothing to bleach
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    sim.at(30.0).s(PA, 1, 1 + MSS, MSS);
+    let t = sim.one().tcp.unwrap();
+    assert!(!t.ecn_bleached.client && !t.ecn_bleached.server);
+}
+
+#[test]
+fn data_whose_acks_take_another_path_is_one_way() {
+    // the tap sees the client's data and its ACKs of server data that
+    // never passes it
+    let mut sim = Sim::new();
+    sim.at(0.0).c(F::SYN, 0, 0, 0);
+    sim.at(11.0).c(A, 1, 1, 0);
+    for i in 0..5u32 {
+        sim.at(20.0 + f64::from(i) * 10.0)
+            .c(PA, 1 + i * MSS, 1 + (i + 1) * 100, MSS);
+    }
+    let s = {
+        sim.engine.finish();
+        sim.engine.summary()
+    };
+    let r = sim.records();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].tcp.as_ref().unwrap().path, TcpPath::OneWay);
+    assert_eq!(s.tcp.one_way_flows, 1);
+
+    // only the server's ACKs of client data the tap never saw
+    let mut sim = Sim::new();
+    sim.at(10.0).s(F::SYN | F::ACK, 0, 1, 0);
+    for i in 1..4u32 {
+        sim.at(20.0 + f64::from(i) * 10.0).s(A, 1, 1 + i * MSS, 0);
+    }
+    assert_eq!(sim.one().tcp.unwrap().path, TcpPath::OneWay);
+
+    // both ways, acknowledged: two-way
+    let mut sim = Sim::new();
+    sim.handshake(0, 0);
+    sim.at(20.0).c(PA, 1, 1, MSS);
+    sim.at(30.0).s(PA, 1, 1 + MSS, MSS);
+    sim.at(40.0).c(A, 1 + MSS, 1 + MSS, 0);
+    let s = {
+        sim.engine.finish();
+        sim.engine.summary()
+    };
+    assert_eq!(s.tcp.one_way_flows, 0);
+    assert_eq!(sim.one().tcp.unwrap().path, TcpPath::TwoWay);
 }

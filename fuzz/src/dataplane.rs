@@ -66,6 +66,7 @@ pub fn parse_checked(link: LinkType, frame: &[u8], ts: u64) -> Result<PacketMeta
         ip_len: u32::MAX,
         payload_len: u32::MAX,
         ecn: 3,
+        ttl: 0xff,
         frag: Frag::Later,
         frag_id: 0xffff_ffff,
         ..PacketMeta::default()
@@ -451,8 +452,7 @@ impl Records {
             Proto::Other => 3,
         }] += 1;
         if r.proto == Proto::Tcp {
-            self.tcp.add(&r.c2s);
-            self.tcp.add(&r.s2c);
+            self.tcp.add_flow(r);
         }
     }
 }

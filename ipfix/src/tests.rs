@@ -59,6 +59,9 @@ fn rec(client: IpAddr, server: IpAddr, n: u64) -> FlowRecord {
             sack_ok: false,
             ts_ok: false,
             ecn_ok: false,
+            path: Default::default(),
+            mss_clamped: Default::default(),
+            ecn_bleached: Default::default(),
         }),
         pmtu: None,
     }

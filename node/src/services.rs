@@ -285,6 +285,9 @@ mod tests {
                 sack_ok: false,
                 ts_ok: false,
                 ecn_ok: false,
+                path: Default::default(),
+                mss_clamped: Default::default(),
+                ecn_bleached: Default::default(),
             }),
             pmtu: None,
         }

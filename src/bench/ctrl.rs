@@ -246,6 +246,9 @@ fn delta(a: &CtrlArgs, node: usize, f: usize, round: u64, first_ns: u64, at_ns: 
         sack_ok: true,
         ts_ok: true,
         ecn_ok: false,
+        path: Default::default(),
+        mss_clamped: Default::default(),
+        ecn_bleached: Default::default(),
     };
     FlowDelta {
         at_ns,

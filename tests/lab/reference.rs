@@ -107,6 +107,9 @@ pub struct RefDir {
     /// TSval rule (`out_of_order` above): what wirelens' retransmits,
     /// fast_retransmits and spurious_retransmits count, Wireshark-style, once
     /// the late originals are taken out. Not SYNs (handshake.syn_count).
+    /// `ws_retrans_not_ooo` also counts the segments Wireshark calls
+    /// keep-alives that resend a byte not yet acknowledged, or without a
+    /// second of silence before (docs/DESIGN.md: those are retransmissions).
     pub ws_retrans_not_ooo: u64,
     pub ws_fast_not_ooo: u64,
     pub ws_spurious_not_ooo: u64,
@@ -296,7 +299,13 @@ struct DirState {
     highest_tsecr: Option<u32>,
     zw_since: Option<u64>,
     burst: Burst,
+    /// The previous segment of this direction: its time and ACK number.
+    last_ts: Option<u64>,
+    last_ack: Option<u32>,
 }
+
+/// docs/DESIGN.md's keep-alive: sent after at least this much silence.
+const KEEPALIVE_IDLE_NS: u64 = 1_000_000_000;
 
 pub fn tcp_flows(pkts: &[TcpPkt], frames: &[Frame]) -> Vec<RefTcpFlow> {
     let mut by_stream: BTreeMap<u64, Vec<&TcpPkt>> = BTreeMap::new();
@@ -391,8 +400,23 @@ fn one_flow(stream: u64, ps: &[&TcpPkt], by_frame: &HashMap<u64, &TcpPkt>) -> Re
     // Frames that resent bytes (retrans_seen, hole fills that are not late
     // originals), per direction, in capture order: Karn's rule below.
     let mut resends: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    // Segments Wireshark calls keep-alives that resend a byte (counted).
+    let mut keepalive_resends: HashSet<u64> = HashSet::new();
     for p in ps {
         let i = if is_c2s(p) { 0 } else { 1 };
+        // A keep-alive by docs/DESIGN.md's rule: Wireshark's keep-alive whose
+        // byte the other side had acknowledged, after a second of silence.
+        let byte_acked = st[1 - i]
+            .last_ack
+            .is_some_and(|a| (p.seq.wrapping_sub(a) as i32) < 0);
+        let idle = st[i]
+            .last_ts
+            .is_some_and(|t| p.ts_ns.saturating_sub(t) >= KEEPALIVE_IDLE_NS);
+        let probe = p.keep_alive && byte_acked && idle;
+        st[i].last_ts = Some(p.ts_ns);
+        if p.has(ACK) {
+            st[i].last_ack = Some(p.ack);
+        }
         let d = &mut dirs[i];
         let s = &mut st[i];
         d.packets += 1;
@@ -445,7 +469,10 @@ fn one_flow(stream: u64, ps: &[&TcpPkt], by_frame: &HashMap<u64, &TcpPkt>) -> Re
         }
         let base = *s.base.get_or_insert(p.seq);
         let consumes = p.len > 0 || p.has(FIN);
-        if !consumes {
+        if !consumes || probe {
+            if probe {
+                new_data.insert(p.frame, false);
+            }
             continue;
         }
         let start = u64::from(p.seq.wrapping_sub(base));
@@ -474,6 +501,9 @@ fn one_flow(stream: u64, ps: &[&TcpPkt], by_frame: &HashMap<u64, &TcpPkt>) -> Re
             if unseen_all == 0 {
                 d.retrans_seen += 1;
                 resends[i].push(p.frame);
+                if p.keep_alive {
+                    keepalive_resends.insert(p.frame);
+                }
             } else if unseen_below > 0 {
                 d.hole_fill += 1;
                 d.ws_ooo_hole_fill += u64::from(p.out_of_order);
@@ -535,7 +565,10 @@ fn one_flow(stream: u64, ps: &[&TcpPkt], by_frame: &HashMap<u64, &TcpPkt>) -> Re
             continue;
         }
         let d = &mut dirs[usize::from(!is_c2s(p))];
-        d.ws_retrans_not_ooo += u64::from(p.retransmission || p.out_of_order);
+        // A 1-byte repeat that is not a keep-alive by the rule above is a
+        // retransmission for wirelens; Wireshark calls every one a keep-alive.
+        d.ws_retrans_not_ooo +=
+            u64::from(p.retransmission || p.out_of_order || keepalive_resends.contains(&p.frame));
         d.ws_fast_not_ooo += u64::from(p.fast_retransmission);
         d.ws_spurious_not_ooo += u64::from(p.spurious_retransmission);
     }

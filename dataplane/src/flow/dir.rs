@@ -2,7 +2,7 @@
 //! saturating) and turned into the report's `Direction` at export.
 #![forbid(unsafe_code)]
 
-use crate::report::{self, Burst, Rtt, TcpTotals};
+use crate::report::{self, Burst, Hol, Rtt, TcpTotals, Ttl, TTL_VALUES};
 use crate::stats::{BurstMeter, Histogram};
 
 /// What the tap saw going one way in one flow.
@@ -32,6 +32,12 @@ pub struct DirStats {
     /// RTT of this direction's data (tap -> receiver -> tap).
     pub rtt: Histogram,
     pub rtt_last: u64,
+    /// TTL (hop limit) changes from one packet to the next, the last TTL,
+    /// and the first [`TTL_VALUES`] distinct ones (`ttl_n` of them).
+    pub ttl_changes: u32,
+    pub ttl_last: u8,
+    pub ttl_n: u8,
+    pub ttl_values: [u8; TTL_VALUES],
 }
 
 /// Saturating increment for the u32 event counters.
@@ -48,6 +54,27 @@ impl DirStats {
         self.bytes = self.bytes.saturating_add(u64::from(ip_len));
         self.payload_bytes = self.payload_bytes.saturating_add(u64::from(payload));
         self.burst.update(now, u64::from(ip_len));
+    }
+
+    /// Notes the TTL (hop limit) of a packet: one compare unless it changed.
+    #[inline]
+    pub fn note_ttl(&mut self, ttl: u8) {
+        if ttl != self.ttl_last || self.ttl_n == 0 {
+            self.ttl_changed(ttl);
+        }
+    }
+
+    #[cold]
+    fn ttl_changed(&mut self, ttl: u8) {
+        if self.ttl_n != 0 {
+            bump(&mut self.ttl_changes);
+        }
+        self.ttl_last = ttl;
+        let n = usize::from(self.ttl_n);
+        if n < TTL_VALUES && !self.ttl_values[..n].contains(&ttl) {
+            self.ttl_values[n] = ttl;
+            self.ttl_n += 1;
+        }
     }
 
     /// Records an RTT sample that stands for `weight` ACKs, so that quantiles
@@ -143,6 +170,21 @@ impl DirStats {
             burst: Burst {
                 max_packets_1ms: self.burst.max_packets(),
                 max_bytes_1ms: self.burst.max_bytes(),
+            },
+            // The times come from the TCP state ([`crate::flow::tcp::TcpConn::hol`]).
+            hol: Hol {
+                holes: self.gaps.into(),
+                ..Hol::default()
+            },
+            ttl: Ttl {
+                changes: self.ttl_changes.into(),
+                // The values only when they changed: a direction of one
+                // TTL reports nothing (and allocates nothing).
+                values: if self.ttl_changes > 0 {
+                    self.ttl_values[..usize::from(self.ttl_n)].to_vec()
+                } else {
+                    Vec::new()
+                },
             },
         }
     }

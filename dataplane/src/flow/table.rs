@@ -19,7 +19,7 @@ use crate::flow::prefetch::prefetch;
 use crate::flow::tcp::{SynOnly, TcpConn};
 use crate::meta::{proto, tcp_flags, Frag, PacketMeta};
 use crate::report::{
-    Endpoint, FlowCounts, FlowRecord, Pmtu, Proto, TcpInfo, TcpTotals, FLOW_SCHEMA,
+    Endpoint, FlowCounts, FlowRecord, Hol, Pmtu, Proto, TcpInfo, TcpTotals, FLOW_SCHEMA,
 };
 use crate::stats::Histogram;
 
@@ -79,6 +79,20 @@ impl TcpRef<'_> {
         match self {
             TcpRef::Conn(c) => c.info(expired),
             TcpRef::Syn(s) => s.to_conn().info(expired),
+        }
+    }
+
+    /// Head-of-line times of direction `d` into `h` (a bare SYN has none).
+    fn hol(self, d: usize, h: &mut Hol) {
+        if let TcpRef::Conn(c) = self {
+            c.hol(d, h);
+        }
+    }
+
+    fn is_one_way(self) -> bool {
+        match self {
+            TcpRef::Conn(c) => c.is_one_way(),
+            TcpRef::Syn(_) => false,
         }
     }
 
@@ -232,6 +246,9 @@ impl Flow {
         match self.proto() {
             Proto::Tcp => {
                 counts.tcp += 1;
+                if tcp.is_some_and(|c| c.is_one_way()) {
+                    t.one_way_flows = t.one_way_flows.saturating_add(1);
+                }
                 for d in 0..2 {
                     let stall = tcp.map_or(0, |c| c.open_stall_ns(d));
                     self.dirs[d].add_to_totals(t, stall);
@@ -260,7 +277,13 @@ impl Flow {
             (key.b, key.port_b, key.a, key.port_a)
         };
         let proto = self.proto();
-        let stall = |d: usize| tcp.map_or(0, |t| t.open_stall_ns(d));
+        let dir = |d: usize| {
+            let mut r = self.dirs[d].to_report(tcp.map_or(0, |t| t.open_stall_ns(d)));
+            if let Some(t) = tcp {
+                t.hol(d, &mut r.hol);
+            }
+            r
+        };
         FlowRecord {
             kind: "flow".into(),
             schema: FLOW_SCHEMA.into(),
@@ -276,8 +299,8 @@ impl Flow {
             vlan: (key.vlan != NO_VLAN).then_some(key.vlan),
             first_ns: self.first_ns,
             last_ns: self.last_ns,
-            c2s: self.dirs[0].to_report(stall(0)),
-            s2c: self.dirs[1].to_report(stall(1)),
+            c2s: dir(0),
+            s2c: dir(1),
             tcp: tcp.map(|t| t.info(expired)),
             pmtu: (self.pmtu_errors > 0).then(|| Pmtu {
                 icmp_errors: self.pmtu_errors.into(),
@@ -564,6 +587,7 @@ impl FlowTable {
         flow.last_ns = flow.last_ns.max(now);
         let st = &mut flow.dirs[d];
         st.count_packet(now, m.ip_len, m.payload_len);
+        st.note_ttl(m.ttl);
         if m.ecn == 3 {
             bump(&mut st.ecn_ce);
         }

@@ -51,7 +51,8 @@
 use crate::flow::dir::{bump, DirStats};
 use crate::flow::seq;
 use crate::meta::{proto, tcp_flags as F, PacketMeta, TcpMeta, TcpOpts};
-use crate::report::{Handshake, PerSide, Side, TcpInfo, TcpState};
+use crate::report::{Handshake, Hol, PerSide, Side, TcpInfo, TcpPath, TcpState};
+use crate::stats::Histogram;
 
 /// Threshold of Wireshark's fast-retransmission rule: within 20 ms of the last
 /// duplicate ACK.
@@ -63,6 +64,13 @@ const DEFAULT_OOO_NS: u64 = 3_000_000;
 const MAX_HOLES: usize = 6;
 /// Pending RTT samples per direction.
 const RTT_SLOTS: usize = 4;
+/// A keep-alive comes after the sender was silent at least this long
+/// (keep-alive timers count in seconds); a repeated byte sent sooner, or one
+/// the receiver had not acknowledged, is a retransmission.
+const KEEPALIVE_IDLE_NS: u64 = 1_000_000_000;
+/// The MSS a 1500-byte MTU allows: 1500 - 20 (IPv4) or 40 (IPv6) - 20 (TCP).
+const MSS_1500_V4: u16 = 1460;
+const MSS_1500_V6: u16 = 1440;
 
 /// Pending RTT probes: either TSvals waiting for their echo or segment ends
 /// waiting for their ACK.
@@ -134,7 +142,19 @@ struct TcpDir {
     cov_end: u32,
     cov_valid: bool,
     holes: [(u32, u32); MAX_HOLES],
+    /// When each hole opened; the pieces of a split hole share it.
+    hole_since: [u64; MAX_HOLES],
     n_holes: u8,
+    /// How long each closed hole stayed open (head-of-line time).
+    hol: Histogram,
+    /// Data (not on a SYN) was seen this way.
+    has_data: bool,
+    /// This side's ACKs advanced past anything the tap saw from the other.
+    acked_unseen: bool,
+    /// A data segment carried an ECT (or CE) mark.
+    ect_data: bool,
+    /// The SYN's MSS is below what a 1500-byte MTU allows.
+    mss_clamped: bool,
     /// Zero-window stall in progress since.
     stall_since: Option<u64>,
     /// Handshake options of this side.
@@ -176,7 +196,7 @@ impl TcpDir {
     }
 
     /// Classifies `[s, e)` against the bytes seen so far and records it.
-    fn cover(&mut self, s: u32, e: u32, gaps: &mut u32) -> Coverage {
+    fn cover(&mut self, s: u32, e: u32, gaps: &mut u32, now: u64) -> Coverage {
         if !self.cov_valid {
             self.cov_valid = true;
             self.cov_end = e;
@@ -185,13 +205,13 @@ impl TcpDir {
         if seq::ge(s, self.cov_end) {
             if seq::gt(s, self.cov_end) {
                 bump(gaps);
-                self.add_hole(self.cov_end, s);
+                self.add_hole(self.cov_end, s, now);
             }
             self.cov_end = e;
             return Coverage::New;
         }
         let below_end = seq::min(e, self.cov_end);
-        let filled = self.fill_holes(s, below_end);
+        let filled = self.fill_holes(s, below_end, now);
         if seq::gt(e, self.cov_end) {
             self.cov_end = e;
         }
@@ -202,10 +222,11 @@ impl TcpDir {
         }
     }
 
-    fn add_hole(&mut self, s: u32, e: u32) {
+    /// Adds the hole `[s, e)`, open since `since`.
+    fn add_hole(&mut self, s: u32, e: u32, since: u64) {
         let n = self.n_holes as usize;
         if n == MAX_HOLES {
-            // forget the lowest hole
+            // forget the lowest hole (it is not timed)
             let mut lo = 0;
             for i in 1..n {
                 if seq::lt(self.holes[i].0, self.holes[lo].0) {
@@ -213,14 +234,16 @@ impl TcpDir {
                 }
             }
             self.holes[lo] = (s, e);
+            self.hole_since[lo] = since;
         } else {
             self.holes[n] = (s, e);
+            self.hole_since[n] = since;
             self.n_holes += 1;
         }
     }
 
     /// Removes `[s, e)` from the holes; true if any unseen byte was in it.
-    fn fill_holes(&mut self, s: u32, e: u32) -> bool {
+    fn fill_holes(&mut self, s: u32, e: u32, now: u64) -> bool {
         if self.n_holes == 0 || !seq::lt(s, e) {
             return false;
         }
@@ -234,14 +257,14 @@ impl TcpDir {
                 let right = seq::gt(he, e);
                 match (left, right) {
                     (false, false) => {
-                        self.remove_hole(i);
+                        self.close_hole(i, now);
                         continue;
                     }
                     (true, false) => self.holes[i] = (hs, s),
                     (false, true) => self.holes[i] = (e, he),
                     (true, true) => {
                         self.holes[i] = (hs, s);
-                        self.add_hole(e, he);
+                        self.add_hole(e, he, self.hole_since[i]);
                     }
                 }
             }
@@ -250,19 +273,26 @@ impl TcpDir {
         filled
     }
 
-    fn remove_hole(&mut self, i: usize) {
+    /// Closes hole `i` at `now`: when it was the last piece of the hole
+    /// opened at its time, records how long that stayed open.
+    fn close_hole(&mut self, i: usize, now: u64) {
+        let since = self.hole_since[i];
         let last = self.n_holes as usize - 1;
         self.holes[i] = self.holes[last];
+        self.hole_since[i] = self.hole_since[last];
         self.n_holes -= 1;
+        if !self.hole_since[..last].contains(&since) {
+            self.hol.record(now.saturating_sub(since));
+        }
     }
 
     /// Holes the receiver has acknowledged were filled out of the tap's sight.
-    fn prune_holes(&mut self, ack: u32) {
+    fn prune_holes(&mut self, ack: u32, now: u64) {
         let mut i = 0;
         while i < self.n_holes as usize {
             let (hs, he) = self.holes[i];
             if seq::le(he, ack) {
-                self.remove_hole(i);
+                self.close_hole(i, now);
                 continue;
             }
             if seq::lt(hs, ack) {
@@ -392,10 +422,16 @@ impl TcpConn {
         let r = 1 - d;
         self.last_ns = self.last_ns.max(now);
         let clock = self.last_ns;
+        let had_ack = self.dirs[d].acked;
         let ack_advanced = ack_flag && {
             let fwd = &self.dirs[d];
             !fwd.acked || seq::gt(t.ack, fwd.lastack)
         };
+        if seglen > 0 && !syn {
+            let fwd = &mut self.dirs[d];
+            fwd.has_data = true;
+            fwd.ect_data |= m.ecn != 0;
+        }
         if ack_advanced {
             let rev = &mut self.dirs[r];
             rev.acks_pending = rev.acks_pending.saturating_add(1);
@@ -492,7 +528,15 @@ impl TcpConn {
                 let w = rev.take_weight();
                 stats[r].record_rtt(s, w);
             }
-            rev.prune_holes(t.ack);
+            rev.prune_holes(t.ack, now);
+            // Does this side acknowledge data the tap never saw from the other?
+            if ack_advanced
+                && had_ack
+                && !rev.has_data
+                && (!rev.nextseq_valid || seq::gt(t.ack, rev.nextseq))
+            {
+                self.dirs[d].acked_unseen = true;
+            }
         }
     }
 
@@ -502,6 +546,8 @@ impl TcpConn {
         dir.isn = t.seq;
         dir.isn_valid = true;
         dir.mss = t.opts.mss;
+        let mss_1500 = if m.is_v6 { MSS_1500_V6 } else { MSS_1500_V4 };
+        dir.mss_clamped = t.opts.mss.is_some_and(|v| v < mss_1500);
         dir.wscale = t.opts.wscale;
         dir.sack_ok = t.opts.sack_ok;
         dir.ts_ok = t.opts.ts.is_some();
@@ -635,17 +681,28 @@ impl TcpConn {
             }
         }
 
+        // Wireshark calls every 1-byte segment just below `nextseq` a
+        // keep-alive. For exact coverage it is one only when its byte was
+        // already acknowledged and the sender had been idle; otherwise the
+        // byte is sent again (a 1-byte write retransmitted) and counts as
+        // any repeat does.
+        let probe = keepalive
+            && (seglen == 0
+                || (rev.acked
+                    && seq::lt(seq, rev.lastack)
+                    && now.saturating_sub(fwd.lastack_ns) >= KEEPALIVE_IDLE_NS));
+
         // Exact coverage of data (and FIN) bytes; SYN only sets the start.
         if syn {
             if !fwd.cov_valid {
                 fwd.cov_valid = true;
                 fwd.cov_end = seq.wrapping_add(1);
             }
-        } else if (seglen > 0 || fin) && !keepalive && !zwp {
+        } else if (seglen > 0 || fin) && !probe && !zwp {
             let s = seq;
             let e = seq.wrapping_add(seglen).wrapping_add(u32::from(fin));
             let before = fwd.cov_end;
-            let cov = fwd.cover(s, e, &mut st.gaps);
+            let cov = fwd.cover(s, e, &mut st.gaps, now);
             let tsval = t.opts.ts.map(|(v, _)| v);
             // Was this segment sent before the highest one (a late original:
             // reordering) or after it (a retransmission)? TSvals answer it
@@ -718,6 +775,26 @@ impl TcpConn {
             .map_or(0, |s| self.last_ns.saturating_sub(s))
     }
 
+    /// Head-of-line times of direction `d`'s closed holes, into `h`.
+    pub fn hol(&self, d: usize, h: &mut Hol) {
+        let hist = &self.dirs[d].hol;
+        h.open_ns_max = hist.max();
+        h.open_ns_p99 = hist.quantile(0.99);
+        h.open_ns_total = u64::try_from(hist.sum()).unwrap_or(u64::MAX);
+    }
+
+    /// The tap saw data one way and not one segment (so no ACK for it) the
+    /// other way, or ACKs for data it never saw from the other side: the
+    /// other direction takes a path the tap is not on. (Not "data whose ACKs
+    /// are missing" while the other side is seen: a capture that starts or
+    /// ends mid-connection cuts ACKs off, and that is no path.)
+    pub fn is_one_way(&self) -> bool {
+        (0..2).any(|d| {
+            let (f, r) = (&self.dirs[d], &self.dirs[1 - d]);
+            (f.has_data && !r.window_valid) || (f.acked_unseen && !r.has_data)
+        })
+    }
+
     /// The record's `tcp` object. `expired`: the flow left the table by idle timeout.
     pub fn info(&self, expired: bool) -> TcpInfo {
         let c = &self.dirs[0];
@@ -743,6 +820,7 @@ impl TcpConn {
             synack_count: self.synack_count.into(),
         });
         let both_syn = c.isn_valid && s.isn_valid;
+        let ecn_ok = both_syn && c.ecn_setup && s.ecn_setup;
         TcpInfo {
             handshake,
             state,
@@ -757,7 +835,20 @@ impl TcpConn {
             },
             sack_ok: both_syn && c.sack_ok && s.sack_ok,
             ts_ok: both_syn && c.ts_ok && s.ts_ok,
-            ecn_ok: both_syn && c.ecn_setup && s.ecn_setup,
+            ecn_ok,
+            path: if self.is_one_way() {
+                TcpPath::OneWay
+            } else {
+                TcpPath::TwoWay
+            },
+            mss_clamped: PerSide {
+                client: c.mss_clamped,
+                server: s.mss_clamped,
+            },
+            ecn_bleached: PerSide {
+                client: ecn_ok && c.has_data && !c.ect_data,
+                server: ecn_ok && s.has_data && !s.ect_data,
+            },
         }
     }
 }
@@ -787,6 +878,7 @@ const HAS_MSS: u8 = 1;
 const HAS_WSCALE: u8 = 2;
 const HAS_TS: u8 = 4;
 const SACK_OK: u8 = 8;
+const IS_V6: u8 = 16;
 
 impl SynOnly {
     /// Whether `m` is a bare SYN (no ACK, FIN or RST), what [`SynOnly`] holds.
@@ -817,7 +909,8 @@ impl SynOnly {
             has: (u8::from(o.mss.is_some()) * HAS_MSS)
                 | (u8::from(o.wscale.is_some()) * HAS_WSCALE)
                 | (u8::from(o.ts.is_some()) * HAS_TS)
-                | (u8::from(o.sack_ok) * SACK_OK),
+                | (u8::from(o.sack_ok) * SACK_OK)
+                | (u8::from(m.is_v6) * IS_V6),
         }
     }
 
@@ -833,6 +926,7 @@ impl SynOnly {
         let m = PacketMeta {
             ts_ns: self.ts_ns,
             proto: proto::TCP,
+            is_v6: self.has & IS_V6 != 0,
             payload_len: self.payload_len,
             tcp: TcpMeta {
                 seq: self.seq,

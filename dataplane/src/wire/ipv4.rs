@@ -180,6 +180,7 @@ pub(crate) fn parse(buf: &[u8], meta: &mut PacketMeta) -> Result<(), ParseError>
     meta.dst = Addr::from_v4(p.dst_addr());
     meta.proto = p.next_header();
     meta.ecn = p.ecn();
+    meta.ttl = p.hop_limit();
     meta.ip_len = len32(ip_len);
 
     let offset = p.frag_offset();

@@ -331,6 +331,7 @@ pub(crate) fn parse(buf: &[u8], meta: &mut PacketMeta) -> Result<(), ParseError>
     meta.src = Addr::from_v6(p.src_addr());
     meta.dst = Addr::from_v6(p.dst_addr());
     meta.ecn = p.ecn();
+    meta.ttl = p.hop_limit();
     meta.ip_len = len32(ip_len);
     meta.proto = next_header;
 

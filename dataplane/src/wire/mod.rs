@@ -220,6 +220,7 @@ const BLANK: PacketMeta = PacketMeta {
     ip_len: 0,
     payload_len: 0,
     ecn: 0,
+    ttl: 0,
     frag: Frag::None,
     frag_id: 0,
     tcp: TcpMeta {
