@@ -402,7 +402,7 @@ impl ExportHook {
     }
 
     /// Starts a walk for each new `/flows` request.
-    fn take_up_flows_requests(&mut self) {
+    pub(crate) fn take_up_flows_requests(&mut self) {
         for r in self.shared.take_flows_requests() {
             self.flows.push(FlowsStream {
                 tx: r.tx,
@@ -413,7 +413,7 @@ impl ExportHook {
 
     /// One chunk for each `/flows` walk whose channel has room; returns
     /// the live flows walked.
-    fn stream_flows(&mut self, engine: &mut Engine) -> usize {
+    pub(crate) fn stream_flows(&mut self, engine: &mut Engine) -> usize {
         self.take_exits(engine);
         let (closed, popped) = (&self.closed, self.closed_popped);
         let mut walked = 0;

@@ -203,13 +203,7 @@ async fn serve(
             }
         });
     }
-    let app = Arc::new(App::new(node));
-    let router = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/flows", get(flows))
-        .route("/healthz", get(healthz))
-        .with_state(app);
-    let r = axum::serve(listener, router)
+    let r = axum::serve(listener, router(Arc::new(App::new(node))))
         .with_graceful_shutdown(async {
             let _ = shutdown.await;
         })
@@ -217,6 +211,14 @@ async fn serve(
     if let Err(e) = r {
         eprintln!("wirelens: HTTP server: {e}");
     }
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/flows", get(flows))
+        .route("/healthz", get(healthz))
+        .with_state(app)
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -536,6 +538,69 @@ mod tests {
             text.contains("wirelens_http_flows_unauthorized_total 4"),
             "{text}"
         );
+    }
+
+    /// Over a real socket, from a worker thread that runs the hook's
+    /// `/flows` part every millisecond: a table of several chunks arrives
+    /// chunked, every flow once, then the summary line.
+    #[tokio::test(flavor = "current_thread")]
+    async fn flows_stream_a_table_of_many_chunks_over_http() {
+        use crate::export::{ExportHook, FLOWS_CHUNK};
+        use std::io::{Read, Write};
+        let app = app(None);
+        let shared = app.node.workers.get().unwrap()[0].clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut engine =
+                    crate::push::tests::engine_with_flows(3 * FLOWS_CHUNK, 12 * FLOWS_CHUNK as u64);
+                let flows = engine.table().len();
+                let (mut hook, _agg) =
+                    ExportHook::new(shared, Duration::from_secs(1), 10, 10, None, None);
+                while !stop.load(Ordering::Relaxed) {
+                    hook.take_up_flows_requests();
+                    hook.stream_flows(&mut engine);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                flows
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = router(app.clone());
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let raw = tokio::task::spawn_blocking(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /flows HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut raw = Vec::new();
+            c.read_to_end(&mut raw).unwrap();
+            raw
+        })
+        .await
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let flows = worker.join().unwrap();
+        server.abort();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "{head}"
+        );
+        let lines: Vec<&str> = body.lines().filter(|l| l.starts_with('{')).collect();
+        let mut names = std::collections::BTreeSet::new();
+        for l in &lines[..lines.len() - 1] {
+            let r: FlowRecord = serde_json::from_str(l).unwrap();
+            assert!(names.insert(format!("{:?} {:?} {:?}", r.proto, r.client, r.server)));
+        }
+        assert!(flows > 2 * FLOWS_CHUNK, "{flows} flows");
+        assert_eq!(names.len(), flows);
+        let _: Summary = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+        assert_eq!(app.flows_slots.available_permits(), MAX_FLOWS_REQUESTS);
     }
 
     /// No token file: /flows stays open, and its body is streamed to the
