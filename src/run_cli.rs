@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// Largest --ipfix message in bytes (default 1400).
     #[arg(long, requires = "ipfix")]
     pub ipfix_mtu: Option<usize>,
+    /// /flows needs `Authorization: Bearer` with a token of FILE (`TOKEN`
+    /// or `NODE:TOKEN` lines, as --token-file); default: /flows is open.
+    #[arg(long, value_name = "FILE")]
+    pub flows_token_file: Option<PathBuf>,
 }
 
 pub fn run(args: &RunArgs) -> u8 {
@@ -183,6 +187,7 @@ fn start(args: &RunArgs) -> Result<(), NodeError> {
         ipfix: args.ipfix.clone(),
         ipfix_domain: args.ipfix_domain,
         ipfix_mtu: args.ipfix_mtu,
+        flows_token_file: args.flows_token_file.clone(),
     };
     let opts = match &args.config {
         Some(path) => cli.or(Options::from_file(path)?),

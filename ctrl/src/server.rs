@@ -555,7 +555,8 @@ async fn require_api_token(
     next.run(req).await
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let v = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
     scheme

@@ -274,6 +274,17 @@ impl Engine {
         self.core.table.for_each_active(f);
     }
 
+    /// A bounded part of [`Engine::for_each_active`]; see
+    /// [`FlowTable::for_each_active_from`].
+    pub fn for_each_active_from(
+        &self,
+        start: usize,
+        max_slots: usize,
+        f: impl FnMut(&ActiveFlow<'_>),
+    ) -> Option<usize> {
+        self.core.table.for_each_active_from(start, max_slots, f)
+    }
+
     pub fn table(&self) -> &FlowTable {
         &self.core.table
     }

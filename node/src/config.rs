@@ -109,6 +109,9 @@ pub struct Options {
     pub ipfix_domain: Option<u32>,
     /// Largest IPFIX message in bytes (default 1400).
     pub ipfix_mtu: Option<usize>,
+    /// A token file (the control plane's format): `/flows` then needs
+    /// `Authorization: Bearer` with one of its tokens.
+    pub flows_token_file: Option<PathBuf>,
 }
 
 macro_rules! take_over {
@@ -156,7 +159,8 @@ impl Options {
             probe,
             ipfix,
             ipfix_domain,
-            ipfix_mtu
+            ipfix_mtu,
+            flows_token_file
         );
         self
     }
@@ -331,6 +335,7 @@ impl Options {
             ctrl,
             probes,
             ipfix,
+            flows_token_file: self.flows_token_file,
         })
     }
 }
@@ -548,6 +553,8 @@ pub struct NodeConfig {
     /// `--probe` targets.
     pub probes: Vec<TargetConfig>,
     pub ipfix: Option<IpfixConfig>,
+    /// `--flows-token-file`: `/flows` needs one of its tokens.
+    pub flows_token_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -24,9 +24,15 @@
 //! (`wirelens_worker_export_seconds` / `_export_flows`).
 //!
 //! `/flows` wants the flow records themselves, which cost a record per live
-//! flow to build: the HTTP side asks for them ([`WorkerShared::want_flows`])
-//! and each worker answers at its next hook call with a [`FlowsSnapshot`]
-//! (live flows, then the recently closed ones).
+//! flow to build: the HTTP side hands every worker a [`FlowsRequest`]
+//! ([`WorkerShared::request_flows`]), a bounded channel of chunks. At each
+//! hook call the worker builds one chunk per open request (the live flows
+//! of at most [`FLOWS_CHUNK`] table slots, then the recently closed flows,
+//! [`FLOWS_CHUNK`] at a time), only when the channel has room: a slow
+//! client pauses the walk (resumed at a later hook call), never the worker.
+//! The walk is a moving view: a flow that comes or goes during a request
+//! may be missed or seen twice (once live, once closed); a table that does
+//! not change yields every record exactly once.
 //!
 //! [`NodeConfig::export_every`]: crate::NodeConfig::export_every
 #![forbid(unsafe_code)]
@@ -36,6 +42,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
 
 use wirelens_dataplane::engine::Engine;
 use wirelens_dataplane::pipeline::{WorkerContext, WorkerCounters, WorkerHook};
@@ -49,6 +57,10 @@ use crate::services::ServiceTable;
 /// Table slots scanned for idle flows per export (the engine also expires a
 /// bounded amount by itself every 1024 packets).
 const EXPIRE_BUDGET: usize = 1 << 16;
+
+/// Table slots (or closed records) one `/flows` chunk covers: what one hook
+/// call spends per open request.
+pub const FLOWS_CHUNK: usize = 4096;
 
 pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
@@ -71,15 +83,28 @@ pub struct WorkerSnapshot {
     pub services: ServiceTable,
 }
 
-/// The flow records one worker published for `/flows`.
-#[derive(Clone, Debug, Default)]
-pub struct FlowsSnapshot {
-    /// The request generation this answers.
-    pub generation: u64,
-    pub at_ns: u64,
-    /// Live flows first, then the recently closed ones, oldest first.
-    pub records: Vec<FlowRecord>,
-    pub active: usize,
+/// One `/flows` request as a worker sees it: where its chunks go. The
+/// worker drops `tx` when its walk is done (or the receiver is gone).
+#[derive(Debug)]
+pub struct FlowsRequest {
+    pub id: u64,
+    pub tx: mpsc::Sender<Vec<FlowRecord>>,
+}
+
+/// Where a worker's walk for one request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlowsCursor {
+    /// The next table slot.
+    Slot(usize),
+    /// The sequence number of the next closed record (see
+    /// `ExportHook::closed_popped`).
+    Closed(u64),
+}
+
+#[derive(Debug)]
+struct FlowsStream {
+    tx: mpsc::Sender<Vec<FlowRecord>>,
+    next: FlowsCursor,
 }
 
 /// The slots one worker shares with the HTTP side.
@@ -88,10 +113,10 @@ pub struct WorkerShared {
     /// The rx queue this worker reads.
     pub queue: u32,
     snapshot: Mutex<Arc<WorkerSnapshot>>,
-    flows: Mutex<Arc<FlowsSnapshot>>,
-    /// Bumped by `/flows`; the worker answers when it differs from the
-    /// generation of its last [`FlowsSnapshot`].
-    flows_wanted: AtomicU64,
+    /// `/flows` requests the worker has not taken up yet; `flows_asked`
+    /// says there are some (the hook locks only then).
+    flows_pending: Mutex<Vec<FlowsRequest>>,
+    flows_asked: AtomicBool,
     /// The AF_XDP socket's drop counters (written by the frame source).
     xsk: Mutex<Option<XskStats>>,
     /// Set by the hook while hand-off metas arrive from other workers:
@@ -121,8 +146,8 @@ impl WorkerShared {
                 closed_dropped: 0,
                 services: ServiceTable::new(max_services),
             })),
-            flows: Mutex::new(Arc::new(FlowsSnapshot::default())),
-            flows_wanted: AtomicU64::new(0),
+            flows_pending: Mutex::new(Vec::new()),
+            flows_asked: AtomicBool::new(false),
             xsk: Mutex::new(None),
             handoff_active: AtomicBool::new(false),
             export_ns: AtomicU64::new(0),
@@ -140,15 +165,39 @@ impl WorkerShared {
             .clone()
     }
 
-    /// The last published flow records.
-    pub fn flows(&self) -> Arc<FlowsSnapshot> {
-        self.flows.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Asks the worker to stream its flow records into `req.tx`.
+    pub fn request_flows(&self, req: FlowsRequest) {
+        let mut p = self.flows_pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.push(req);
+        self.flows_asked.store(true, Ordering::Release);
     }
 
-    /// Asks the worker for fresh flow records; returns the generation to
-    /// wait for.
-    pub fn want_flows(&self) -> u64 {
-        self.flows_wanted.fetch_add(1, Ordering::AcqRel) + 1
+    /// Whether request `id` still waits for the worker to take it up.
+    pub fn flows_pending(&self, id: u64) -> bool {
+        self.flows_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|r| r.id == id)
+    }
+
+    /// Withdraws request `id` if the worker has not taken it up.
+    pub fn cancel_flows(&self, id: u64) {
+        self.flows_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r| r.id != id);
+    }
+
+    /// The requests to take up (none unless [`WorkerShared::request_flows`]
+    /// added some since the last call).
+    fn take_flows_requests(&self) -> Vec<FlowsRequest> {
+        if !self.flows_asked.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut p = self.flows_pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.flows_asked.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *p)
     }
 
     pub fn xsk_stats(&self) -> Option<XskStats> {
@@ -175,10 +224,14 @@ pub struct ExportHook {
     every: Duration,
     last_export: Option<Instant>,
     received_seen: u64,
-    flows_generation: u64,
+    /// The `/flows` walks under way.
+    flows: Vec<FlowsStream>,
     closed: VecDeque<FlowRecord>,
     closed_cap: usize,
     closed_dropped: u64,
+    /// Records popped off the front of `closed`: the record at index `i`
+    /// is closed record number `closed_popped + i`.
+    closed_popped: u64,
     /// Flows that left the table since the last batch the aggregator took.
     exits: Vec<Contribution>,
     tx: SyncSender<ExportBatch>,
@@ -261,10 +314,11 @@ impl ExportHook {
             every,
             last_export: None,
             received_seen: 0,
-            flows_generation: 0,
+            flows: Vec::new(),
             closed: VecDeque::with_capacity(closed_cap.min(1 << 16)),
             closed_cap,
             closed_dropped: 0,
+            closed_popped: 0,
             exits: Vec::new(),
             tx,
             push,
@@ -289,6 +343,7 @@ impl ExportHook {
             }
             if self.closed.len() >= self.closed_cap {
                 self.closed.pop_front();
+                self.closed_popped += 1;
                 self.closed_dropped += 1;
             }
             self.closed.push_back(e.record);
@@ -346,19 +401,73 @@ impl ExportHook {
         }
     }
 
-    fn publish_flows(&mut self, engine: &mut Engine, generation: u64) {
+    /// Starts a walk for each new `/flows` request.
+    pub(crate) fn take_up_flows_requests(&mut self) {
+        for r in self.shared.take_flows_requests() {
+            self.flows.push(FlowsStream {
+                tx: r.tx,
+                next: FlowsCursor::Slot(0),
+            });
+        }
+    }
+
+    /// One chunk for each `/flows` walk whose channel has room; returns
+    /// the live flows walked.
+    pub(crate) fn stream_flows(&mut self, engine: &mut Engine) -> usize {
         self.take_exits(engine);
-        let mut records = Vec::with_capacity(engine.table().len() + self.closed.len());
-        engine.for_each_active(|f| records.push(f.to_record(false)));
-        let active = records.len();
-        records.extend(self.closed.iter().cloned());
-        let snap = FlowsSnapshot {
-            generation,
-            at_ns: now_ns(),
-            records,
-            active,
-        };
-        *self.shared.flows.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+        let (closed, popped) = (&self.closed, self.closed_popped);
+        let mut walked = 0;
+        self.flows.retain_mut(|s| {
+            let permit = match s.tx.try_reserve() {
+                Ok(p) => p,
+                // The client reads slowly: pause, go on at a later call.
+                Err(mpsc::error::TrySendError::Full(())) => return true,
+                // The request is gone.
+                Err(mpsc::error::TrySendError::Closed(())) => return false,
+            };
+            let (chunk, next) = flows_chunk(engine, closed, popped, s.next);
+            walked += chunk.len();
+            if !chunk.is_empty() {
+                permit.send(chunk);
+            }
+            match next {
+                Some(n) => {
+                    s.next = n;
+                    true
+                }
+                None => false,
+            }
+        });
+        walked
+    }
+}
+
+/// The records of one chunk from `at` on, and where the walk goes on
+/// (`None`: done). The closed records after the live flows begin at the
+/// ring's front as it is when the live walk ends.
+fn flows_chunk(
+    engine: &Engine,
+    closed: &VecDeque<FlowRecord>,
+    popped: u64,
+    at: FlowsCursor,
+) -> (Vec<FlowRecord>, Option<FlowsCursor>) {
+    let mut chunk = Vec::new();
+    match at {
+        FlowsCursor::Slot(i) => {
+            let next = engine.for_each_active_from(i, FLOWS_CHUNK, |f| {
+                chunk.push(f.to_record(false));
+            });
+            let next = next.map_or(FlowsCursor::Closed(popped), FlowsCursor::Slot);
+            (chunk, Some(next))
+        }
+        FlowsCursor::Closed(seq) => {
+            // Records pushed out of the ring meanwhile are skipped.
+            let from = usize::try_from(seq.saturating_sub(popped)).unwrap_or(usize::MAX);
+            chunk.extend(closed.iter().skip(from).take(FLOWS_CHUNK).cloned());
+            let end = from.saturating_add(chunk.len());
+            let next = (end < closed.len()).then(|| FlowsCursor::Closed(popped + end as u64));
+            (chunk, next)
+        }
     }
 }
 
@@ -377,12 +486,100 @@ impl WorkerHook for ExportHook {
             self.export(ctx.engine, ctx.counters, ctx.last);
             self.shared.add_export(t, ctx.engine.table().len());
         }
-        let wanted = self.shared.flows_wanted.load(Ordering::Acquire);
-        if wanted != self.flows_generation || ctx.last {
+        self.take_up_flows_requests();
+        if !self.flows.is_empty() {
             let t = Instant::now();
-            self.flows_generation = wanted;
-            self.publish_flows(ctx.engine, wanted);
-            self.shared.add_export(t, ctx.engine.table().len());
+            let walked = self.stream_flows(ctx.engine);
+            self.shared.add_export(t, walked);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push::tests::engine_with_flows;
+    use std::collections::BTreeMap;
+
+    fn flow_name(r: &FlowRecord) -> String {
+        format!("{:?} {:?} {:?} {:?}", r.proto, r.client, r.server, r.vlan)
+    }
+
+    /// A table of several chunks, part of it moved to the closed ring, read
+    /// through a channel of one chunk that is drained one chunk per hook
+    /// call: every flow comes exactly once, the walk pauses while the
+    /// channel is full, and ends (the sender dropped) after the last.
+    #[test]
+    fn a_table_of_many_chunks_yields_every_record_once() {
+        let mut engine = engine_with_flows(3 * FLOWS_CHUNK, 12 * FLOWS_CHUNK as u64);
+        let mut want = BTreeMap::new();
+        engine.for_each_active(|f| {
+            *want.entry(flow_name(&f.to_record(false))).or_insert(0) += 1;
+        });
+        assert!(want.len() > 2 * FLOWS_CHUNK, "{} flows", want.len());
+        assert!(want.values().all(|&n| n == 1));
+        // Synthetic time is long past: a bounded expiry closes some flows.
+        engine.poll_expired(now_ns(), FLOWS_CHUNK);
+        let shared = Arc::new(WorkerShared::new(0, 10));
+        let (mut hook, _agg) = ExportHook::new(
+            shared.clone(),
+            Duration::from_secs(1),
+            want.len(),
+            10,
+            None,
+            None,
+        );
+        hook.take_exits(&mut engine);
+        let closed = hook.closed.len();
+        assert!(closed > 0 && closed < want.len(), "{closed} closed");
+
+        let (tx, mut rx) = mpsc::channel(1);
+        shared.request_flows(FlowsRequest { id: 7, tx });
+        assert!(shared.flows_pending(7));
+        let mut got = BTreeMap::new();
+        let (mut calls, mut chunks) = (0, 0);
+        loop {
+            calls += 1;
+            assert!(calls < 100, "the walk does not end");
+            hook.take_up_flows_requests();
+            hook.stream_flows(&mut engine);
+            // The channel holds one chunk: a second call before reading
+            // must not block nor lose one.
+            hook.stream_flows(&mut engine);
+            match rx.try_recv() {
+                Ok(chunk) => {
+                    chunks += 1;
+                    assert!(chunk.len() <= FLOWS_CHUNK);
+                    for r in &chunk {
+                        *got.entry(flow_name(r)).or_insert(0) += 1;
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+        }
+        assert!(!shared.flows_pending(7));
+        assert!(hook.flows.is_empty());
+        assert!(
+            chunks >= want.len().div_ceil(FLOWS_CHUNK),
+            "{chunks} chunks"
+        );
+        assert_eq!(got, want);
+    }
+
+    /// A request whose receiver is gone ends the walk at the next call.
+    #[test]
+    fn a_dropped_request_ends_its_walk() {
+        let mut engine = engine_with_flows(100, 1000);
+        let shared = Arc::new(WorkerShared::new(0, 10));
+        let (mut hook, _agg) =
+            ExportHook::new(shared.clone(), Duration::from_secs(1), 10, 10, None, None);
+        let (tx, rx) = mpsc::channel(1);
+        shared.request_flows(FlowsRequest { id: 1, tx });
+        drop(rx);
+        hook.take_up_flows_requests();
+        assert_eq!(hook.flows.len(), 1);
+        assert_eq!(hook.stream_flows(&mut engine), 0);
+        assert!(hook.flows.is_empty());
     }
 }

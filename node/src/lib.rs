@@ -136,6 +136,10 @@ pub struct NodeState {
     pub host_traffic: OnceLock<String>,
     /// `/flows` requests refused because the maximum were being served.
     pub flows_busy: std::sync::atomic::AtomicU64,
+    /// `--flows-token-file`: the tokens `/flows` accepts (`None`: open).
+    pub flows_tokens: Option<wirelens_ctrl::auth::Tokens>,
+    /// `/flows` requests refused (401) for a missing or unknown token.
+    pub flows_unauthorized: std::sync::atomic::AtomicU64,
     /// `--probe` results; `None` without targets.
     pub probes: Option<Arc<probes::ProbeBoard>>,
 }
@@ -263,6 +267,13 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
             ..ipfix::IpfixState::default()
         })
     });
+    let flows_tokens = match &cfg.flows_token_file {
+        Some(p) => Some(
+            wirelens_ctrl::auth::Tokens::load(p)
+                .map_err(|e| NodeError::Config(format!("--flows-token-file: {e}")))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(NodeState {
         iface: cfg.iface.clone(),
         started_ns: export::now_ns(),
@@ -276,6 +287,8 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         force: cfg.force,
         host_traffic: OnceLock::new(),
         flows_busy: std::sync::atomic::AtomicU64::new(0),
+        flows_tokens,
+        flows_unauthorized: std::sync::atomic::AtomicU64::new(0),
         probes: (!cfg.probes.is_empty())
             .then(|| Arc::new(probes::ProbeBoard::new(&cfg.probes, cfg.ctrl.is_some()))),
     });

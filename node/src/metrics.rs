@@ -94,6 +94,16 @@ impl Collector for NodeCollector {
                 st.flows_busy.load(std::sync::atomic::Ordering::Relaxed),
             )],
         )?;
+        counter(
+            &mut e,
+            "http_flows_unauthorized",
+            "/flows requests refused (401) for a missing or unknown token (--flows-token-file)",
+            [(
+                vec![],
+                st.flows_unauthorized
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )],
+        )?;
 
         // The XDP program's counters.
         let xdp = st

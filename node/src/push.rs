@@ -355,13 +355,13 @@ pub(crate) fn channel() -> (SyncSender<Vec<FlowDelta>>, Receiver<Vec<FlowDelta>>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use wirelens_dataplane::engine::EngineConfig;
     use wirelens_dataplane::source::synthetic::{Synthetic, SyntheticConfig};
     use wirelens_dataplane::wire::LinkType;
 
-    fn engine_with_flows(flows: usize, frames: u64) -> Engine {
+    pub(crate) fn engine_with_flows(flows: usize, frames: u64) -> Engine {
         let mut g = Synthetic::new(SyntheticConfig {
             flows,
             ..SyntheticConfig::default()

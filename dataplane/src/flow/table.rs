@@ -831,6 +831,29 @@ impl FlowTable {
         }
     }
 
+    /// Reads the live flows of at most `max_slots` slots from slot `start`
+    /// on, in slot order; returns the slot to go on from, or `None` once the
+    /// end of the table is reached. A walk of a table that does not change
+    /// meanwhile sees every live flow exactly once.
+    pub fn for_each_active_from(
+        &self,
+        start: usize,
+        max_slots: usize,
+        mut f: impl FnMut(&ActiveFlow<'_>),
+    ) -> Option<usize> {
+        let end = start.saturating_add(max_slots.max(1));
+        for s in self.slots.iter().take(end).skip(start) {
+            if s.key.is_some() {
+                f(&ActiveFlow {
+                    flow: s,
+                    dirs: &s.dirs,
+                    tcp: self.tcp_ref(s.conn),
+                });
+            }
+        }
+        (end < self.slots.len()).then_some(end)
+    }
+
     /// The generation of slot `idx` (bumped whenever a new flow takes it):
     /// `(idx, generation)` names one flow for as long as it is in the table.
     #[inline]
