@@ -18,7 +18,7 @@ echo "== building wirelens (release)" >&2
 cargo build --release --quiet --bin wirelens
 wl=target/release/wirelens
 
-show() { # scenario title
+show() { # scenario title [analyze options]
   echo
   echo "=================================================================="
   echo "== $2"
@@ -28,15 +28,17 @@ show() { # scenario title
     cat "$out/$1.lab.log" >&2
     exit 1
   }
-  "$wl" analyze "$out/$1/tap.pcap" --limit 3
+  "$wl" analyze "$out/$1/tap.pcap" --limit 3 "${@:3}"
 }
 
 show loss-after "2% loss between the router and the server: AFTER the tap (retx c2s: retransmits (seen before / holes filled))"
 show loss-before "2% loss between the client and the tap: BEFORE the tap (gaps, then holes filled)"
-show delaystep "RTT step 20 ms -> 80 ms mid-transfer (rtt c2s p50/p99)"
+show delaystep "RTT step 20 ms -> 80 ms mid-transfer (rtt c2s p50/p99; with --interval 1s: since when)" \
+  --interval 1s --plot "$out/delaystep/rtt.svg"
 
 echo
 echo "captures and NDJSON: $out  (try: $wl analyze $out/delaystep/tap.pcap --format ndjson)"
+echo "the RTT step over time, as a picture: $out/delaystep/rtt.svg"
 for s in loss-after loss-before delaystep; do
   "$wl" analyze "$out/$s/tap.pcap" --format ndjson >"$out/$s/flows.ndjson"
 done
