@@ -142,14 +142,23 @@ pub struct LiveArgs {
     pub no_progress: bool,
 }
 
-pub fn run(a: &LiveArgs) -> u8 {
+/// A flag SIGINT and SIGTERM set, so a bench run stops and tears its lab
+/// down; `None` (said on stderr for `bench`) when a handler cannot be put in.
+pub(crate) fn stop_on_signals(bench: &str) -> Option<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
-            eprintln!("wirelens bench live: cannot install a handler for signal {sig}: {e}");
-            return exit::INPUT;
+            eprintln!("wirelens bench {bench}: cannot install a handler for signal {sig}: {e}");
+            return None;
         }
     }
+    Some(stop)
+}
+
+pub fn run(a: &LiveArgs) -> u8 {
+    let Some(stop) = stop_on_signals("live") else {
+        return exit::INPUT;
+    };
     match bench_live(a, &stop) {
         Ok(()) => exit::OK,
         Err(e) => {

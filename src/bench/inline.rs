@@ -92,13 +92,9 @@ pub struct InlineArgs {
 }
 
 pub fn run(a: &InlineArgs) -> u8 {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
-            eprintln!("wirelens bench inline: cannot install a handler for signal {sig}: {e}");
-            return exit::INPUT;
-        }
-    }
+    let Some(stop) = crate::bench_live::stop_on_signals("inline") else {
+        return exit::INPUT;
+    };
     match bench_inline(a, &stop) {
         Ok(()) => exit::OK,
         Err(e) => {
