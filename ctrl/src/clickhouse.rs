@@ -9,7 +9,9 @@
 //!   Non-replicated MergeTree has no insert deduplication in 18.16, and two
 //!   processes may both take the same retried report, so reads keep one row
 //!   per report and key (`LIMIT 1 BY ..., instance, seq`) and merge the rest
-//!   in Rust with the same exact merges as the SQLite store. A report is
+//!   in the same statement: the bucket tables have a column per counter
+//!   and merge with `sum`/`max`/`min`/`sumMap` exactly as
+//!   `Counters::merge` does (flows are merged in Rust, as in SQLite). A report is
 //!   told apart as a duplicate by looking it up in `reports` first; when two
 //!   processes race on the same report both may answer `accepted`, and it
 //!   is still counted once.
