@@ -1057,13 +1057,7 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
     // Every data row written twice, as when two processes race on the same
     // reports or a batch is retried after a partial failure: the answers
     // stay the same (one row per report and key is read).
-    for t in [
-        "service_10s",
-        "service_1m",
-        "path_10s",
-        "path_1m",
-        "top_flows",
-    ] {
+    for t in ["svc_10s", "svc_1m", "pth_10s", "pth_1m", "top_flows"] {
         ch.sql(&format!(
             "INSERT INTO wirelens_test.{t} SELECT * FROM wirelens_test.{t}"
         ));

@@ -9,7 +9,9 @@
 //!   Non-replicated MergeTree has no insert deduplication in 18.16, and two
 //!   processes may both take the same retried report, so reads keep one row
 //!   per report and key (`LIMIT 1 BY ..., instance, seq`) and merge the rest
-//!   in Rust with the same exact merges as the SQLite store. A report is
+//!   in the same statement: the bucket tables have a column per counter
+//!   and merge with `sum`/`max`/`min`/`sumMap` exactly as
+//!   `Counters::merge` does (flows are merged in Rust, as in SQLite). A report is
 //!   told apart as a duplicate by looking it up in `reports` first; when two
 //!   processes race on the same report both may answer `accepted`, and it
 //!   is still counted once.
@@ -26,6 +28,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wirelens_dataplane::stats::{histogram, Histogram};
 
 use crate::agg::{worst_score, Counters, FlowState, Res, Rows};
 use crate::report::{NodeReport, ProbeWindow};
@@ -174,7 +179,151 @@ const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE TABLE IF NOT EXISTS {db}.probe_windows (day Date, node String, target String,
        start_ns UInt64, end_ns UInt64, instance UInt64, seq UInt64, w String)
      ENGINE = MergeTree() PARTITION BY day ORDER BY (node, target, start_ns)",
+], &[
+    // Version 2: the bucket tables with one column per counter (`{counters}`,
+    // see `COUNTER_COLS`), so that ClickHouse merges them in SQL. The
+    // version 1 tables (`service_10s` ...) are no longer written or read.
+    "CREATE TABLE IF NOT EXISTS {db}.svc_10s (day Date, service String, bucket UInt64,
+       node String, instance UInt64, seq UInt64, {counters})
+     ENGINE = MergeTree() PARTITION BY day ORDER BY (service, bucket, node)",
+    "CREATE TABLE IF NOT EXISTS {db}.svc_1m (day Date, service String, bucket UInt64,
+       node String, instance UInt64, seq UInt64, {counters})
+     ENGINE = MergeTree() PARTITION BY day ORDER BY (service, bucket, node)",
+    "CREATE TABLE IF NOT EXISTS {db}.pth_10s (day Date, service String, bucket UInt64,
+       subnet String, node String, instance UInt64, seq UInt64, {counters})
+     ENGINE = MergeTree() PARTITION BY day ORDER BY (service, bucket, subnet, node)",
+    "CREATE TABLE IF NOT EXISTS {db}.pth_1m (day Date, service String, bucket UInt64,
+       subnet String, node String, instance UInt64, seq UInt64, {counters})
+     ENGINE = MergeTree() PARTITION BY day ORDER BY (service, bucket, subnet, node)",
 ]];
+
+/// One column per field of [`Counters`], written and read in this order,
+/// and the aggregate that merges each in SQL exactly as
+/// [`Counters::merge`] does.
+macro_rules! counter_columns {
+    (sum: [$($s:ident),* $(,)?], max: [$($m:ident),* $(,)?] $(,)?) => {
+        /// The columns' declarations.
+        const COUNTER_COLS: &str = concat!(
+            $(stringify!($s), " UInt64, ",)*
+            $(stringify!($m), " UInt64, ",)*
+            "pmtu_min_mtu UInt64, retry_clients Array(String), ",
+            "rs_n UInt64, rs_min UInt64, rs_max UInt64, rs_hi UInt64, rs_lo UInt64, ",
+            "rs_idx Array(UInt16), rs_cnt Array(UInt64), ",
+            "rc_n UInt64, rc_min UInt64, rc_max UInt64, rc_hi UInt64, rc_lo UInt64, ",
+            "rc_idx Array(UInt16), rc_cnt Array(UInt64)"
+        );
+        /// The columns' names, for an INSERT.
+        const COUNTER_NAMES: &str = concat!(
+            $(stringify!($s), ", ",)*
+            $(stringify!($m), ", ",)*
+            "pmtu_min_mtu, retry_clients, ",
+            "rs_n, rs_min, rs_max, rs_hi, rs_lo, rs_idx, rs_cnt, ",
+            "rc_n, rc_min, rc_max, rc_hi, rc_lo, rc_idx, rc_cnt"
+        );
+        /// Their merge: sums, maxima, the smallest MTU (`u64::MAX`: none),
+        /// the retrying clients' union (capped), each histogram's count,
+        /// min, max, sum (two halves that cannot overflow) and buckets
+        /// summed by index.
+        const COUNTER_AGG: &str = concat!(
+            $("sum(", stringify!($s), "), ",)*
+            $("max(", stringify!($m), "), ",)*
+            "min(pmtu_min_mtu), arraySlice(arraySort(groupUniqArrayArray(retry_clients)), 1, 256), ",
+            "sum(rs_n), minIf(rs_min, rs_n > 0), max(rs_max), sum(rs_hi), sum(rs_lo), sumMap(rs_idx, rs_cnt), ",
+            "sum(rc_n), minIf(rc_min, rc_n > 0), max(rc_max), sum(rc_hi), sum(rc_lo), sumMap(rc_idx, rc_cnt)"
+        );
+
+        fn put_counters(rb: &mut Rb, c: &Counters) -> Result<(), StoreError> {
+            $(rb.u64(c.$s);)*
+            $(rb.u64(c.$m);)*
+            rb.u64(c.pmtu_min_mtu.map_or(u64::MAX, u64::from));
+            rb.varint(c.retry_clients.len() as u64);
+            for ip in &c.retry_clients {
+                rb.str(&ip.to_string());
+            }
+            put_hist(rb, &c.rtt_server)?;
+            put_hist(rb, &c.rtt_client)
+        }
+
+        fn get_counters(rd: &mut Rd<'_>) -> Result<Counters, StoreError> {
+            let mut c = Counters::default();
+            $(c.$s = rd.u64()?;)*
+            $(c.$m = rd.u64()?;)*
+            c.pmtu_min_mtu = u32::try_from(rd.u64()?).ok();
+            for _ in 0..rd.varint()? {
+                let ip = rd.string()?;
+                c.retry_clients.insert(ip.parse().map_err(|_| {
+                    StoreError::ClickHouse(format!("{ip:?} is not an address"))
+                })?);
+            }
+            c.rtt_server = get_hist(rd)?;
+            c.rtt_client = get_hist(rd)?;
+            Ok(c)
+        }
+    };
+}
+
+counter_columns! {
+    sum: [flows, deltas, packets, bytes, payload_bytes, data_packets, retransmits,
+        retrans_seen, hole_fill, rto_retransmits, dup_acks, rst, zero_window_events,
+        zero_window_ns, syn_retry_flows, syn_retries, refused, unanswered, pmtu_errors, frags,
+        hol_holes, hol_open_ns_total, one_way_flows, one_way_retransmits, mss_clamped_flows,
+        ecn_bleached_flows, ttl_changes],
+    max: [max_packets_1ms, hol_open_ns_max],
+}
+
+/// A histogram's serialized form (that of `Histogram`'s serde, field for
+/// field), to take it apart into columns and put it together again.
+#[derive(Serialize, Deserialize)]
+struct HistWire {
+    sub_buckets: u32,
+    count: u64,
+    min: Option<u64>,
+    max: Option<u64>,
+    sum: u128,
+    buckets: Vec<(u16, u64)>,
+}
+
+/// Count, min, max, sum (its bits 32.. and ..32, so that summing either
+/// half over 2^32 rows cannot overflow), bucket indexes and counts.
+fn put_hist(rb: &mut Rb, h: &Histogram) -> Result<(), StoreError> {
+    let w: HistWire = postcard::from_bytes(&enc(h)?)?;
+    rb.u64(w.count)
+        .u64(w.min.unwrap_or(0))
+        .u64(w.max.unwrap_or(0))
+        .u64(u64::try_from(w.sum >> 32).unwrap_or(u64::MAX))
+        .u64((w.sum & 0xffff_ffff) as u64);
+    rb.varint(w.buckets.len() as u64);
+    for (i, _) in &w.buckets {
+        rb.0.extend_from_slice(&i.to_le_bytes());
+    }
+    rb.varint(w.buckets.len() as u64);
+    for (_, n) in &w.buckets {
+        rb.u64(*n);
+    }
+    Ok(())
+}
+
+fn get_hist(rd: &mut Rd<'_>) -> Result<Histogram, StoreError> {
+    let (count, min, max, hi, lo) = (rd.u64()?, rd.u64()?, rd.u64()?, rd.u64()?, rd.u64()?);
+    let idx: Vec<u16> = (0..rd.varint()?)
+        .map(|_| rd.u16())
+        .collect::<Result<_, _>>()?;
+    let cnt: Vec<u64> = (0..rd.varint()?)
+        .map(|_| rd.u64())
+        .collect::<Result<_, _>>()?;
+    if count == 0 {
+        return Ok(Histogram::new());
+    }
+    let w = HistWire {
+        sub_buckets: histogram::SUB_BUCKETS,
+        count,
+        min: Some(min),
+        max: Some(max),
+        sum: (u128::from(hi) << 32) + u128::from(lo),
+        buckets: idx.into_iter().zip(cnt).collect(),
+    };
+    Ok(postcard::from_bytes(&enc(&w)?)?)
+}
 
 /// A `RowBinary` row being written.
 #[derive(Default)]
@@ -192,7 +341,12 @@ impl Rb {
         self
     }
     fn bytes(&mut self, b: &[u8]) -> &mut Rb {
-        let mut n = b.len() as u64;
+        self.varint(b.len() as u64);
+        self.0.extend_from_slice(b);
+        self
+    }
+    /// A length (of a string or an array).
+    fn varint(&mut self, mut n: u64) -> &mut Rb {
         loop {
             let byte = (n & 0x7f) as u8;
             n >>= 7;
@@ -202,7 +356,6 @@ impl Rb {
             }
             self.0.push(byte | 0x80);
         }
-        self.0.extend_from_slice(b);
         self
     }
     fn str(&mut self, s: &str) -> &mut Rb {
@@ -241,18 +394,25 @@ impl<'a> Rd<'a> {
         a.copy_from_slice(b);
         Ok(u32::from_le_bytes(a))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
+    fn u16(&mut self) -> Result<u16, StoreError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    /// A length (of a string or an array).
+    fn varint(&mut self) -> Result<u64, StoreError> {
         let mut n: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.take(1)?[0];
             n |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
-                return self.take(usize::try_from(n).map_err(|_| short())?);
+                return Ok(n);
             }
         }
-        Err(StoreError::ClickHouse(
-            "a string length does not end".into(),
-        ))
+        Err(StoreError::ClickHouse("a length does not end".into()))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
+        let n = self.varint()?;
+        self.take(usize::try_from(n).map_err(|_| short())?)
     }
     fn string(&mut self) -> Result<String, StoreError> {
         String::from_utf8(self.bytes()?.to_vec())
@@ -289,10 +449,10 @@ fn service_filter(service: Option<&str>) -> String {
 /// The bucket tables: (table, its columns).
 fn bucket_table(paths: bool, res: Res) -> &'static str {
     match (paths, res) {
-        (false, Res::S10) => "service_10s",
-        (false, Res::M1) => "service_1m",
-        (true, Res::S10) => "path_10s",
-        (true, Res::M1) => "path_1m",
+        (false, Res::S10) => "svc_10s",
+        (false, Res::M1) => "svc_1m",
+        (true, Res::S10) => "pth_10s",
+        (true, Res::M1) => "pth_1m",
     }
 }
 
@@ -455,7 +615,8 @@ impl ClickHouseStore {
         }
         for (k, m) in MIGRATIONS.iter().enumerate().skip(have) {
             for stmt in *m {
-                self.exec(&stmt.replace("{db}", db), None)?;
+                let stmt = stmt.replace("{db}", db).replace("{counters}", COUNTER_COLS);
+                self.exec(&stmt, None)?;
             }
             let mut rb = Rb::default();
             rb.0.extend_from_slice(&(k as u32 + 1).to_le_bytes());
@@ -471,7 +632,7 @@ impl ClickHouseStore {
         let body = self.exec(
             &format!(
                 "SELECT DISTINCT node, service FROM {} FORMAT RowBinary",
-                self.t("service_1m")
+                self.t("svc_1m")
             ),
             None,
         )?;
@@ -511,9 +672,8 @@ impl ClickHouseStore {
         Ok(out)
     }
 
-    /// Bucket rows, one per report and key in the table, merged here into
-    /// one per (service, subnet, node, bucket), oldest bucket first. At
-    /// most `cap` stored rows are loaded (`None`: all).
+    /// Bucket rows merged by ClickHouse into one per (service, subnet,
+    /// node, bucket), oldest bucket first. At most `cap` rows (`None`: all).
     fn bucket_rows(
         &self,
         paths: bool,
@@ -522,54 +682,131 @@ impl ClickHouseStore {
         service: Option<&str>,
         cap: Option<usize>,
     ) -> Result<Vec<BucketRow>, StoreError> {
-        let (cols, by) = if paths {
-            (
-                "service, subnet, node, bucket, c",
-                "service, bucket, subnet, node, instance, seq",
-            )
+        let keys = if paths {
+            "service, subnet, node, bucket"
         } else {
-            (
-                "service, node, bucket, c",
-                "service, bucket, node, instance, seq",
-            )
+            "service, node, bucket"
         };
-        let limit = cap.map_or(String::new(), |n| format!(" LIMIT {}", n + 1));
-        let sql = format!(
-            "SELECT {cols} FROM {} WHERE day >= toDate({}) AND bucket >= {since_ns}{} LIMIT 1 BY {by}{limit} FORMAT RowBinary",
-            self.t(bucket_table(paths, res)),
-            since_ns / DAY_NS,
-            service_filter(service),
+        let order = if paths {
+            "bucket, service, subnet, node"
+        } else {
+            "bucket, service, node"
+        };
+        let sql = merged_sql(
+            &self.t(bucket_table(paths, res)),
+            since_ns,
+            &service_filter(service),
+            keys,
+            "",
+            order,
+            cap.map(|n| n + 1),
         );
         let body = self.exec(&sql, None)?;
         let mut rd = Rd(&body);
-        let mut merged: BTreeMap<(u64, String, Option<String>, String), Counters> = BTreeMap::new();
-        let mut n = 0usize;
+        let mut out = Vec::new();
         while !rd.is_empty() {
-            n += 1;
-            if cap.is_some_and(|c| n > c) {
+            if cap.is_some_and(|c| out.len() >= c) {
                 return Err(StoreError::TooManyRows(MAX_QUERY_ROWS));
             }
             let service = rd.string()?;
             let subnet = if paths { Some(rd.string()?) } else { None };
             let node = rd.string()?;
             let bucket = rd.u64()?;
-            let c: Counters = postcard::from_bytes(rd.bytes()?)?;
-            merged
-                .entry((bucket, service, subnet, node))
-                .or_default()
-                .merge(&c);
-        }
-        Ok(merged
-            .into_iter()
-            .map(|((bucket, service, subnet, node), counters)| BucketRow {
+            out.push(BucketRow {
                 service,
                 subnet,
                 node,
                 bucket,
-                counters,
-            })
-            .collect())
+                counters: get_counters(&mut rd)?,
+            });
+        }
+        Ok(out)
     }
+
+    /// The window merged by ClickHouse per (service, subnet, node): a row
+    /// of the merged counters at the first bucket and, when it differs, an
+    /// empty one at the last (see [`Store::window_rows`]).
+    fn span_rows(
+        &self,
+        paths: bool,
+        res: Res,
+        since_ns: u64,
+        service: Option<&str>,
+    ) -> Result<Vec<BucketRow>, StoreError> {
+        let keys = if paths {
+            "service, subnet, node"
+        } else {
+            "service, node"
+        };
+        let sql = merged_sql(
+            &self.t(bucket_table(paths, res)),
+            since_ns,
+            &service_filter(service),
+            keys,
+            "toUInt64(min(bucket)), toUInt64(max(bucket)), ",
+            keys,
+            Some(MAX_QUERY_ROWS / 2 + 1),
+        );
+        let body = self.exec(&sql, None)?;
+        let mut rd = Rd(&body);
+        let mut out = Vec::new();
+        while !rd.is_empty() {
+            if out.len() >= MAX_QUERY_ROWS {
+                return Err(StoreError::TooManyRows(MAX_QUERY_ROWS));
+            }
+            let service = rd.string()?;
+            let subnet = if paths { Some(rd.string()?) } else { None };
+            let node = rd.string()?;
+            let (first, last) = (rd.u64()?, rd.u64()?);
+            let counters = get_counters(&mut rd)?;
+            if last != first {
+                out.push(BucketRow {
+                    service: service.clone(),
+                    subnet: subnet.clone(),
+                    node: node.clone(),
+                    bucket: last,
+                    counters: Counters::default(),
+                });
+            }
+            out.push(BucketRow {
+                service,
+                subnet,
+                node,
+                bucket: first,
+                counters,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The rows of bucket table `table` from `since_ns` on (and `filter`),
+/// one per key and report (a report stored twice counts once), merged in
+/// ClickHouse per `keys`: `keys`, `extra` (aggregates before the
+/// counters), the counters ([`get_counters`]), ordered by `order`.
+fn merged_sql(
+    table: &str,
+    since_ns: u64,
+    filter: &str,
+    keys: &str,
+    extra: &str,
+    order: &str,
+    limit: Option<usize>,
+) -> String {
+    // The dedup key: every key column of the table and the report's name.
+    let by = if keys.contains("subnet") {
+        "service, bucket, subnet, node, instance, seq"
+    } else {
+        "service, bucket, node, instance, seq"
+    };
+    let limit = limit.map_or(String::new(), |n| format!(" LIMIT {n}"));
+    format!(
+        "SELECT {keys}, {extra}{COUNTER_AGG}
+         FROM (SELECT * FROM {table} WHERE day >= toDate({}) AND bucket >= {since_ns}{filter}
+               LIMIT 1 BY {by})
+         GROUP BY {keys} ORDER BY {order}{limit} FORMAT RowBinary",
+        since_ns / DAY_NS
+    )
 }
 
 impl Store for ClickHouseStore {
@@ -657,8 +894,8 @@ impl Store for ClickHouseStore {
                     .u64(bucket)
                     .str(node)
                     .u64(inst)
-                    .u64(seq)
-                    .bytes(&enc(&c)?);
+                    .u64(seq);
+                put_counters(rb, &c)?;
             }
             let mut pth: BTreeMap<(Res, &str, &str, u64), Counters> = BTreeMap::new();
             for ((service, subnet, res, bucket), c) in &rows.paths {
@@ -674,8 +911,8 @@ impl Store for ClickHouseStore {
                     .str(subnet)
                     .str(node)
                     .u64(inst)
-                    .u64(seq)
-                    .bytes(&enc(&c)?);
+                    .u64(seq);
+                put_counters(rb, &c)?;
             }
             for (id, f) in &rows.flows {
                 let service = named(&f.service);
@@ -705,12 +942,13 @@ impl Store for ClickHouseStore {
                     .str(&serde_json::to_string(w)?);
             }
         }
-        let bucket_cols = "day, service, bucket, node, instance, seq, c";
-        let path_cols = "day, service, bucket, subnet, node, instance, seq, c";
-        self.insert("service_10s", bucket_cols, &s10)?;
-        self.insert("service_1m", bucket_cols, &m1)?;
-        self.insert("path_10s", path_cols, &p10)?;
-        self.insert("path_1m", path_cols, &p1m)?;
+        let bucket_cols = format!("day, service, bucket, node, instance, seq, {COUNTER_NAMES}");
+        let path_cols =
+            format!("day, service, bucket, subnet, node, instance, seq, {COUNTER_NAMES}");
+        self.insert("svc_10s", &bucket_cols, &s10)?;
+        self.insert("svc_1m", &bucket_cols, &m1)?;
+        self.insert("pth_10s", &path_cols, &p10)?;
+        self.insert("pth_1m", &path_cols, &p1m)?;
         self.insert(
             "top_flows",
             "day, service, bucket, node, id, instance, seq, last_ns, state",
@@ -785,6 +1023,16 @@ impl Store for ClickHouseStore {
         service: Option<&str>,
     ) -> Result<Vec<BucketRow>, StoreError> {
         self.bucket_rows(true, res, since_ns, service, Some(MAX_QUERY_ROWS))
+    }
+
+    fn window_rows(
+        &mut self,
+        paths: bool,
+        res: Res,
+        since_ns: u64,
+        service: Option<&str>,
+    ) -> Result<Vec<BucketRow>, StoreError> {
+        self.span_rows(paths, res, since_ns, service)
     }
 
     fn flows(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError> {
@@ -882,20 +1130,25 @@ impl Store for ClickHouseStore {
 
     fn totals(&mut self) -> Result<Vec<(String, Counters)>, StoreError> {
         // The 1 min rows merge to the totals exactly; over their retention.
-        let mut by: BTreeMap<String, Counters> = BTreeMap::new();
-        for r in self.bucket_rows(false, Res::M1, 0, None, None)? {
-            by.entry(r.service).or_default().merge(&r.counters);
+        let body = self.exec(
+            &merged_sql(&self.t("svc_1m"), 0, "", "service", "", "service", None),
+            None,
+        )?;
+        let mut rd = Rd(&body);
+        let mut out = Vec::new();
+        while !rd.is_empty() {
+            out.push((rd.string()?, get_counters(&mut rd)?));
         }
-        Ok(by.into_iter().collect())
+        Ok(out)
     }
 
     fn prune(&mut self, now_ns: u64, r: &Retention) -> Result<u64, StoreError> {
         let mut n = 0;
         for (table, keep) in [
-            ("service_10s", r.s10_ns),
-            ("path_10s", r.s10_ns),
-            ("service_1m", r.m1_ns),
-            ("path_1m", r.m1_ns),
+            ("svc_10s", r.s10_ns),
+            ("pth_10s", r.s10_ns),
+            ("svc_1m", r.m1_ns),
+            ("pth_1m", r.m1_ns),
             ("top_flows", r.flows_ns),
             ("probe_windows", r.flows_ns),
             ("reports", r.reports_ns),
@@ -983,5 +1236,34 @@ mod tests {
         assert!(rd.is_empty());
         assert!(Rd(&[5, b'a']).string().is_err(), "a cut string is an error");
         assert_eq!(lit(r"a'b\c"), r"'a\'b\\c'");
+    }
+
+    #[test]
+    fn counters_round_trip_through_their_columns() {
+        let mut c = Counters {
+            flows: 3,
+            bytes: 1 << 40,
+            max_packets_1ms: 9,
+            pmtu_min_mtu: Some(1280),
+            ttl_changes: 2,
+            ..Counters::default()
+        };
+        c.retry_clients.insert("198.18.0.7".parse().unwrap());
+        c.retry_clients.insert("2001:db8::1".parse().unwrap());
+        for v in [5, 70, 1_000_000, 3_000_000_000] {
+            c.rtt_server.record(v);
+        }
+        let mut rb = Rb::default();
+        put_counters(&mut rb, &c).unwrap();
+        put_counters(&mut rb, &Counters::default()).unwrap();
+        let mut rd = Rd(&rb.0);
+        assert_eq!(get_counters(&mut rd).unwrap(), c);
+        assert_eq!(get_counters(&mut rd).unwrap(), Counters::default());
+        assert!(rd.is_empty());
+        // The column list names one column per value written.
+        assert_eq!(
+            COUNTER_NAMES.split(", ").count(),
+            COUNTER_COLS.split(", ").count()
+        );
     }
 }

@@ -998,9 +998,9 @@ async fn get_services(State(st): State<Arc<AppState>>, Query(p): Params) -> Resp
     }
     let service = p.get("service").cloned();
     let res = with_store(&st, move |s| {
-        let rows = s.service_rows(Res::M1, since, service.as_deref())?;
+        let rows = s.window_rows(false, Res::M1, since, service.as_deref())?;
         let path_rows = if paths > 0 {
-            s.path_rows(Res::M1, since, service.as_deref())?
+            s.window_rows(true, Res::M1, since, service.as_deref())?
         } else {
             Vec::new()
         };

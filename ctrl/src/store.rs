@@ -268,6 +268,23 @@ pub trait Store: Send {
         since_ns: u64,
         service: Option<&str>,
     ) -> Result<Vec<BucketRow>, StoreError>;
+    /// Rows whose merge per (service, subnet, node), counters and first
+    /// and last bucket, equals that of `service_rows` (`path_rows` with
+    /// `paths`): a store that merges in its engine answers a window with
+    /// one or two rows per key instead of one per bucket.
+    fn window_rows(
+        &mut self,
+        paths: bool,
+        res: Res,
+        since_ns: u64,
+        service: Option<&str>,
+    ) -> Result<Vec<BucketRow>, StoreError> {
+        if paths {
+            self.path_rows(res, since_ns, service)
+        } else {
+            self.service_rows(res, since_ns, service)
+        }
+    }
     fn flows(&mut self, q: &FlowQuery) -> Result<Vec<FlowRow>, StoreError>;
     /// Probe windows `(node, window)` that end at or after `since_ns`,
     /// optionally of one target and/or node, oldest first, at most `limit`
