@@ -1314,3 +1314,89 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
     drop(ch);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str, size: &str) -> SmallDisk {
+        let d = tmpdir(name).join("disk");
+        std::fs::create_dir_all(&d).unwrap();
+        support::sh(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "wligdisk",
+            d.to_str().unwrap(),
+        ]);
+        SmallDisk(d)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        if let Some(p) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// A store that filled its disk still prunes (its reserve gives the room),
+/// says so in its status, and takes reports again afterwards.
+#[test]
+fn a_full_disk_still_prunes_with_the_reserve() {
+    use wirelens_ctrl::store::{Retention, SqliteStore, Store};
+    if support::skip_unless_root(
+        "a_full_disk_still_prunes_with_the_reserve",
+        "mounts a tmpfs",
+    ) {
+        return;
+    }
+    let disk = SmallDisk::mount("full", "4m");
+    let mut s = SqliteStore::open(&disk.0.join("ctrl.db"))
+        .unwrap()
+        .with_disk_reserve(1 << 20);
+    let st = s.disk().unwrap();
+    assert_eq!(st.reserve_bytes.load(Ordering::Relaxed), 1 << 20);
+    let mut seq = 0;
+    let full = loop {
+        let r = load_report("filler", seq, 300);
+        match s.ingest(
+            &r,
+            &wirelens_ctrl::agg::rows_of(&r),
+            wirelens_ctrl::now_ns(),
+        ) {
+            Ok(_) => seq += 1,
+            Err(e) => break e,
+        }
+        assert!(seq < 100_000, "4 MiB never filled");
+    };
+    assert!(full.to_string().contains("full"), "{full}");
+    assert!(st.full.load(Ordering::Relaxed));
+    // Everything is past a retention of 0: the prune needs room to delete.
+    let keep = Retention {
+        s10_ns: 0,
+        m1_ns: 0,
+        flows_ns: 0,
+        reports_ns: 0,
+    };
+    let n = s.prune(wirelens_ctrl::now_ns() + SEC, &keep).unwrap();
+    assert!(n > 0);
+    assert_eq!(st.releases.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        st.reserve_bytes.load(Ordering::Relaxed),
+        1 << 20,
+        "reserve not written back"
+    );
+    let r = load_report("filler", seq, 300);
+    s.ingest(
+        &r,
+        &wirelens_ctrl::agg::rows_of(&r),
+        wirelens_ctrl::now_ns(),
+    )
+    .unwrap();
+    assert!(!st.full.load(Ordering::Relaxed));
+}
