@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// Reports a node may send at once before --rate-limit applies.
     #[arg(long, value_name = "N", default_value_t = 60)]
     pub rate_burst: u32,
+    /// MiB of disk kept in reserve beside the database (`DB.reserve`), given
+    /// up when a prune finds the disk full so that it can still run; 0: none.
+    #[arg(long, value_name = "MIB", default_value_t = wirelens_ctrl::store::DEFAULT_DISK_RESERVE >> 20)]
+    pub disk_reserve_mib: u64,
     /// Tokens of the read API (same format as --token-file): when given, every
     /// GET but /healthz needs `Authorization: Bearer` with one of them.
     #[arg(long, value_name = "FILE")]
@@ -376,6 +380,7 @@ pub fn serve(a: &ServeArgs) -> u8 {
             max_services_per_node: a.max_services_per_node,
             top_flows: a.top_flows,
             metrics_services: a.metrics_services,
+            disk_reserve: a.disk_reserve_mib.saturating_mul(1 << 20),
             query_budget: Duration::from_secs_f64(a.query_budget.max(0.001)),
             max_clock_skew: Duration::from_secs_f64(a.max_clock_skew.max(0.0)),
             ..server::IngestConfig::default()

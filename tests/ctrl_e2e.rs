@@ -490,6 +490,128 @@ fn sigkill_loses_no_acknowledged_report() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Report `seq` of `node`: `n` flow deltas, each of its own client and 2
+/// packets, one JSON/compact body apart from its name.
+fn load_report(node: &str, seq: u64, n: u32) -> NodeReport {
+    let now = wirelens_ctrl::now_ns();
+    let mut r = NodeReport::new(node, 91, seq, now, NodeMeta::default());
+    for k in 0..n {
+        let c = [198, 19, (k >> 8) as u8, k as u8];
+        r.flows.push(FlowDelta::from_record(flow(
+            c,
+            (SVC, 8080),
+            now - 2 * SEC,
+            2,
+        )));
+    }
+    r
+}
+
+/// Several nodes pushing at once (so commits hold reports of several
+/// nodes: group commit), the server SIGKILLed in the middle of it, then
+/// restarted on the same database: every delta acknowledged before the kill
+/// is stored, and once each node resends the report that got no answer (as
+/// a node does), every delta sent is stored exactly once.
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_delta() {
+    use wirelens_ctrl::codec::{encode, Encoding};
+    const NODES: usize = 4;
+    const DELTAS: u32 = 300;
+    let dir = tmpdir("killload");
+    let db = dir.join("ctrl.db");
+    let mut srv = Server::start_with(&dir, &db, &["--rate-limit", "0"]);
+    let acked = Arc::new(Mutex::new(vec![0u64; NODES]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pushers: Vec<_> = (0..NODES)
+        .map(|k| {
+            let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+            let c = Client::new(&srv.url, Duration::from_secs(10));
+            std::thread::spawn(move || {
+                let node = format!("load-{k}");
+                let enc = if k % 2 == 0 {
+                    Encoding::Compact
+                } else {
+                    Encoding::Json
+                };
+                let mut seq = 0;
+                // Ends with the report that got no answer, if any (the node
+                // keeps it to resend).
+                while !stop.load(Ordering::Relaxed) {
+                    let r = load_report(&node, seq, DELTAS);
+                    let (ct, ce, body) = encode(&r, enc);
+                    match c.post_report_body("shared-token-3333", ct, ce, &body).0 {
+                        Ok(ack) => {
+                            assert_eq!(ack.status, "accepted", "{node} seq {seq}");
+                            acked.lock().unwrap()[k] += u64::from(DELTAS);
+                            seq += 1;
+                        }
+                        Err(_) => return (seq, Some(r)),
+                    }
+                }
+                (seq, None)
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    while acked
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|&a| a < 10 * u64::from(DELTAS))
+        && t.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    srv.kill(); // SIGKILL while reports of every node are in flight
+    stop.store(true, Ordering::Relaxed);
+    let ends: Vec<(u64, Option<NodeReport>)> =
+        pushers.into_iter().map(|p| p.join().unwrap()).collect();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.iter().all(|&a| a >= 10 * u64::from(DELTAS)),
+        "too few reports acknowledged before the kill: {acked:?}"
+    );
+
+    let srv = Server::start_with(&dir, &db, &["--rate-limit", "0"]);
+    let c = Client::new(&srv.url, Duration::from_secs(10));
+    let stored = |c: &Client| -> BTreeMap<String, u64> {
+        let nodes: Vec<Value> = c.get("/api/v1/nodes").unwrap();
+        nodes
+            .iter()
+            .map(|n| {
+                let name = n["node"].as_str().unwrap().to_string();
+                (name, n["flow_deltas"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let before = stored(&c);
+    for (k, (_, unanswered)) in ends.iter().enumerate() {
+        let have = before.get(&format!("load-{k}")).copied().unwrap_or(0);
+        let in_flight = u64::from(DELTAS) * u64::from(unanswered.is_some());
+        assert!(
+            acked[k] <= have && have <= acked[k] + in_flight,
+            "node load-{k}: acknowledged {} deltas, stored {have}",
+            acked[k]
+        );
+    }
+    // The nodes resend what got no answer: accepted, or a duplicate when
+    // its commit made it before the kill.
+    let mut sent = 0;
+    for (seq, unanswered) in &ends {
+        sent += seq * u64::from(DELTAS);
+        if let Some(r) = unanswered {
+            let ack = c.post_report("shared-token-3333", r).unwrap();
+            assert!(["accepted", "duplicate"].contains(&ack.status.as_str()));
+            sent += u64::from(DELTAS);
+        }
+    }
+    let after = stored(&c);
+    assert_eq!(after.values().sum::<u64>(), sent, "{after:?}");
+    let totals = service_totals(&srv.url);
+    assert_eq!(totals["198.18.2.2:8080/tcp"][1], sent * 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn top_shows_services_in_tmux() {
     if Command::new("tmux").arg("-V").output().is_err() {
@@ -1185,4 +1307,90 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
     drop((c1, c2, lite));
     drop(ch);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str, size: &str) -> SmallDisk {
+        let d = tmpdir(name).join("disk");
+        std::fs::create_dir_all(&d).unwrap();
+        support::sh(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "wligdisk",
+            d.to_str().unwrap(),
+        ]);
+        SmallDisk(d)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        if let Some(p) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// A store that filled its disk still prunes (its reserve gives the room),
+/// says so in its status, and takes reports again afterwards.
+#[test]
+fn a_full_disk_still_prunes_with_the_reserve() {
+    use wirelens_ctrl::store::{Retention, SqliteStore, Store};
+    if support::skip_unless_root(
+        "a_full_disk_still_prunes_with_the_reserve",
+        "mounts a tmpfs",
+    ) {
+        return;
+    }
+    let disk = SmallDisk::mount("full", "4m");
+    let mut s = SqliteStore::open(&disk.0.join("ctrl.db"))
+        .unwrap()
+        .with_disk_reserve(1 << 20);
+    let st = s.disk().unwrap();
+    assert_eq!(st.reserve_bytes.load(Ordering::Relaxed), 1 << 20);
+    let mut seq = 0;
+    let full = loop {
+        let r = load_report("filler", seq, 300);
+        match s.ingest(
+            &r,
+            &wirelens_ctrl::agg::rows_of(&r),
+            wirelens_ctrl::now_ns(),
+        ) {
+            Ok(_) => seq += 1,
+            Err(e) => break e,
+        }
+        assert!(seq < 100_000, "4 MiB never filled");
+    };
+    assert!(full.to_string().contains("full"), "{full}");
+    assert!(st.full.load(Ordering::Relaxed));
+    // Everything is past a retention of 0: the prune needs room to delete.
+    let keep = Retention {
+        s10_ns: 0,
+        m1_ns: 0,
+        flows_ns: 0,
+        reports_ns: 0,
+    };
+    let n = s.prune(wirelens_ctrl::now_ns() + SEC, &keep).unwrap();
+    assert!(n > 0);
+    assert_eq!(st.releases.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        st.reserve_bytes.load(Ordering::Relaxed),
+        1 << 20,
+        "reserve not written back"
+    );
+    let r = load_report("filler", seq, 300);
+    s.ingest(
+        &r,
+        &wirelens_ctrl::agg::rows_of(&r),
+        wirelens_ctrl::now_ns(),
+    )
+    .unwrap();
+    assert!(!st.full.load(Ordering::Relaxed));
 }

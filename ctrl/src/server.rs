@@ -10,7 +10,7 @@
 //! | `GET /api/v1/probes` | probe results per target and node (`wirelens run --probe`), merged over `since` (default `1h`): loss up/down, RTT, jitter, latest state; `target`, `node` |
 //! | `GET /api/v1/probes/windows` | the probe windows themselves, oldest first: `since` (default `1h`), `target`, `node`, `limit` (default 1000, the newest) |
 //! | `GET /metrics` | OpenMetrics text: per-service totals and RTT histograms (labels `server`, `port`, `proto`; at most `metrics_services` services, the rest under `_other`), probe loss and RTT, report counters; see [`crate::metrics`] |
-//! | `GET /healthz` | `{"status":"ok"}` when the store answers |
+//! | `GET /healthz` | `{"status":"ok"}` when the store answers (with the disk reserve's state; 503 `disk_full` while the disk is full) |
 //!
 //! Errors are JSON `{"error": REASON}` with a 4xx (the request is wrong: 400
 //! malformed, 401 no or bad token, 403 token not valid for the node, 413 too
@@ -48,7 +48,7 @@ use crate::auth::{Grant, Tokens};
 use crate::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use crate::limit::{Limiter, RateLimit};
 use crate::report::NodeReport;
-use crate::store::{FlowQuery, FlowSort, Retention, SqliteStore, Store, StoreError};
+use crate::store::{DiskStatus, FlowQuery, FlowSort, Retention, SqliteStore, Store, StoreError};
 use crate::{now_ns, parse_since, utc};
 
 /// Default request body limit.
@@ -101,6 +101,9 @@ pub struct IngestConfig {
     pub max_clock_skew: Duration,
     /// Services `/metrics` renders at most; the rest add up under `_other`.
     pub metrics_services: usize,
+    /// Bytes of disk the SQLite store keeps in reserve for pruning a full
+    /// disk (`DB.reserve`); 0: none.
+    pub disk_reserve: u64,
 }
 
 impl Default for IngestConfig {
@@ -116,6 +119,7 @@ impl Default for IngestConfig {
             query_budget: Duration::from_secs(2),
             max_clock_skew: Duration::from_secs(600),
             metrics_services: crate::metrics::DEFAULT_METRICS_SERVICES,
+            disk_reserve: crate::store::DEFAULT_DISK_RESERVE,
         }
     }
 }
@@ -211,6 +215,8 @@ pub struct AppState {
     log: LogSink,
     limits: ConnLimits,
     conns: ConnStats,
+    /// The writer's disk reserve, when its store keeps one.
+    disk: Option<Arc<DiskStatus>>,
 }
 
 /// What the connection limits cut off.
@@ -315,6 +321,7 @@ impl AppState {
         let readers = (0..READERS)
             .map(|_| store.reader().map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let disk = store.disk();
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.ingest.queue.max(1));
         let batch = cfg.ingest.batch_deltas.max(1);
         std::thread::Builder::new()
@@ -339,6 +346,7 @@ impl AppState {
             log,
             limits: cfg.limits,
             conns: ConnStats::default(),
+            disk,
         }))
     }
 
@@ -1153,10 +1161,34 @@ async fn get_probe_windows(State(st): State<Arc<AppState>>, Query(p): Params) ->
     }
 }
 
+/// `/healthz`: 200 `{"status":"ok"}` when the store answers, with the disk
+/// reserve's state; 503 `{"status":"disk_full"}` while reports fail for a
+/// full disk (they are refused with 503, the nodes keep them).
 async fn get_healthz(State(st): State<Arc<AppState>>) -> Response {
-    match with_store(&st, |s| s.check()).await {
-        Ok(()) => Json(json!({"status": "ok"})).into_response(),
-        Err(r) => r,
+    if let Err(r) = with_store(&st, |s| s.check()).await {
+        return r;
+    }
+    let Some(d) = &st.disk else {
+        return Json(json!({"status": "ok"})).into_response();
+    };
+    let (held, target) = (
+        d.reserve_bytes.load(Ordering::Relaxed),
+        d.reserve_target.load(Ordering::Relaxed),
+    );
+    let full = d.full.load(Ordering::Relaxed);
+    let body = json!({
+        "status": if full { "disk_full" } else { "ok" },
+        "disk": {
+            "full": full,
+            "reserve_bytes": held,
+            "reserve_target_bytes": target,
+            "reserve_releases": d.releases.load(Ordering::Relaxed),
+        },
+    });
+    if full {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    } else {
+        Json(body).into_response()
     }
 }
 
@@ -1251,6 +1283,35 @@ async fn get_metrics(State(st): State<Arc<AppState>>) -> Response {
     let n = Gauge::<i64>::default();
     n.set(nodes.len() as i64);
     reg.register("wirelens_ctrl_nodes", "Nodes known to the control plane", n);
+    if let Some(d) = &st.disk {
+        let gauge = |v: u64| {
+            let g = Gauge::<i64>::default();
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            g
+        };
+        reg.register(
+            "wirelens_ctrl_disk_reserve_bytes",
+            "Bytes of disk held in reserve beside the database for pruning when the disk is full",
+            gauge(d.reserve_bytes.load(Ordering::Relaxed)),
+        );
+        reg.register(
+            "wirelens_ctrl_disk_reserve_target_bytes",
+            "Bytes the disk reserve is meant to hold (--disk-reserve-mib)",
+            gauge(d.reserve_target.load(Ordering::Relaxed)),
+        );
+        reg.register(
+            "wirelens_ctrl_disk_full",
+            "1 while reports fail because the store's disk is full",
+            gauge(u64::from(d.full.load(Ordering::Relaxed))),
+        );
+        let c = Counter::<u64>::default();
+        c.inc_by(d.releases.load(Ordering::Relaxed));
+        reg.register(
+            "wirelens_ctrl_disk_reserve_releases",
+            "Times the disk reserve was given up so that a prune could run",
+            c,
+        );
+    }
     let mut text = String::new();
     if encode(&mut text, &reg).is_err() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed");
@@ -1475,7 +1536,8 @@ pub fn run_on(listen: &str, cfg: ServerConfig, target: StoreTarget) -> Result<()
             Box::new(
                 SqliteStore::open(db)?
                     .with_top_flows(top)
-                    .with_max_services(caps.0, caps.1),
+                    .with_max_services(caps.0, caps.1)
+                    .with_disk_reserve(cfg.ingest.disk_reserve),
             ),
             format!("db {}", db.display()),
         ),
@@ -1522,6 +1584,17 @@ pub fn run_on(listen: &str, cfg: ServerConfig, target: StoreTarget) -> Result<()
             l.request_timeout.as_millis(),
             l.max_connections,
         ));
+        if let Some(d) = &state.disk {
+            let (held, target) = (
+                d.reserve_bytes.load(Ordering::Relaxed),
+                d.reserve_target.load(Ordering::Relaxed),
+            );
+            if held < target {
+                state.log(format_args!(
+                    "disk reserve holds {held} of {target} bytes (disk full?): a prune on a full disk may fail"
+                ));
+            }
+        }
         match tls {
             Some(t) => serve_tls(listener, t, state).await,
             None => serve(listener, state).await,

@@ -27,11 +27,20 @@
 //! loss, i.e. acknowledged reports; a node would not resend them. The cost is
 //! one fsync per commit, and a commit holds every report that arrived while
 //! the previous one was written.
+//!
+//! # A full disk
+//!
+//! Deleting rows needs disk too (the WAL takes the deleted pages before the
+//! database gives them back), so a store that filled its disk could not
+//! prune its way out. [`SqliteStore::with_disk_reserve`] keeps a file of
+//! zeros beside the database (`DB.reserve`): a prune that fails because the
+//! disk is full deletes it, prunes again, truncates the WAL and writes the
+//! reserve back. Its state ([`DiskStatus`]) is in `/healthz` and `/metrics`.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rusqlite::types::ValueRef;
@@ -227,6 +236,77 @@ pub struct FlowRow {
     pub flow: wirelens_dataplane::report::FlowRecord,
 }
 
+/// Bytes of the disk reserve by default (`ctrl serve --disk-reserve-mib`).
+pub const DEFAULT_DISK_RESERVE: u64 = 16 << 20;
+
+/// The disk reserve and whether the disk is full, as the writer last saw
+/// them (read by `/healthz` and `/metrics`).
+#[derive(Debug, Default)]
+pub struct DiskStatus {
+    /// Bytes the reserve file holds now (0: released, or never made).
+    pub reserve_bytes: AtomicU64,
+    /// Bytes it is meant to hold.
+    pub reserve_target: AtomicU64,
+    /// The last ingest failed because the disk was full (cleared by the
+    /// next commit that succeeds).
+    pub full: AtomicBool,
+    /// Times the reserve was given up so that a prune could run.
+    pub releases: AtomicU64,
+}
+
+/// A file of zeros beside the database, deleted when a prune needs its room.
+#[derive(Debug)]
+struct Reserve {
+    path: PathBuf,
+    status: Arc<DiskStatus>,
+}
+
+impl Reserve {
+    /// Writes the file up to its target size (real blocks, not a sparse
+    /// file); on a full disk it keeps what fitted.
+    fn fill(&self) {
+        use std::io::{Seek, SeekFrom, Write};
+        let target = self.status.reserve_target.load(Ordering::Relaxed);
+        let have = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.path)
+            .and_then(|mut f| {
+                let mut at = f.seek(SeekFrom::End(0))?;
+                let zeros = vec![0u8; 1 << 20];
+                while at < target {
+                    let n = (target - at).min(zeros.len() as u64) as usize;
+                    if f.write_all(&zeros[..n])
+                        .and_then(|()| f.sync_data())
+                        .is_err()
+                    {
+                        break;
+                    }
+                    at += n as u64;
+                }
+                // A partial chunk of a failed write is not counted as held.
+                f.set_len(at)?;
+                Ok(at)
+            })
+            .unwrap_or(0);
+        self.status.reserve_bytes.store(have, Ordering::Relaxed);
+    }
+
+    fn release(&self) {
+        if std::fs::remove_file(&self.path).is_ok() {
+            self.status.releases.fetch_add(1, Ordering::Relaxed);
+        }
+        self.status.reserve_bytes.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The error SQLite gives when a write finds the disk full.
+pub(crate) fn is_disk_full(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
+        if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
 /// The control plane's storage.
 pub trait Store: Send {
     /// Merges `rows` (computed from `report`) atomically; returns after the
@@ -303,6 +383,10 @@ pub trait Store: Send {
     fn prune(&mut self, now_ns: u64, r: &Retention) -> Result<u64, StoreError>;
     /// Cheap liveness check.
     fn check(&mut self) -> Result<(), StoreError>;
+    /// The disk reserve's state, for stores that keep one.
+    fn disk(&self) -> Option<Arc<DiskStatus>> {
+        None
+    }
 }
 
 /// SQLite behind [`Store`].
@@ -321,6 +405,8 @@ pub struct SqliteStore {
     /// The writer's service caps (loaded on first ingest).
     caps: Option<Caps>,
     max_services: (usize, usize),
+    /// The writer's disk reserve (none on readers, or when 0 bytes).
+    reserve: Option<Reserve>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -465,7 +551,288 @@ impl SqliteStore {
             budget_ms: 0,
             caps: None,
             max_services: (DEFAULT_MAX_SERVICES, DEFAULT_MAX_SERVICES_PER_NODE),
+            reserve: None,
         }
+    }
+
+    /// Keeps `bytes` of disk in reserve beside the database (`DB.reserve`),
+    /// given up only when a prune finds the disk full; 0: none (an old
+    /// reserve file is removed).
+    pub fn with_disk_reserve(mut self, bytes: u64) -> SqliteStore {
+        let mut path = self.path.clone().into_os_string();
+        path.push(".reserve");
+        let r = Reserve {
+            path: PathBuf::from(path),
+            status: Arc::new(DiskStatus::default()),
+        };
+        r.status.reserve_target.store(bytes, Ordering::Relaxed);
+        if bytes == 0 {
+            let _ = std::fs::remove_file(&r.path);
+            self.reserve = None;
+        } else {
+            r.fill();
+            self.reserve = Some(r);
+        }
+        self
+    }
+
+    /// [`Store::ingest_batch`].
+    fn ingest_rows(
+        &mut self,
+        batch: &[(&NodeReport, &Rows)],
+        now_ns: u64,
+    ) -> Result<Vec<Ingest>, StoreError> {
+        if self.caps.is_none() {
+            self.caps = Some(self.load_caps()?);
+        }
+        let (top, kept) = (self.top, &mut self.kept);
+        let caps = self.caps.get_or_insert_with(Caps::default);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (report, _) in batch {
+            let node = report.node.as_str();
+            let fresh = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO reports(node, instance, seq, received_ns, flows) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    node,
+                    i(report.instance),
+                    i(report.seq),
+                    i(now_ns),
+                    report.flows.len() as i64
+                ])?
+                == 1;
+            let meta = serde_json::to_string(&report.meta)?;
+            tx.prepare_cached(
+                "INSERT INTO nodes(node, first_seen_ns, last_seen_ns, last_sent_ns, instance, last_seq, reports, duplicates,
+               flow_deltas, dropped_reports, dropped_flows, meta)
+             VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT(node) DO UPDATE SET last_seen_ns = excluded.last_seen_ns,
+               last_sent_ns = max(last_sent_ns, excluded.last_sent_ns),
+               instance = excluded.instance, last_seq = excluded.last_seq,
+               reports = reports + excluded.reports, duplicates = duplicates + excluded.duplicates,
+               flow_deltas = flow_deltas + excluded.flow_deltas,
+               dropped_reports = max(dropped_reports, excluded.dropped_reports),
+               dropped_flows = max(dropped_flows, excluded.dropped_flows), meta = excluded.meta",
+            )?
+            .execute(params![
+                node,
+                i(now_ns),
+                i(report.sent_ns),
+                i(report.instance),
+                i(report.seq),
+                i64::from(fresh),
+                i64::from(!fresh),
+                if fresh { report.flows.len() as i64 } else { 0 },
+                i(report.dropped_reports),
+                i(report.dropped_flows),
+                meta
+            ])?;
+            out.push(if fresh {
+                Ingest::Accepted
+            } else {
+                Ingest::Duplicate
+            });
+        }
+        // The batch's rows merged in memory: one read and one write per
+        // (service or path, node, resolution, bucket), whatever the number
+        // of deltas behind it.
+        let mut services: BTreeMap<NodeKey<'_>, Counters> = BTreeMap::new();
+        let mut paths: BTreeMap<PathKey<'_>, Counters> = BTreeMap::new();
+        let mut totals: BTreeMap<&str, Counters> = BTreeMap::new();
+        let fresh = || {
+            batch
+                .iter()
+                .zip(&out)
+                .filter(|(_, o)| **o == Ingest::Accepted)
+                .map(|(b, _)| *b)
+        };
+        // Services past the caps are stored as OTHER.
+        let mut name: HashMap<(&str, &str), &str> = HashMap::new();
+        for (report, rows) in fresh() {
+            let node = report.node.as_str();
+            for service in rows.totals.keys() {
+                let n = if caps.keep(node, service) {
+                    service.as_str()
+                } else {
+                    OTHER
+                };
+                name.insert((node, service.as_str()), n);
+            }
+        }
+        let named = |node: &str, service: &str| -> &str {
+            name.get(&(node, service)).copied().unwrap_or(OTHER)
+        };
+        for (report, rows) in fresh() {
+            let node = report.node.as_str();
+            for ((service, res, bucket), c) in &rows.services {
+                services
+                    .entry((named(node, service), node, *res, *bucket))
+                    .or_default()
+                    .merge(c);
+            }
+            for ((service, subnet, res, bucket), c) in &rows.paths {
+                paths
+                    .entry((named(node, service), subnet, node, *res, *bucket))
+                    .or_default()
+                    .merge(c);
+            }
+            for (service, c) in &rows.totals {
+                totals.entry(named(node, service)).or_default().merge(c);
+            }
+        }
+        let merge = |a: &mut Counters, b: &Counters| a.merge(b);
+        for ((service, node, res, bucket), c) in services {
+            merge_row(
+                &tx,
+                "SELECT c FROM service_buckets WHERE service = ?1 AND node = ?2 AND res = ?3 AND bucket = ?4",
+                "INSERT OR REPLACE INTO service_buckets(service, node, res, bucket, c) VALUES (?1, ?2, ?3, ?4, ?5)",
+                &[&service, &node, &res.secs(), &i(bucket)],
+                c,
+                merge,
+            )?;
+        }
+        for ((service, subnet, node, res, bucket), c) in paths {
+            merge_row(
+                &tx,
+                "SELECT c FROM path_buckets WHERE service = ?1 AND subnet = ?2 AND node = ?3 AND res = ?4 AND bucket = ?5",
+                "INSERT OR REPLACE INTO path_buckets(service, subnet, node, res, bucket, c) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &[&service, &subnet, &node, &res.secs(), &i(bucket)],
+                c,
+                merge,
+            )?;
+        }
+        for (service, c) in totals {
+            merge_row(
+                &tx,
+                "SELECT c FROM service_totals WHERE service = ?1",
+                "INSERT OR REPLACE INTO service_totals(service, c) VALUES (?1, ?2)",
+                &[&service],
+                c,
+                merge,
+            )?;
+            tx.prepare_cached("UPDATE service_totals SET last_ns = ?2 WHERE service = ?1")?
+                .execute(params![service, i(now_ns)])?;
+        }
+        // The flows view: event flows always, the others while they are
+        // among the worst `top` of their service and bucket.
+        let mut flows: Vec<(&str, &String, &crate::agg::FlowRowIn)> = Vec::new();
+        for (report, rows) in fresh() {
+            flows.extend(
+                rows.flows
+                    .iter()
+                    .map(|(id, f)| (report.node.as_str(), id, f)),
+            );
+        }
+        for (node, id, f) in flows {
+            let service = named(node, &f.service);
+            if !f.event && !admit(kept, top, service, f.bucket, worst_score(&f.state.record)) {
+                continue;
+            }
+            let old: Option<Vec<u8>> = tx
+                .prepare_cached(
+                    "SELECT state FROM top_flows WHERE service = ?1 AND bucket = ?2 AND node = ?3 AND id = ?4",
+                )?
+                .query_row(params![service, i(f.bucket), node, id], |r| r.get(0))
+                .optional()?;
+            let merged = match old {
+                Some(b) => {
+                    let mut m: FlowState = postcard::from_bytes(&b)?;
+                    merge_flow(&mut m, &f.state);
+                    m
+                }
+                None => f.state.clone(),
+            };
+            let r = &merged.record;
+            let (retx, stall, p99) = worst_score(r);
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO top_flows(service, bucket, node, id, last_ns, bytes, retransmits, stall_ns, rtt_p99_ns, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                service,
+                i(f.bucket),
+                node,
+                id,
+                i(r.last_ns),
+                i(r.c2s.bytes.saturating_add(r.s2c.bytes)),
+                i(retx),
+                i(stall),
+                i(p99),
+                enc(&merged)?
+            ])?;
+        }
+        for (report, _) in fresh() {
+            for w in &report.probes {
+                // A window is named by (node, target, start): the same window in
+                // two reports (which a node never sends) is kept once.
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO probe_windows(node, target, start_ns, end_ns, w) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    report.node,
+                    w.target,
+                    i(w.start_ns),
+                    i(w.end_ns),
+                    serde_json::to_string(w)?
+                ])?;
+            }
+        }
+        tx.commit()?;
+        trim_kept(kept, now_ns);
+        Ok(out)
+    }
+
+    /// Deletes what is past `r` in one transaction.
+    fn prune_rows(&mut self, now_ns: u64, r: &Retention) -> Result<u64, StoreError> {
+        let cut = |keep: u64| i(now_ns.saturating_sub(keep));
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        for (res, keep) in [(Res::S10, r.s10_ns), (Res::M1, r.m1_ns)] {
+            n += tx.execute(
+                "DELETE FROM service_buckets WHERE res = ?1 AND bucket < ?2",
+                params![res.secs(), cut(keep)],
+            )?;
+            n += tx.execute(
+                "DELETE FROM path_buckets WHERE res = ?1 AND bucket < ?2",
+                params![res.secs(), cut(keep)],
+            )?;
+        }
+        n += tx.execute(
+            "DELETE FROM flows WHERE last_ns < ?1",
+            params![cut(r.flows_ns)],
+        )?;
+        n += tx.execute(
+            "DELETE FROM top_flows WHERE last_ns < ?1",
+            params![cut(r.flows_ns)],
+        )?;
+        n += tx.execute(
+            "DELETE FROM probe_windows WHERE end_ns < ?1",
+            params![cut(r.flows_ns)],
+        )?;
+        n += tx.execute(
+            "DELETE FROM reports WHERE received_ns < ?1",
+            params![cut(r.reports_ns)],
+        )?;
+        // A service not reported for as long as its 1 min buckets are kept
+        // loses its cumulative totals too (a /metrics series that ended).
+        n += tx.execute(
+            "DELETE FROM service_totals WHERE last_ns < ?1",
+            params![cut(r.m1_ns)],
+        )?;
+        // A node silent for as long as the idempotency names are kept is
+        // forgotten with them.
+        n += tx.execute(
+            "DELETE FROM nodes WHERE last_seen_ns < ?1",
+            params![cut(r.reports_ns)],
+        )?;
+        tx.commit()?;
+        Ok(n as u64)
     }
 
     fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -677,208 +1044,12 @@ impl Store for SqliteStore {
         batch: &[(&NodeReport, &Rows)],
         now_ns: u64,
     ) -> Result<Vec<Ingest>, StoreError> {
-        if self.caps.is_none() {
-            self.caps = Some(self.load_caps()?);
+        let r = self.ingest_rows(batch, now_ns);
+        if let Some(res) = &self.reserve {
+            let full = r.as_ref().err().is_some_and(is_disk_full);
+            res.status.full.store(full, Ordering::Relaxed);
         }
-        let (top, kept) = (self.top, &mut self.kept);
-        let caps = self.caps.get_or_insert_with(Caps::default);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(batch.len());
-        for (report, _) in batch {
-            let node = report.node.as_str();
-            let fresh = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO reports(node, instance, seq, received_ns, flows) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
-                    node,
-                    i(report.instance),
-                    i(report.seq),
-                    i(now_ns),
-                    report.flows.len() as i64
-                ])?
-                == 1;
-            let meta = serde_json::to_string(&report.meta)?;
-            tx.prepare_cached(
-                "INSERT INTO nodes(node, first_seen_ns, last_seen_ns, last_sent_ns, instance, last_seq, reports, duplicates,
-               flow_deltas, dropped_reports, dropped_flows, meta)
-             VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT(node) DO UPDATE SET last_seen_ns = excluded.last_seen_ns,
-               last_sent_ns = max(last_sent_ns, excluded.last_sent_ns),
-               instance = excluded.instance, last_seq = excluded.last_seq,
-               reports = reports + excluded.reports, duplicates = duplicates + excluded.duplicates,
-               flow_deltas = flow_deltas + excluded.flow_deltas,
-               dropped_reports = max(dropped_reports, excluded.dropped_reports),
-               dropped_flows = max(dropped_flows, excluded.dropped_flows), meta = excluded.meta",
-            )?
-            .execute(params![
-                node,
-                i(now_ns),
-                i(report.sent_ns),
-                i(report.instance),
-                i(report.seq),
-                i64::from(fresh),
-                i64::from(!fresh),
-                if fresh { report.flows.len() as i64 } else { 0 },
-                i(report.dropped_reports),
-                i(report.dropped_flows),
-                meta
-            ])?;
-            out.push(if fresh {
-                Ingest::Accepted
-            } else {
-                Ingest::Duplicate
-            });
-        }
-        // The batch's rows merged in memory: one read and one write per
-        // (service or path, node, resolution, bucket), whatever the number
-        // of deltas behind it.
-        let mut services: BTreeMap<NodeKey<'_>, Counters> = BTreeMap::new();
-        let mut paths: BTreeMap<PathKey<'_>, Counters> = BTreeMap::new();
-        let mut totals: BTreeMap<&str, Counters> = BTreeMap::new();
-        let fresh = || {
-            batch
-                .iter()
-                .zip(&out)
-                .filter(|(_, o)| **o == Ingest::Accepted)
-                .map(|(b, _)| *b)
-        };
-        // Services past the caps are stored as OTHER.
-        let mut name: HashMap<(&str, &str), &str> = HashMap::new();
-        for (report, rows) in fresh() {
-            let node = report.node.as_str();
-            for service in rows.totals.keys() {
-                let n = if caps.keep(node, service) {
-                    service.as_str()
-                } else {
-                    OTHER
-                };
-                name.insert((node, service.as_str()), n);
-            }
-        }
-        let named = |node: &str, service: &str| -> &str {
-            name.get(&(node, service)).copied().unwrap_or(OTHER)
-        };
-        for (report, rows) in fresh() {
-            let node = report.node.as_str();
-            for ((service, res, bucket), c) in &rows.services {
-                services
-                    .entry((named(node, service), node, *res, *bucket))
-                    .or_default()
-                    .merge(c);
-            }
-            for ((service, subnet, res, bucket), c) in &rows.paths {
-                paths
-                    .entry((named(node, service), subnet, node, *res, *bucket))
-                    .or_default()
-                    .merge(c);
-            }
-            for (service, c) in &rows.totals {
-                totals.entry(named(node, service)).or_default().merge(c);
-            }
-        }
-        let merge = |a: &mut Counters, b: &Counters| a.merge(b);
-        for ((service, node, res, bucket), c) in services {
-            merge_row(
-                &tx,
-                "SELECT c FROM service_buckets WHERE service = ?1 AND node = ?2 AND res = ?3 AND bucket = ?4",
-                "INSERT OR REPLACE INTO service_buckets(service, node, res, bucket, c) VALUES (?1, ?2, ?3, ?4, ?5)",
-                &[&service, &node, &res.secs(), &i(bucket)],
-                c,
-                merge,
-            )?;
-        }
-        for ((service, subnet, node, res, bucket), c) in paths {
-            merge_row(
-                &tx,
-                "SELECT c FROM path_buckets WHERE service = ?1 AND subnet = ?2 AND node = ?3 AND res = ?4 AND bucket = ?5",
-                "INSERT OR REPLACE INTO path_buckets(service, subnet, node, res, bucket, c) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                &[&service, &subnet, &node, &res.secs(), &i(bucket)],
-                c,
-                merge,
-            )?;
-        }
-        for (service, c) in totals {
-            merge_row(
-                &tx,
-                "SELECT c FROM service_totals WHERE service = ?1",
-                "INSERT OR REPLACE INTO service_totals(service, c) VALUES (?1, ?2)",
-                &[&service],
-                c,
-                merge,
-            )?;
-            tx.prepare_cached("UPDATE service_totals SET last_ns = ?2 WHERE service = ?1")?
-                .execute(params![service, i(now_ns)])?;
-        }
-        // The flows view: event flows always, the others while they are
-        // among the worst `top` of their service and bucket.
-        let mut flows: Vec<(&str, &String, &crate::agg::FlowRowIn)> = Vec::new();
-        for (report, rows) in fresh() {
-            flows.extend(
-                rows.flows
-                    .iter()
-                    .map(|(id, f)| (report.node.as_str(), id, f)),
-            );
-        }
-        for (node, id, f) in flows {
-            let service = named(node, &f.service);
-            if !f.event && !admit(kept, top, service, f.bucket, worst_score(&f.state.record)) {
-                continue;
-            }
-            let old: Option<Vec<u8>> = tx
-                .prepare_cached(
-                    "SELECT state FROM top_flows WHERE service = ?1 AND bucket = ?2 AND node = ?3 AND id = ?4",
-                )?
-                .query_row(params![service, i(f.bucket), node, id], |r| r.get(0))
-                .optional()?;
-            let merged = match old {
-                Some(b) => {
-                    let mut m: FlowState = postcard::from_bytes(&b)?;
-                    merge_flow(&mut m, &f.state);
-                    m
-                }
-                None => f.state.clone(),
-            };
-            let r = &merged.record;
-            let (retx, stall, p99) = worst_score(r);
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO top_flows(service, bucket, node, id, last_ns, bytes, retransmits, stall_ns, rtt_p99_ns, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                service,
-                i(f.bucket),
-                node,
-                id,
-                i(r.last_ns),
-                i(r.c2s.bytes.saturating_add(r.s2c.bytes)),
-                i(retx),
-                i(stall),
-                i(p99),
-                enc(&merged)?
-            ])?;
-        }
-        for (report, _) in fresh() {
-            for w in &report.probes {
-                // A window is named by (node, target, start): the same window in
-                // two reports (which a node never sends) is kept once.
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO probe_windows(node, target, start_ns, end_ns, w) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
-                    report.node,
-                    w.target,
-                    i(w.start_ns),
-                    i(w.end_ns),
-                    serde_json::to_string(w)?
-                ])?;
-            }
-        }
-        tx.commit()?;
-        trim_kept(kept, now_ns);
-        Ok(out)
+        r
     }
 
     fn probe_windows(
@@ -979,56 +1150,37 @@ impl Store for SqliteStore {
     }
 
     fn prune(&mut self, now_ns: u64, r: &Retention) -> Result<u64, StoreError> {
-        let cut = |keep: u64| i(now_ns.saturating_sub(keep));
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut n = 0;
-        for (res, keep) in [(Res::S10, r.s10_ns), (Res::M1, r.m1_ns)] {
-            n += tx.execute(
-                "DELETE FROM service_buckets WHERE res = ?1 AND bucket < ?2",
-                params![res.secs(), cut(keep)],
-            )?;
-            n += tx.execute(
-                "DELETE FROM path_buckets WHERE res = ?1 AND bucket < ?2",
-                params![res.secs(), cut(keep)],
-            )?;
+        let res = match self.prune_rows(now_ns, r) {
+            Err(e) if is_disk_full(&e) && self.reserve.is_some() => {
+                if let Some(res) = &self.reserve {
+                    res.release();
+                }
+                self.prune_rows(now_ns, r)
+            }
+            res => res,
+        };
+        if let Some(res) = &self.reserve {
+            if res.status.reserve_bytes.load(Ordering::Relaxed)
+                < res.status.reserve_target.load(Ordering::Relaxed)
+            {
+                // The WAL's disk back (the pages freed stay in the database
+                // for the next rows), then the reserve again.
+                let _ = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                res.fill();
+            }
         }
-        n += tx.execute(
-            "DELETE FROM flows WHERE last_ns < ?1",
-            params![cut(r.flows_ns)],
-        )?;
-        n += tx.execute(
-            "DELETE FROM top_flows WHERE last_ns < ?1",
-            params![cut(r.flows_ns)],
-        )?;
-        n += tx.execute(
-            "DELETE FROM probe_windows WHERE end_ns < ?1",
-            params![cut(r.flows_ns)],
-        )?;
-        n += tx.execute(
-            "DELETE FROM reports WHERE received_ns < ?1",
-            params![cut(r.reports_ns)],
-        )?;
-        // A service not reported for as long as its 1 min buckets are kept
-        // loses its cumulative totals too (a /metrics series that ended).
-        n += tx.execute(
-            "DELETE FROM service_totals WHERE last_ns < ?1",
-            params![cut(r.m1_ns)],
-        )?;
-        // A node silent for as long as the idempotency names are kept is
-        // forgotten with them.
-        n += tx.execute(
-            "DELETE FROM nodes WHERE last_seen_ns < ?1",
-            params![cut(r.reports_ns)],
-        )?;
-        tx.commit()?;
-        Ok(n as u64)
+        res
     }
 
     fn check(&mut self) -> Result<(), StoreError> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
+    }
+
+    fn disk(&self) -> Option<Arc<DiskStatus>> {
+        self.reserve.as_ref().map(|r| Arc::clone(&r.status))
     }
 }
 
