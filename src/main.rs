@@ -2,9 +2,6 @@
 //! done by the `wirelens-dataplane` engine.
 
 mod analyze;
-mod bench;
-#[cfg(feature = "live")]
-mod bench_live;
 mod ctrl_cli;
 mod ctrl_top;
 mod ipfix_cli;
@@ -17,7 +14,7 @@ mod timeline;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// Packet-level network observability: per-flow loss (before or after the
 /// tap), RTT, bursts, zero-window stalls and path-MTU trouble, from captures
@@ -32,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Analyze(analyze::AnalyzeArgs),
-    Bench(bench::BenchArgs),
+    Bench(wirelens_bench::BenchArgs),
     /// The control plane (`wirelens ctrl serve`).
     Ctrl(ctrl_cli::CtrlArgs),
     /// Nodes reporting to a control plane.
@@ -51,36 +48,13 @@ enum Command {
     Run(Box<run_cli::RunArgs>),
 }
 
-/// How data is printed on stdout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Aligned columns for people, worst flows first.
-    Table,
-    /// One JSON document.
-    Json,
-    /// One JSON object per line (schema wirelens.flow.v1).
-    Ndjson,
-}
-
-/// Exit codes (documented in the README).
-pub mod exit {
-    /// Success.
-    pub const OK: u8 = 0;
-    /// The input could not be read at all: missing file, not a capture, no
-    /// frame of a supported link type.
-    pub const INPUT: u8 = 1;
-    /// Usage error (clap's own code).
-    pub const USAGE: u8 = 2;
-    /// The capture broke partway (truncated or corrupt): everything read up to
-    /// the break was analysed and printed.
-    pub const PARTIAL: u8 = 3;
-}
+pub use wirelens_output::{exit, Format};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(args) => wirelens_bench::run(&args),
         Command::Ctrl(args) => match args.command {
             ctrl_cli::CtrlCommand::Serve(a) => ctrl_cli::serve(&a),
         },

@@ -40,7 +40,7 @@ use wirelens_dataplane::source::synthetic::{
 };
 
 use super::{core_count, cpu_model, rss_bytes, synthetic_config, TrafficArgs};
-use crate::Format;
+use wirelens_output::Format;
 
 #[derive(Debug, Args)]
 pub struct HostileArgs {

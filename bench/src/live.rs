@@ -50,8 +50,8 @@ use wirelens_dataplane::xdp::{
     enter_netns, ModePreference, RxMode, XdpProgram, XskConfig, XskSocket, XskTx, XskTxConfig,
 };
 
-use crate::bench::MixArg;
-use crate::{exit, Format};
+use crate::MixArg;
+use wirelens_output::{exit, Format};
 
 /// The receivers `bench live` compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]

@@ -37,7 +37,7 @@ use wirelens_dataplane::report::{
 };
 use wirelens_dataplane::stats::Histogram;
 
-use crate::Format;
+use wirelens_output::Format;
 
 #[derive(Debug, Args)]
 pub struct CtrlArgs {

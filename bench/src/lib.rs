@@ -36,13 +36,14 @@ use wirelens_dataplane::source::synthetic::{
     write_pcap, FrameArena, Mix, Synthetic, SyntheticConfig, MAX_FRAME,
 };
 use wirelens_dataplane::PacketMeta;
-
-use crate::{exit, Format};
+use wirelens_output::{exit, Format};
 
 mod ctrl;
 mod hostile;
 #[cfg(feature = "live")]
 mod inline;
+#[cfg(feature = "live")]
+mod live;
 
 /// Throughput benchmarks over synthetic traffic.
 #[derive(Debug, Args)]
@@ -61,7 +62,7 @@ pub enum BenchCommand {
     /// The live path on a veth lab of its own (root): an AF_XDP generator
     /// against a drop-only AF_XDP loop, `wirelens run` and tcpdump.
     #[cfg(feature = "live")]
-    Live(crate::bench_live::LiveArgs),
+    Live(crate::live::LiveArgs),
     /// Forwarding through the box on a veth lab of its own (root): the
     /// kernel bridge, a bare XDP devmap redirect and `wirelens run --inline`,
     /// offered vs forwarded rate and one-way latency p50/p99.
@@ -196,7 +197,7 @@ pub fn run(args: &BenchArgs) -> u8 {
             }
         },
         #[cfg(feature = "live")]
-        BenchCommand::Live(a) => crate::bench_live::run(a),
+        BenchCommand::Live(a) => crate::live::run(a),
         #[cfg(feature = "live")]
         BenchCommand::Inline(a) => inline::run(a),
         BenchCommand::Ctrl(a) => match ctrl::bench_ctrl(a) {

@@ -32,8 +32,8 @@ use wirelens_dataplane::xdp::{
     XskTxConfig,
 };
 
-use crate::bench_live::{cmd, pin, udp_frame};
-use crate::{exit, Format};
+use crate::live::{cmd, pin, udp_frame};
+use wirelens_output::{exit, Format};
 
 /// What forwards between the box's ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -92,7 +92,7 @@ pub struct InlineArgs {
 }
 
 pub fn run(a: &InlineArgs) -> u8 {
-    let Some(stop) = crate::bench_live::stop_on_signals("inline") else {
+    let Some(stop) = crate::live::stop_on_signals("inline") else {
         return exit::INPUT;
     };
     match bench_inline(a, &stop) {
