@@ -20,7 +20,8 @@ On SIGTERM/SIGINT (or after --max-seconds) it writes --stats, a JSON object:
     hole fill at the tap was),
   socket_drops (kernel PACKET_STATISTICS drops: must be 0 for exact truth),
   send_errors, netdown (ENETDOWN reports: a port went down, e.g. before the
-  lab brought it up), step {at_frame, at_ns} (when the delay step happened),
+  lab brought it up), step {at_frame, at_ns} (when the delay step happened:
+  after N frames, N seconds, or at the first frame after SIGUSR1),
   late_ms {p50,p99,max} (how late frames left versus their due time),
   hold {seq, len, at_ns, ms, repeats} (the segment held with --hold-nth, and
     how many later frames resending its bytes were held with it),
@@ -195,6 +196,8 @@ def main():
     p.add_argument("--step-after-seconds", type=float, default=0.0,
                    help="or: this long after the first matched ab frame, switch to "
                         "--step-delay-ms (whichever of the two comes first)")
+    p.add_argument("--step-on-usr1", action="store_true",
+                   help="or: on SIGUSR1 (a lab puts the step at a time of its choosing)")
     p.add_argument("--step-delay-ms", type=float, default=None)
     p.add_argument("--match", choices=("data", "ip"), default="data",
                    help="frames loss/reordering may touch: TCP with payload, or any IP")
@@ -249,8 +252,15 @@ def main():
     def on_signal(_sig, _frm):
         stop.append(1)
 
+    step_asked = []
+
+    def on_usr1(_sig, _frm):
+        step_asked.append(1)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if a.step_on_usr1:
+        signal.signal(signal.SIGUSR1, on_usr1)
     if a.ready:
         with open(a.ready, "w") as f:
             f.write(str(os.getpid()))
@@ -302,7 +312,8 @@ def main():
                             and ((a.step_after_frames
                                   and matched["ab"] >= a.step_after_frames)
                                  or (a.step_after_seconds
-                                     and now - first_ab >= a.step_after_seconds))):
+                                     and now - first_ab >= a.step_after_seconds)
+                                 or step_asked)):
                         delay = a.step_delay_ms / 1000.0
                         due = now + delay
                         step["at_frame"] = matched["ab"]

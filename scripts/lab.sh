@@ -280,7 +280,7 @@ warm() { # resolve ARP/NDP on every hop before the capture starts
 # warm-up packets never count in the injected truth; run_X runs the traffic
 # while the tap records. truth.json records what was injected.
 
-SCENARIOS=(clean loss-after loss-before loss-fwd reorder zerowin shortconns pmtu udpfrag delaystep ipv6 bufferbloat rttstep surge)
+SCENARIOS=(clean loss-after loss-before loss-fwd reorder zerowin shortconns pmtu udpfrag delaystep ipv6 bufferbloat since)
 # Middlebox and path signs (tests/signs_lab.rs).
 SCENARIOS+=(hol oneway mssclamp ttlchange ecnbleach)
 
@@ -419,34 +419,62 @@ prepare_delaystep() {
 }
 run_delaystep() { upload "$1" "$S4" "$PORT" 4000000; }
 
-prepare_rttstep() {
-  # RTT 40 ms for 32 s of a paced upload, then 120 ms: "since when" for
-  # intervals and the control plane's 10 s buckets (>= 3 normal ones first).
+SURGE_PORT=24820   # the surge scenario's service (the upload keeps PORT)
+SURGE_S=6
+prepare_since() {
+  # "Since when" in one capture, about 12-22 s: a paced upload whose RTT
+  # steps 40 -> 120 ms and, on another service, 50 clients that connect at
+  # 10x their normal rate, both from just after a 10 s boundary at least 5 s
+  # into the capture (run_since picks it). So the step and the surge each
+  # fall into one 10 s bucket of the control plane, after at least one
+  # normal bucket, and after several normal 1 s intervals.
   # 1 MB/s: a segment every 1.4 ms, so delayed ACKs add little to the RTT
   # samples (their p90 still sits ~15 % above the p50: the step measures
-  # ~2.8x in p90s, so tests/interval_lab.rs runs the rule at --rtt-factor 2.5).
+  # ~2.8x in p90s, above the default rtt_factor 2.5).
   DELAY_MS=20
-  FWD_ARGS+=(--step-after-seconds 32 --step-delay-ms 60)
-  NOTE="paced upload (1 MB/s, 46 s); one-way delay steps 20 -> 60 ms 32 s after the first data segment (RTT 40 -> 120 ms)"
+  FWD_ARGS+=(--step-on-usr1 --step-delay-ms 60)
+  NOTE="paced upload (1 MB/s) to :$PORT whose one-way delay steps 20 -> 60 ms (RTT 40 -> 120 ms) just after a 10 s boundary (forwarder.json: step.at_ns); from then on, 50 clients (198.18.1.10-59) connecting to :$SURGE_PORT every 0.5 s for $SURGE_S s (100/s) on top of every 5 s (10/s) (surge.json: started_ns)"
 }
-prepare_surge() {
-  NOTE="50 clients (198.18.1.10-59) each open a short connection every 5 s for 40 s (10/s), then every 0.5 s (100/s, 10x) for 10 s (surge.json: started_ns)"
-}
-impair_surge() { # not an impairment: the 50 client addresses, before the tap starts
+impair_since() { # not an impairment: the 50 client addresses, before the tap starts
   local i
   for ((i = 10; i < 60; i++)); do nsx "$NS_C" ip addr add "198.18.1.$i/24" dev "$IF_C"; done
 }
-run_surge() {
-  local out=$1
-  RUN_TIMEOUT=90
-  local many=(--port "$PORT" --send 100 --parallel 50 --source 198.18.1.10 --sources 50 --cc cubic)
-  server_bg server "$out" server --bind "$S4" --port "$PORT" --count 1400 --reply 100 --cc cubic
-  traffic "$NS_C" normal "$out" client --connect "$S4" "${many[@]}" --count 400 --gap-ms 5000 --timeout 60
-  traffic "$NS_C" surge "$out" client --connect "$S4" "${many[@]}" --count 1000 --gap-ms 500 --timeout 30
+client_bg() { # name outdir labtraffic-args...: a client in the background (servers_wait waits)
+  local name=$1 out=$2; shift 2
+  timeout -k 2 "$RUN_TIMEOUT" ip netns exec "$NS_C" "$PY" "$HERE/labtraffic.py" "$@" \
+    --result "$out/$name.json" 2>"$out/$name.log" &
+  track "$name" $!
+  SERVERS+=("$!")
+}
+run_since() {
+  local out=$1 now at dur k nstart
+  RUN_TIMEOUT=60
+  now=$(date +%s.%N)
+  # The step and the surge: 0.2 s after the first 10 s boundary >= 5 s from now.
+  at=$(awk -v n="$now" 'BEGIN { t = int(n / 10) * 10 + 10; while (t < n + 5) t += 10; printf "%.1f", t + 0.2 }')
+  dur=$(awk -v n="$now" -v a="$at" -v s="$SURGE_S" 'BEGIN { printf "%.3f", a + s + 0.3 - n }')
+  # The normal clients begin at the 10 s boundary before the step (or now):
+  # the surge's service then has exactly one normal bucket before the surge,
+  # never a few connections at the end of an earlier one (a baseline of ~0).
+  nstart=$(awk -v n="$now" -v a="$at" 'BEGIN { s = a - 10.2; if (s < n) s = n; printf "%.3f", s }')
+  k=$(awk -v s="$nstart" -v a="$at" -v d="$SURGE_S" 'BEGIN { print int((a + d + 0.3 - s) / 5) }') # per client
+  local many=(--connect "$S4" --port "$SURGE_PORT" --send 100 --parallel 50 --source 198.18.1.10
+    --sources 50 --cc cubic --timeout 50)
+  server_bg server "$out" server --bind "$S4" --port "$PORT" --count 1 --cc cubic
+  server_bg surgeserver "$out" server --bind "$S4" --port "$SURGE_PORT" \
+    --count $((50 * k + 50 * SURGE_S * 2)) --reply 100 --cc cubic
+  client_bg normal "$out" client "${many[@]}" --count $((50 * k)) --period-ms 5000 \
+    --start-at "$nstart"
+  client_bg surge "$out" client "${many[@]}" --count $((50 * SURGE_S * 2)) --period-ms 500 \
+    --start-at "$at"
+  (sleep "$(awk -v n="$(date +%s.%N)" -v a="$at" 'BEGIN { printf "%.3f", a - n }')" &&
+    kill -USR1 "$(cat "$STATE/fwd.pid")") &
+  track stepper $!
+  traffic "$NS_C" client "$out" client --connect "$S4" --port "$PORT" \
+    --send "$(awk -v d="$dur" 'BEGIN { printf "%d", d * 1000000 }')" --pace 1000000 --cc cubic \
+    --timeout 50
   servers_wait
 }
-
-run_rttstep() { PACE=1000000 RUN_TIMEOUT=90 upload "$1" "$S4" "$PORT" 46000000; }
 
 # Signs of what breaks agents: each scenario injects one, with its truth.
 download() { # outdir server-addr port bytes

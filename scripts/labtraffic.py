@@ -126,6 +126,8 @@ def cmd_server(a):
 
 
 def cmd_client(a):
+    if a.start_at:
+        time.sleep(max(0.0, a.start_at - time.time()))
     started_ns = time.time_ns()
     results = []
     lock = threading.Lock()
@@ -178,13 +180,19 @@ def cmd_client(a):
         # Parallel workers start staggered over one gap: a steady rate, not
         # bursts of --parallel connections at once.
         first = True
+        # --period-ms: worker k starts at k/parallel of a period and then once
+        # a period, however long its connections take (a steady rate).
+        slot = time.monotonic() + (a.period_ms or 0) * k / max(1, a.parallel) / 1000.0
         while True:
             with lock:
                 i = next_i[0]
                 if i >= a.count:
                     return
                 next_i[0] += 1
-            if a.gap_ms:
+            if a.period_ms:
+                time.sleep(max(0.0, slot - time.monotonic()))
+                slot += a.period_ms / 1000.0
+            elif a.gap_ms:
                 share = (k + 1) / max(1, a.parallel) if first else 1.0
                 time.sleep(a.gap_ms * share / 1000.0)
             first = False
@@ -296,6 +304,10 @@ def main():
     sp.add_argument("--count", type=int, default=1)
     sp.add_argument("--parallel", type=int, default=1)
     sp.add_argument("--gap-ms", type=float, default=0.0)
+    sp.add_argument("--period-ms", type=float, default=0.0,
+                    help="instead of --gap-ms: each worker connects once a period")
+    sp.add_argument("--start-at", type=float, default=0.0,
+                    help="wait until this wall-clock time (Unix seconds) to begin")
     sp.add_argument("--pace", type=int, default=0, help="SO_MAX_PACING_RATE, bytes/s")
     sp.add_argument("--sndbuf", type=int, default=0)
     sp.add_argument("--expect-refused", action="store_true")

@@ -93,7 +93,7 @@ pub struct AnalyzeArgs {
     pub flow: Option<String>,
     /// With --interval: an RTT spike is a p90 at least this many times the
     /// service's baseline (as `ctrl serve --rtt-factor`).
-    #[arg(long, default_value_t = 3.0, requires = "interval")]
+    #[arg(long, default_value_t = AlertConfig::default().rtt_factor, requires = "interval")]
     pub rtt_factor: f64,
 }
 

@@ -75,8 +75,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 7)]
     pub retain_flows_days: u64,
     /// RTT spike alert: p90 at least this many times the service's baseline.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = AlertConfig::default().rtt_factor)]
     pub rtt_factor: f64,
+    /// Normal 10 s buckets a service needs (its baseline) before the
+    /// rtt_spike and connection_surge rules judge its next ones.
+    #[arg(long, value_name = "BUCKETS", default_value_t = AlertConfig::default().rtt_min_history,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=30))]
+    pub min_baseline: usize,
     /// Retransmission alert: retransmissions per data packet.
     #[arg(long, default_value_t = 0.02)]
     pub retrans_rate: f64,
@@ -354,6 +359,7 @@ pub fn serve(a: &ServeArgs) -> u8 {
         },
         alerts: AlertConfig {
             rtt_factor: a.rtt_factor,
+            rtt_min_history: a.min_baseline,
             retrans_rate: a.retrans_rate,
             ..AlertConfig::default()
         },
