@@ -1010,31 +1010,9 @@ pub fn service_addr(service: &str) -> &str {
 pub(crate) mod tests {
     use super::*;
     use crate::report::NodeMeta;
-    use wirelens_dataplane::report::{Endpoint, Handshake, TcpInfo, FLOW_SCHEMA};
+    use wirelens_dataplane::report::{Handshake, TcpInfo};
 
-    pub fn flow(client: &str, server: &str, first_ns: u64, last_ns: u64) -> FlowRecord {
-        let ep = |s: &str| {
-            let sa: std::net::SocketAddr = s.parse().unwrap();
-            Endpoint {
-                ip: sa.ip(),
-                port: sa.port(),
-            }
-        };
-        FlowRecord {
-            kind: "flow".into(),
-            schema: FLOW_SCHEMA.into(),
-            proto: Proto::Tcp,
-            client: ep(client),
-            server: ep(server),
-            vlan: None,
-            first_ns,
-            last_ns,
-            c2s: Direction::default(),
-            s2c: Direction::default(),
-            tcp: None,
-            pmtu: None,
-        }
-    }
+    pub use wirelens_proto::testutil::flow;
 
     pub fn delta_with_rtt(f: FlowRecord, at_ns: u64, rtts: &[u64]) -> FlowDelta {
         let mut h = Histogram::new();
@@ -1049,7 +1027,7 @@ pub(crate) mod tests {
 
     #[test]
     fn probe_windows_merge_exactly() {
-        use crate::report::tests::window;
+        use wirelens_proto::testutil::window;
         let t = 1_700_000_000 * SEC;
         let a: Vec<u64> = (0..200).map(|i| 20_000_000 + i * 11_000).collect();
         let b: Vec<u64> = (0..100).map(|i| 45_000_000 + i * 7_000).collect();

@@ -1,8 +1,8 @@
 //! wirelens control plane: aggregates the reports of many nodes (appliances,
 //! taps, offline imports) and answers "which service, which path, since when".
 //!
-//! * [`report`]: the node -> control plane report, schema `wirelens.report.v1`.
-//! * [`codec`]: report bodies on the wire: JSON and the compact encoding, compressed.
+//! * [`report`], [`codec`], [`client`], [`auth`]: the protocol, from
+//!   `wirelens-proto` (re-exported, so the paths stay).
 //! * [`agg`]: pure aggregation of reports into per-service, per-path (client
 //!   subnet) and per-flow rows in 10 s and 1 min buckets; exact merges.
 //! * [`alerts`]: pure alert rules over a service's buckets.
@@ -12,35 +12,24 @@
 //! * [`server`]: the HTTP API (axum), token auth, `/metrics`.
 //! * [`metrics`]: Prometheus rendering shared with the node, and the
 //!   control plane's per-service and per-probe families.
-//! * [`client`]: the blocking HTTP client: [`client::Pusher`] for nodes and
-//!   [`client::Client`] for the CLI.
-//! * [`auth`]: token files and constant-time comparison.
 //! * [`limit`]: the per-node rate limit of reports (token buckets).
-//! * [`tls`]: rustls for the server (`--tls-cert`/`--tls-key`) and the client.
+//! * [`tls`]: rustls for the server (`--tls-cert`/`--tls-key`); the client's
+//!   half is `wirelens_proto::tls`, re-exported here.
 #![forbid(unsafe_code)]
 
 pub mod agg;
 pub mod alerts;
-pub mod auth;
 pub mod clickhouse;
-pub mod client;
-pub mod codec;
 pub mod limit;
 pub mod metrics;
-pub mod report;
 pub mod server;
 pub mod store;
 pub mod tls;
 
+pub use wirelens_proto::{auth, client, codec, now_ns, report};
+
 /// The default control plane address of the CLI.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7878";
-
-/// Now, in ns since the Unix epoch (for the I/O layers; the pure modules take time as input).
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
 
 /// `2026-11-25T13:00:49Z` for a time in ns since the epoch.
 pub fn utc(ns: u64) -> String {

@@ -44,7 +44,7 @@ use serde_json::json;
 
 use crate::agg::{self, merge_by_key, PathSummary, Res, ServiceSummary};
 use crate::alerts::{self, Alert, AlertConfig, Series};
-use crate::auth::{Grant, Tokens};
+use crate::auth::{bearer, Grant, Tokens};
 use crate::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use crate::limit::{Limiter, RateLimit};
 use crate::report::NodeReport;
@@ -561,15 +561,6 @@ async fn require_api_token(
         }
     }
     next.run(req).await
-}
-
-/// The token of an `Authorization: Bearer TOKEN` header.
-pub fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
-    scheme
-        .eq_ignore_ascii_case(b"bearer")
-        .then(|| rest.trim_ascii())
 }
 
 /// The header on every answer to `POST /api/v1/report`: the body limit in

@@ -1209,7 +1209,7 @@ mod tests {
 
     #[test]
     fn probe_windows_are_stored_once_and_survive_reopen() {
-        use crate::report::tests::window;
+        use wirelens_proto::testutil::window;
         let path = tmp("probes");
         let t = 1_700_000_000 * SEC;
         let mut r = report("n1", 0, 5);

@@ -1,9 +1,10 @@
 //! TLS for the control plane (rustls with the ring provider, TLS 1.2 and 1.3):
 //! the server's certificate and key ([`server_config`]), optionally with
 //! client certificates required (mutual TLS, [`server_config_with_client_ca`]),
-//! a client's own certificate ([`client_identity`]), an axum listener
-//! that completes handshakes off the accept loop ([`TlsListener`]), and the
-//! client's trust roots ([`client_roots`]).
+//! and an axum listener that completes handshakes off the accept loop
+//! ([`TlsListener`]). The client's half ([`client_roots`],
+//! [`client_identity`]) and the provider are `wirelens_proto::tls`,
+//! re-exported here.
 //!
 //! Handshakes run in their own tasks with a deadline ([`HANDSHAKE_TIMEOUT`]),
 //! so a client that opens a connection and says nothing holds neither the
@@ -13,7 +14,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use wirelens_proto::tls::pem_reason;
+pub use wirelens_proto::tls::{client_identity, client_roots, provider, TlsError};
+
 /// Longest a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,32 +38,6 @@ const BACKLOG: usize = 128;
 /// Handshakes in progress at once; connections beyond are closed at once
 /// (and counted), so a connection flood cannot pile up tasks.
 pub const MAX_HANDSHAKES: usize = 1024;
-
-/// Why TLS could not be set up; names the file and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("TLS certificate file {path}: {reason}")]
-    Cert { path: PathBuf, reason: String },
-    #[error("TLS key file {path}: {reason}")]
-    Key { path: PathBuf, reason: String },
-    #[error("TLS certificate {cert} and key {key} do not fit together: {reason}")]
-    Config {
-        cert: PathBuf,
-        key: PathBuf,
-        reason: String,
-    },
-    #[error("CA file {path}: {reason}")]
-    Ca { path: PathBuf, reason: String },
-    #[error("client CA file {path} (--client-ca): {reason}")]
-    ClientCa { path: PathBuf, reason: String },
-    #[error("client certificate {path}: {reason}")]
-    ClientCert { path: PathBuf, reason: String },
-}
-
-/// The crypto provider of every TLS endpoint here: ring.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// The server's TLS configuration from a PEM certificate chain (the server's
 /// certificate first) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
@@ -150,45 +128,6 @@ fn client_verifier(
         .map_err(|e| err(e.to_string()))
 }
 
-/// A client's certificate chain and private key (PEM files), for a control
-/// plane that requires client certificates.
-pub fn client_identity(
-    cert: &Path,
-    key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    let err = |path: &Path, reason: String| TlsError::ClientCert {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| err(cert, pem_reason(&e)))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(cert, pem_reason(&e)))?;
-    if chain.is_empty() {
-        return Err(err(cert, "no CERTIFICATE block in PEM".into()));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        err(
-            key,
-            match e {
-                rustls::pki_types::pem::Error::NoItemsFound => {
-                    "no PRIVATE KEY block (PKCS#8, RSA or EC) in PEM; encrypted keys are not read"
-                        .into()
-                }
-                e => pem_reason(&e),
-            },
-        )
-    })?;
-    Ok((chain, key_der))
-}
-
-fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
-    match e {
-        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
-        e => format!("not valid PEM ({e:?})"),
-    }
-}
-
 /// Accepts TCP connections and hands out those whose TLS handshake completed.
 #[derive(Debug)]
 pub struct TlsListener {
@@ -272,51 +211,4 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local)
     }
-}
-
-/// Where Linux distributions keep the system's CA bundle (as openssl-probe
-/// looks for it); `SSL_CERT_FILE` first.
-const SYSTEM_BUNDLES: [&str; 5] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-];
-
-/// The certificates a client trusts: those of `ca_file` (PEM), else the
-/// system's CA bundle.
-pub fn client_roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let read = |path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
-        let ca_err = |reason: String| TlsError::Ca {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_err(pem_reason(&e)))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| ca_err(pem_reason(&e)))?;
-        if certs.is_empty() {
-            return Err(ca_err("no CERTIFICATE block in PEM".into()));
-        }
-        Ok(certs)
-    };
-    if let Some(p) = ca_file {
-        return read(p);
-    }
-    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    let candidates = env
-        .into_iter()
-        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from));
-    for p in candidates {
-        if p.is_file() {
-            return read(&p);
-        }
-    }
-    Err(TlsError::Ca {
-        path: PathBuf::from(SYSTEM_BUNDLES[0]),
-        reason: "no system CA bundle found (install ca-certificates, set SSL_CERT_FILE, or \
-                 pass --ca-file / WIRELENS_CA_FILE)"
-            .into(),
-    })
 }

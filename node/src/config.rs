@@ -23,10 +23,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use wirelens_ctrl::codec::Encoding;
 use wirelens_dataplane::flow::TableConfig;
 use wirelens_dataplane::xdp::{Cidr, Filter, ModePreference};
 use wirelens_probe::monitor::TargetConfig;
+use wirelens_proto::codec::Encoding;
 
 use crate::NodeError;
 
@@ -262,7 +262,7 @@ impl Options {
                 let (Some(token_file), Some(node)) = (self.token_file, self.node) else {
                     return bad("--ctrl needs --token-file FILE and --node NAME".into());
                 };
-                if !wirelens_ctrl::report::valid_node_name(&node) {
+                if !wirelens_proto::report::valid_node_name(&node) {
                     return bad(format!(
                         "--node {node:?}: use 1 to 64 characters of A-Z a-z 0-9 . _ -"
                     ));

@@ -244,7 +244,7 @@ async fn flows(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
     };
     if let Some(tokens) = &app.node.flows_tokens {
-        let known = wirelens_ctrl::server::bearer(&headers).and_then(|t| tokens.check(t));
+        let known = wirelens_proto::auth::bearer(&headers).and_then(|t| tokens.check(t));
         if known.is_none() {
             app.node.flows_unauthorized.fetch_add(1, Ordering::Relaxed);
             return (
@@ -455,7 +455,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 mod tests {
     use super::*;
     use std::sync::{Mutex, OnceLock};
-    use wirelens_ctrl::auth::Tokens;
+    use wirelens_proto::auth::Tokens;
 
     /// A node with one worker that never runs its hook.
     fn app(flows_tokens: Option<Tokens>) -> Arc<App> {

@@ -17,8 +17,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wirelens_ctrl::report::FlowDelta;
 use wirelens_ipfix::udp::{SendStats, UdpExporter};
+use wirelens_proto::report::FlowDelta;
 
 use crate::export::now_ns;
 use crate::push::PushState;

@@ -137,7 +137,7 @@ pub struct NodeState {
     /// `/flows` requests refused because the maximum were being served.
     pub flows_busy: std::sync::atomic::AtomicU64,
     /// `--flows-token-file`: the tokens `/flows` accepts (`None`: open).
-    pub flows_tokens: Option<wirelens_ctrl::auth::Tokens>,
+    pub flows_tokens: Option<wirelens_proto::auth::Tokens>,
     /// `/flows` requests refused (401) for a missing or unknown token.
     pub flows_unauthorized: std::sync::atomic::AtomicU64,
     /// `--probe` results; `None` without targets.
@@ -269,7 +269,7 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
     });
     let flows_tokens = match &cfg.flows_token_file {
         Some(p) => Some(
-            wirelens_ctrl::auth::Tokens::load(p)
+            wirelens_proto::auth::Tokens::load(p)
                 .map_err(|e| NodeError::Config(format!("--flows-token-file: {e}")))?,
         ),
         None => None,
@@ -609,7 +609,7 @@ where
         ipfix: ipfix_exporter,
     } = exports;
     if let (Some(c), Some(ps)) = (&cfg.ctrl, &push_state) {
-        let tokens = wirelens_ctrl::auth::Tokens::load(&c.token_file)
+        let tokens = wirelens_proto::auth::Tokens::load(&c.token_file)
             .map_err(|e| NodeError::Config(format!("--token-file: {e}")))?;
         let token = tokens
             .token_for(&c.node, &c.token_file.display().to_string())

@@ -31,8 +31,8 @@ use crate::export::now_ns;
 use crate::probes::ProbeBoard;
 use crate::services::{ServiceStats, ServiceTable, DIRECTIONS, HALVES};
 use crate::NodeState;
-use wirelens_ctrl::metrics::{counter, gauge, l, rtt_histograms, Labels};
 use wirelens_probe::monitor::WindowState;
+use wirelens_proto::metrics::{counter, gauge, l, rtt_histograms, Labels};
 
 /// The registry with the node's collector; encode it per scrape.
 pub fn registry(state: Arc<NodeState>) -> Registry {

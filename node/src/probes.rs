@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use wirelens_ctrl::report::{ProbeState, ProbeWindow};
 use wirelens_dataplane::stats::Histogram;
 use wirelens_probe::monitor::{self, TargetConfig, Window, WindowState};
+use wirelens_proto::report::{ProbeState, ProbeWindow};
 
 /// Windows kept for the pusher while the control plane lags (oldest dropped).
 const MAX_PENDING: usize = 10_000;
@@ -162,8 +162,8 @@ pub fn to_report(w: &Window) -> ProbeWindow {
         },
         error: w.error.as_ref().map(|e| {
             let mut e = e.clone();
-            if e.len() > wirelens_ctrl::report::MAX_PROBE_ERROR_LEN {
-                let mut cut = wirelens_ctrl::report::MAX_PROBE_ERROR_LEN;
+            if e.len() > wirelens_proto::report::MAX_PROBE_ERROR_LEN {
+                let mut cut = wirelens_proto::report::MAX_PROBE_ERROR_LEN;
                 while !e.is_char_boundary(cut) {
                     cut -= 1;
                 }

@@ -15,7 +15,7 @@
 //! and the count reaches the control plane in `dropped_flows`.
 //!
 //! The pusher thread queues the batches into
-//! [`wirelens_ctrl::client::Pusher`] (reports cut by encoded size below the
+//! [`wirelens_proto::client::Pusher`] (reports cut by encoded size below the
 //! control plane's body limit, a backlog bounded in bytes by
 //! `--backlog-mib`, in-order, idempotent `seq`), flushes every interval and
 //! retries failures with backoff in between. With `--probe`, the probe
@@ -28,13 +28,13 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wirelens_ctrl::client::{PushStats, Pusher, PusherConfig};
-use wirelens_ctrl::report::{FlowDelta, NodeMeta};
 use wirelens_dataplane::engine::Engine;
 use wirelens_dataplane::flow::FlowExport;
 use wirelens_dataplane::interval::{direction_minus, histogram_minus};
 use wirelens_dataplane::report::{Direction, FlowRecord};
 use wirelens_dataplane::stats::Histogram;
+use wirelens_proto::client::{PushStats, Pusher, PusherConfig};
+use wirelens_proto::report::{FlowDelta, NodeMeta};
 
 /// Batches waiting for the pusher thread, per worker.
 const CHANNEL_BATCHES: usize = 4;

@@ -1087,7 +1087,7 @@ pub fn bytes_per_delta(r: &NodeReport, enc: Encoding) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::window;
+    use crate::testutil::window;
 
     fn sample() -> NodeReport {
         let mut r = NodeReport::new(
@@ -1105,7 +1105,7 @@ mod tests {
         r.dropped_reports = 3;
         r.dropped_flows = 1234;
         for i in 0..50u64 {
-            let mut f = crate::agg::tests::flow(
+            let mut f = crate::testutil::flow(
                 &format!("198.18.1.{}:{}", i % 250 + 1, 40_000 + i),
                 "198.18.2.2:443",
                 1_795_000_000_000_000_000 + i * 1000,
@@ -1307,7 +1307,7 @@ mod tests {
     #[test]
     fn a_bad_histogram_is_refused_by_its_own_checks() {
         let mut r = NodeReport::new("n", 1, 0, 5, NodeMeta::default());
-        let f = crate::agg::tests::flow("198.18.1.2:1", "198.18.2.2:80", 1, 2);
+        let f = crate::testutil::flow("198.18.1.2:1", "198.18.2.2:80", 1, 2);
         let mut d = FlowDelta::from_record(f);
         let mut h = Histogram::new();
         h.record(1000);

@@ -358,6 +358,7 @@ impl NodeReport {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::testutil::window;
 
     #[test]
     fn node_names() {
@@ -374,41 +375,6 @@ pub(crate) mod tests {
         assert_eq!(r.validate(), Ok(()));
         r.version = 2;
         assert_eq!(r.validate(), Err(ReportError::Version(2)));
-    }
-
-    pub(crate) fn window(
-        target: &str,
-        start_ns: u64,
-        rtts: &[u64],
-        up: u64,
-        down: u64,
-    ) -> ProbeWindow {
-        let mut rtt = Histogram::new();
-        for &r in rtts {
-            rtt.record(r);
-        }
-        let received = rtts.len() as u64;
-        ProbeWindow {
-            target: target.into(),
-            start_ns,
-            end_ns: start_ns + 10_000_000_000,
-            interval_ns: 100_000_000,
-            size: 128,
-            dscp: 0,
-            state: ProbeState::Ok,
-            error: None,
-            sent: received + up + down,
-            received,
-            lost: up + down,
-            lost_up: up,
-            lost_down: down,
-            lost_unattributed: 0,
-            late: 0,
-            duplicates: 0,
-            reordered: 0,
-            rtt,
-            ipdv: Histogram::new(),
-        }
     }
 
     #[test]
@@ -498,7 +464,7 @@ pub(crate) mod tests {
         r.sent_ns = MAX_TIME_NS + 1;
         assert_eq!(r.validate(), Err(ReportError::Time(MAX_TIME_NS + 1)));
         r.sent_ns = 1;
-        let mut f = crate::agg::tests::flow("198.18.1.2:1", "198.18.2.2:80", 1, 2);
+        let mut f = crate::testutil::flow("198.18.1.2:1", "198.18.2.2:80", 1, 2);
         f.last_ns = MAX_TIME_NS;
         r.flows.push(FlowDelta::from_record(f));
         assert_eq!(r.validate(), Ok(()));

@@ -1,4 +1,5 @@
-//! Tokens: the token file and constant-time checks.
+//! Tokens: the token file, constant-time checks and the `Authorization:
+//! Bearer` header ([`bearer`]).
 //!
 //! A token file holds one entry per line: `TOKEN` (any node may report with
 //! it) or `NODE:TOKEN` (only node NODE may). Blank lines and lines starting
@@ -170,6 +171,15 @@ impl Tokens {
             })?;
         Ok(String::from_utf8_lossy(&e.token).into_owned())
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
+    let v = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
 }
 
 #[cfg(test)]

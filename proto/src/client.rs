@@ -1037,7 +1037,7 @@ mod tests {
     fn deltas(n: usize) -> Vec<FlowDelta> {
         (0..n)
             .map(|i| {
-                let f = crate::agg::tests::flow(
+                let f = crate::testutil::flow(
                     &format!("198.18.{}.{}:{}", i / 250 % 250, i % 250, 1024 + i % 60_000),
                     "198.18.200.2:443",
                     1_000 + i as u64,
@@ -1134,7 +1134,7 @@ mod tests {
         assert!(c.backlog_bytes() * 5 < p.backlog_bytes());
         // Probe windows go with the first report.
         let mut p = offline(usize::MAX, Encoding::Compact);
-        let w = crate::report::tests::window("198.18.2.2:862", 5, &[1_000_000], 0, 0);
+        let w = crate::testutil::window("198.18.2.2:862", 5, &[1_000_000], 0, 0);
         p.enqueue_with_probes(deltas(3), vec![w.clone()], 10);
         p.enqueue_with_probes(Vec::new(), vec![w.clone()], 11);
         let reps = queued(&p);
