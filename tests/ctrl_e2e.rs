@@ -981,6 +981,11 @@ impl ClickHouse {
 
     /// Runs one statement as the test's user; panics unless it succeeds.
     fn sql(&self, stmt: &str) {
+        self.query(stmt);
+    }
+
+    /// Runs `stmt`, returns the answer.
+    fn query(&self, stmt: &str) -> String {
         let addr = format!("127.0.0.1:{}", self.http);
         let (status, body) = raw_http(
             &addr,
@@ -991,6 +996,7 @@ impl ClickHouse {
             stmt.as_bytes(),
         );
         assert_eq!(status, 200, "{stmt}: {body}");
+        body
     }
 
     /// SIGKILL of the whole process group.
@@ -1070,6 +1076,19 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
     }
     let pc = dir.join("c.pcap");
     c.write(&pc);
+    // Two hours old: its hour is closed, so the ClickHouse stores roll it
+    // up into `svc_1h` as it arrives, and a 3 h window reads it from there.
+    let mut o = Pcap::new();
+    o.conversation(
+        t0 - 7_200 * SEC,
+        ([198, 18, 4, 60], 45_000),
+        (SVC2, 443),
+        20 * MS,
+        6,
+        Some(2),
+    );
+    let po = dir.join("old.pcap");
+    o.write(&po);
     std::fs::write(dir.join("token-c"), "shared-token-3333\n").unwrap();
     let cred = dir.join("ch-credentials");
     std::fs::write(
@@ -1100,11 +1119,13 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
     // The same report again through the other process: not counted twice.
     let again = push(&pc, "node-c", &tc, &c2.url);
     assert!(again.contains("0 accepted, 1 already there"), "{again}");
+    assert!(push(&po, "node-o", &tc, &c2.url).contains("1 accepted"));
     for (p, node, tf) in [
         (&pa, "node-a", &ta),
         (&pb, "node-b", &tb),
         (&pc, "node-c", &tc),
         (&pc, "node-c", &tc),
+        (&po, "node-o", &tc),
     ] {
         push(p, node, tf, &lite.url);
     }
@@ -1159,7 +1180,7 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
             })
             .collect();
         (
-            q(&["services"]),
+            (q(&["services"]), q(&["services", "--since", "3h"])),
             q(&["flows", "--limit", "100"]),
             q(&["alerts"]),
             nodes,
@@ -1174,12 +1195,40 @@ fn clickhouse_store_two_control_planes_give_the_sqlite_answers() {
         from_lite.3
     );
     assert!(from_lite.4.iter().all(|p| *p > 0.0), "{:?}", from_lite.4);
+    let old_svc = format!("{}:443/tcp", std::net::Ipv4Addr::from(SVC2));
+    let flows_of_old = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == old_svc.as_str())
+            .map(|s| s["flows"].as_u64().unwrap())
+    };
+    assert_eq!(
+        flows_of_old(&from_lite.0 .0).map(|n| n + 1),
+        flows_of_old(&from_lite.0 .1),
+        "the old flow is in the 3 h window only"
+    );
+    // The old report's hour was rolled up, and a 3 h window reads it there.
+    assert!(
+        ch.query("SELECT count() FROM wirelens_test.svc_1h WHERE node = 'node-o'")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
     assert_eq!(everything(&c1.url), from_lite);
     assert_eq!(everything(&c2.url), from_lite);
     // Every data row written twice, as when two processes race on the same
     // reports or a batch is retried after a partial failure: the answers
     // stay the same (one row per report and key is read).
-    for t in ["svc_10s", "svc_1m", "pth_10s", "pth_1m", "top_flows"] {
+    for t in [
+        "svc_10s",
+        "svc_1m",
+        "svc_1h",
+        "pth_10s",
+        "pth_1m",
+        "top_flows",
+    ] {
         ch.sql(&format!(
             "INSERT INTO wirelens_test.{t} SELECT * FROM wirelens_test.{t}"
         ));

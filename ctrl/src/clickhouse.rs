@@ -24,7 +24,7 @@
 //! The schema and the reasons behind it: `docs/ctrl-clickhouse.md`.
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +42,13 @@ use crate::store::{
 
 const SEC: u64 = 1_000_000_000;
 const DAY_NS: u64 = 86_400 * SEC;
+const HOUR_NS: u64 = 3_600 * SEC;
+/// An hour of 1 min buckets is closed, and rolled up into `svc_1h`, this
+/// long after its end (reports later than that re-roll their hour).
+const CLOSE_AFTER_NS: u64 = 5 * 60 * SEC;
+/// A report whose hour closes within this much is treated as late too, so
+/// that a roll-up running at the same time in another process cannot miss it.
+const CLOSE_GRACE_NS: u64 = 60 * SEC;
 
 /// Where a ClickHouse store is: `clickhouse://HOST:PORT/DATABASE` and the
 /// credentials of `--store-credentials`.
@@ -195,6 +202,15 @@ const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE TABLE IF NOT EXISTS {db}.pth_1m (day Date, service String, bucket UInt64,
        subnet String, node String, instance UInt64, seq UInt64, {counters})
      ENGINE = MergeTree() PARTITION BY day ORDER BY (service, bucket, subnet, node)",
+], &[
+    // Version 3: the 1 min service rows of closed hours rolled up, one row
+    // per (service, node, hour) and version (see `roll_up`); `rollup_mark`:
+    // every hour before the highest `hour` there is rolled up.
+    "CREATE TABLE IF NOT EXISTS {db}.svc_1h (day Date, service String, node String,
+       hour UInt64, first_bucket UInt64, last_bucket UInt64, version UInt64, {counters})
+     ENGINE = ReplacingMergeTree(version) PARTITION BY day ORDER BY (service, hour, node)",
+    "CREATE TABLE IF NOT EXISTS {db}.rollup_mark (hour UInt64, set_ns UInt64)
+     ENGINE = MergeTree() ORDER BY hour",
 ]];
 
 /// One column per field of [`Counters`], written and read in this order,
@@ -672,6 +688,95 @@ impl ClickHouseStore {
         Ok(out)
     }
 
+    /// Every hour before this one is in `svc_1h` (0: none yet).
+    fn rollup_mark(&self) -> Result<u64, StoreError> {
+        let body = self.exec(
+            &format!(
+                "SELECT toUInt64(max(hour)) FROM {} FORMAT RowBinary",
+                self.t("rollup_mark")
+            ),
+            None,
+        )?;
+        Rd(&body).u64()
+    }
+
+    /// Writes the 1 min service rows of the hours `[from, to)` (of
+    /// `services` only, when given) into `svc_1h` as a new version: one
+    /// row per (service, node, hour), reports deduplicated and merged as
+    /// [`merged_sql`] does. Safe to repeat and to run in several processes
+    /// at once: reads take each key's highest version, and a version holds
+    /// every row stored before it started.
+    fn roll_up(
+        &self,
+        from: u64,
+        to: u64,
+        services: Option<&BTreeSet<String>>,
+        now_ns: u64,
+    ) -> Result<(), StoreError> {
+        if from >= to {
+            return Ok(());
+        }
+        let filter = match services {
+            Some(s) => format!(
+                " AND service IN ({})",
+                s.iter().map(|x| lit(x)).collect::<Vec<_>>().join(", ")
+            ),
+            None => String::new(),
+        };
+        // `sumMap` answers a (keys, values) tuple: the two array columns.
+        let mut agg = COUNTER_AGG.to_string();
+        for h in ["rs", "rc"] {
+            let m = format!("sumMap({h}_idx, {h}_cnt)");
+            agg = agg.replace(&m, &format!("tupleElement({m}, 1), tupleElement({m}, 2)"));
+        }
+        let sql = format!(
+            "INSERT INTO {} (day, service, node, hour, first_bucket, last_bucket, version, {COUNTER_NAMES})
+             SELECT toDate(toUInt16(intDiv(h, {DAY_NS}))), service, node, h, toUInt64(min(bucket)),
+               toUInt64(max(bucket)), toUInt64({now_ns}), {agg}
+             FROM (SELECT *, intDiv(bucket, {HOUR_NS}) * {HOUR_NS} AS h FROM {}
+                   WHERE day >= toDate({}) AND bucket >= {from} AND bucket < {to}{filter}
+                   LIMIT 1 BY service, bucket, node, instance, seq)
+             GROUP BY service, node, h",
+            self.t("svc_1h"),
+            self.t("svc_1m"),
+            from / DAY_NS
+        );
+        self.exec(&sql, None).map(|_| ())
+    }
+
+    /// Rolls up the hours closed since the last time (at most a day of
+    /// them per call) and moves the mark past them.
+    fn roll_up_closed(&self, now_ns: u64) -> Result<(), StoreError> {
+        let mark = self.rollup_mark()?;
+        let closed = now_ns.saturating_sub(CLOSE_AFTER_NS) / HOUR_NS * HOUR_NS;
+        let from = if mark == 0 {
+            let body = self.exec(
+                &format!(
+                    "SELECT toUInt64(min(bucket)), toUInt64(count()) FROM {} FORMAT RowBinary",
+                    self.t("svc_1m")
+                ),
+                None,
+            )?;
+            let mut rd = Rd(&body);
+            let (first, n) = (rd.u64()?, rd.u64()?);
+            if n == 0 {
+                closed
+            } else {
+                first / HOUR_NS * HOUR_NS
+            }
+        } else {
+            mark
+        };
+        let to = closed.min(from.saturating_add(24 * HOUR_NS));
+        if to <= mark {
+            return Ok(());
+        }
+        self.roll_up(from, to, None, now_ns)?;
+        let mut rb = Rb::default();
+        rb.u64(to).u64(now_ns);
+        self.insert("rollup_mark", "hour, set_ns", &rb)
+    }
+
     /// Bucket rows merged by ClickHouse into one per (service, subnet,
     /// node, bucket), oldest bucket first. At most `cap` rows (`None`: all).
     fn bucket_rows(
@@ -738,15 +843,33 @@ impl ClickHouseStore {
         } else {
             "service, node"
         };
-        let sql = merged_sql(
-            &self.t(bucket_table(paths, res)),
-            since_ns,
-            &service_filter(service),
-            keys,
-            "toUInt64(min(bucket)), toUInt64(max(bucket)), ",
-            keys,
-            Some(MAX_QUERY_ROWS / 2 + 1),
-        );
+        // Whole hours of the window before the mark come from `svc_1h`.
+        let first_hour = since_ns.div_ceil(HOUR_NS) * HOUR_NS;
+        let mark = if !paths && res == Res::M1 {
+            self.rollup_mark()?
+        } else {
+            0
+        };
+        let sql = if mark > first_hour {
+            rolled_sql(
+                &self.t("svc_1h"),
+                &self.t("svc_1m"),
+                since_ns,
+                (first_hour, mark),
+                &service_filter(service),
+                MAX_QUERY_ROWS / 2 + 1,
+            )
+        } else {
+            merged_sql(
+                &self.t(bucket_table(paths, res)),
+                since_ns,
+                &service_filter(service),
+                keys,
+                "toUInt64(min(bucket)), toUInt64(max(bucket)), ",
+                keys,
+                Some(MAX_QUERY_ROWS / 2 + 1),
+            )
+        };
         let body = self.exec(&sql, None)?;
         let mut rd = Rd(&body);
         let mut out = Vec::new();
@@ -809,6 +932,36 @@ fn merged_sql(
     )
 }
 
+/// [`merged_sql`] per (service, node) over the 1 min service rows from
+/// `since_ns` on, with the hours `[from, to)` read from the roll-up `hours`
+/// (each key's highest version) and only the rest from `raw`: the keys,
+/// first and last bucket, the counters.
+fn rolled_sql(
+    hours: &str,
+    raw: &str,
+    since_ns: u64,
+    (from, to): (u64, u64),
+    filter: &str,
+    limit: usize,
+) -> String {
+    format!(
+        "SELECT service, node, toUInt64(min(fb)), toUInt64(max(lb)), {COUNTER_AGG}
+         FROM (SELECT service, node, first_bucket AS fb, last_bucket AS lb, {COUNTER_NAMES}
+               FROM (SELECT * FROM {hours}
+                     WHERE day >= toDate({}) AND hour >= {from} AND hour < {to}{filter}
+                     ORDER BY version DESC LIMIT 1 BY service, hour, node)
+               UNION ALL
+               SELECT service, node, bucket AS fb, bucket AS lb, {COUNTER_NAMES}
+               FROM (SELECT * FROM {raw}
+                     WHERE day >= toDate({}) AND bucket >= {since_ns}
+                       AND (bucket < {from} OR bucket >= {to}){filter}
+                     LIMIT 1 BY service, bucket, node, instance, seq))
+         GROUP BY service, node ORDER BY service, node LIMIT {limit} FORMAT RowBinary",
+        from / DAY_NS,
+        since_ns / DAY_NS
+    )
+}
+
 impl Store for ClickHouseStore {
     fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
         let mut r = ClickHouseStore::on(Arc::clone(&self.cfg));
@@ -849,6 +1002,8 @@ impl Store for ClickHouseStore {
         let (mut s10, mut m1, mut p10, mut p1m) =
             (Rb::default(), Rb::default(), Rb::default(), Rb::default());
         let (mut flows, mut probes, mut reports) = (Rb::default(), Rb::default(), Rb::default());
+        // Closed hours this batch adds 1 min service rows to, and their services.
+        let mut late: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
         for ((report, rows), o) in batch.iter().zip(&out) {
             let (node, inst, seq) = (report.node.as_str(), report.instance, report.seq);
             // Every arrival, a duplicate too (it counts in `nodes`).
@@ -888,6 +1043,10 @@ impl Store for ClickHouseStore {
                     .merge(c);
             }
             for ((res, service, bucket), c) in svc {
+                let hour = bucket / HOUR_NS * HOUR_NS;
+                if res == Res::M1 && hour + HOUR_NS + CLOSE_AFTER_NS <= now_ns + CLOSE_GRACE_NS {
+                    late.entry(hour).or_default().insert(service.to_string());
+                }
                 let rb = if res == Res::S10 { &mut s10 } else { &mut m1 };
                 rb.day(bucket)
                     .str(service)
@@ -959,6 +1118,11 @@ impl Store for ClickHouseStore {
             "day, node, target, start_ns, end_ns, instance, seq, w",
             &probes,
         )?;
+        // A late report's closed hours are rolled up again (a new version),
+        // before the report counts as stored.
+        for (hour, services) in &late {
+            self.roll_up(*hour, hour + HOUR_NS, Some(services), now_ns)?;
+        }
         // Last: a report is known as stored only once all its rows are.
         self.insert(
             "reports",
@@ -1143,11 +1307,14 @@ impl Store for ClickHouseStore {
     }
 
     fn prune(&mut self, now_ns: u64, r: &Retention) -> Result<u64, StoreError> {
+        // The same timer rolls up the hours closed since.
+        self.roll_up_closed(now_ns)?;
         let mut n = 0;
         for (table, keep) in [
             ("svc_10s", r.s10_ns),
             ("pth_10s", r.s10_ns),
             ("svc_1m", r.m1_ns),
+            ("svc_1h", r.m1_ns),
             ("pth_1m", r.m1_ns),
             ("top_flows", r.flows_ns),
             ("probe_windows", r.flows_ns),
