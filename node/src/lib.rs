@@ -267,6 +267,20 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
             ..ipfix::IpfixState::default()
         })
     });
+    // Secrets are read here, before the capabilities are dropped: a file
+    // readable only by root still works.
+    let push_token = match &cfg.ctrl {
+        Some(c) => {
+            let tokens = wirelens_proto::auth::Tokens::load(&c.token_file)
+                .map_err(|e| NodeError::Config(format!("--token-file: {e}")))?;
+            Some(
+                tokens
+                    .token_for(&c.node, &c.token_file.display().to_string())
+                    .map_err(|e| NodeError::Config(format!("--token-file: {e}")))?,
+            )
+        }
+        None => None,
+    };
     let flows_tokens = match &cfg.flows_token_file {
         Some(p) => Some(
             wirelens_proto::auth::Tokens::load(p)
@@ -311,6 +325,7 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
     let probes = (&probe_stop, &mut probe_threads);
     let exports = Exports {
         push: push_state,
+        push_token,
         ipfix: ipfix_exporter,
     };
     let result = if cfg.inline.is_empty() {
@@ -420,6 +435,8 @@ fn start_probes(
 /// pusher state (`--ctrl`) and the IPFIX exporter (`--ipfix`).
 struct Exports {
     push: Option<Arc<Mutex<PushState>>>,
+    /// `--token-file`'s token for `--ctrl`, read before the privilege drop.
+    push_token: Option<String>,
     ipfix: Option<wirelens_ipfix::udp::UdpExporter>,
 }
 
@@ -606,14 +623,10 @@ where
     let mut push_tx = None;
     let Exports {
         push: push_state,
+        push_token,
         ipfix: ipfix_exporter,
     } = exports;
-    if let (Some(c), Some(ps)) = (&cfg.ctrl, &push_state) {
-        let tokens = wirelens_proto::auth::Tokens::load(&c.token_file)
-            .map_err(|e| NodeError::Config(format!("--token-file: {e}")))?;
-        let token = tokens
-            .token_for(&c.node, &c.token_file.display().to_string())
-            .map_err(|e| NodeError::Config(format!("--token-file: {e}")))?;
+    if let (Some(c), Some(ps), Some(token)) = (&cfg.ctrl, &push_state, push_token) {
         let pc = push::pusher_config(c, token, &cfg.iface, Duration::from_secs(10));
         let (tx, rx) = push::channel();
         let (every, thread_ps) = (c.every, ps.clone());
