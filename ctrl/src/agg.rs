@@ -17,6 +17,7 @@
 //! ([`ServiceSummary`], [`PathSummary`]) computed from merged rows.
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
@@ -232,6 +233,23 @@ impl Counters {
 
     /// The counters of one flow delta.
     pub fn of_delta(d: &FlowDelta) -> Counters {
+        let mut c = Counters::of_delta_counts(d);
+        let [server, client] = delta_histograms(d);
+        c.rtt_server = server.into_owned();
+        c.rtt_client = client.into_owned();
+        c
+    }
+
+    /// Adds one delta: `c` its [`Counters::of_delta_counts`], `rtt` its
+    /// [`delta_histograms`] (merged from the delta, not copied first).
+    fn add_delta(&mut self, c: &Counters, rtt: &[Cow<'_, Histogram>; 2]) {
+        self.merge(c);
+        self.rtt_server.merge(&rtt[0]);
+        self.rtt_client.merge(&rtt[1]);
+    }
+
+    /// The counters of one flow delta without its RTT histograms.
+    fn of_delta_counts(d: &FlowDelta) -> Counters {
         let f = &d.flow;
         let mut c = Counters {
             flows: u64::from(d.first),
@@ -290,8 +308,6 @@ impl Counters {
             c.pmtu_errors = p.icmp_errors;
             c.pmtu_min_mtu = p.mtu;
         }
-        c.rtt_server = delta_histogram(d.rtt_c2s.as_ref(), &f.c2s.rtt);
-        c.rtt_client = delta_histogram(d.rtt_s2c.as_ref(), &f.s2c.rtt);
         c
     }
 
@@ -308,11 +324,19 @@ impl Counters {
     }
 }
 
-fn delta_histogram(exact: Option<&Histogram>, summary: &Rtt) -> Histogram {
-    match exact {
-        Some(h) => h.clone(),
-        None => approx_histogram(summary),
+/// The RTT histograms of one delta (client -> server, server -> client):
+/// borrowed when the node sent them, else built from the quantiles.
+fn delta_histograms(d: &FlowDelta) -> [Cow<'_, Histogram>; 2] {
+    fn one<'a>(exact: Option<&'a Histogram>, summary: &Rtt) -> Cow<'a, Histogram> {
+        match exact {
+            Some(h) => Cow::Borrowed(h),
+            None => Cow::Owned(approx_histogram(summary)),
+        }
     }
+    [
+        one(d.rtt_c2s.as_ref(), &d.flow.c2s.rtt),
+        one(d.rtt_s2c.as_ref(), &d.flow.s2c.rtt),
+    ]
 }
 
 /// A histogram with the record's sample count whose quantiles reproduce the
@@ -378,10 +402,11 @@ pub struct FlowState {
 
 impl FlowState {
     pub fn of_delta(d: &FlowDelta) -> FlowState {
+        let [c2s, s2c] = delta_histograms(d);
         FlowState {
             record: d.flow.clone(),
-            rtt_c2s: delta_histogram(d.rtt_c2s.as_ref(), &d.flow.c2s.rtt),
-            rtt_s2c: delta_histogram(d.rtt_s2c.as_ref(), &d.flow.s2c.rtt),
+            rtt_c2s: c2s.into_owned(),
+            rtt_s2c: s2c.into_owned(),
         }
     }
 }
@@ -594,15 +619,11 @@ pub fn rows_of_top(report: &NodeReport, top: usize) -> Rows {
             subnets.push(subnet_of(f.client.ip));
             subnets.len() - 1
         });
-        let c = Counters::of_delta(d);
+        let c = Counters::of_delta_counts(d);
+        let rtt = delta_histograms(d);
         let b = Res::S10.bucket(d.at_ns);
-        s10.entry((svc, b)).or_default().merge(&c);
-        match p10.entry((svc, sub, b)) {
-            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(&c),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(c);
-            }
-        }
+        s10.entry((svc, b)).or_default().add_delta(&c, &rtt);
+        p10.entry((svc, sub, b)).or_default().add_delta(&c, &rtt);
         let bm = Res::M1.bucket(d.at_ns);
         if has_event(f) {
             keep.push((idx, svc, true));

@@ -202,7 +202,7 @@ impl Histogram {
             return;
         }
         let (a, b) = (self.entries(), other.entries());
-        // Count the union first, to allocate once and exactly.
+        // Count the union first, to grow at most once and exactly.
         let (mut i, mut j, mut union) = (0, 0, 0);
         while i < a.len() || j < b.len() {
             match (a.get(i), b.get(j)) {
@@ -216,49 +216,53 @@ impl Histogram {
             }
             union += 1;
         }
-        let mut w = Vec::with_capacity(HEADER + union);
-        w.extend_from_slice(&self.words[..HEADER]);
-        w[COUNT] = 0;
-        w[SUM_LO] = 0;
-        w[SUM_HI] = 0;
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < b.len() {
-            let e = match (a.get(i), b.get(j)) {
-                (Some(&x), Some(&y)) if entry_index(x) == entry_index(y) => {
-                    i += 1;
-                    j += 1;
-                    let c = (entry_count(x) + entry_count(y)).min(MAX_BUCKET_COUNT);
-                    entry(entry_index(x), c)
-                }
-                (Some(&x), Some(&y)) if entry_index(x) < entry_index(y) => {
-                    i += 1;
-                    x
-                }
-                (Some(&x), None) => {
-                    i += 1;
-                    x
-                }
-                (_, Some(&y)) => {
-                    j += 1;
-                    y
-                }
-                (None, None) => break,
-            };
-            w.push(e);
-        }
-        // A bucket saturates only at 2^48 - 1 samples. Then the samples it
-        // dropped cannot be told apart in the sum; keep the sum within
-        // count * [min, max] so that the mean stays a value between them.
-        let count = w[HEADER..].iter().map(|&e| entry_count(e)).sum::<u64>();
         let (min, max) = (
             self.words[MIN].min(other.words[MIN]),
             self.words[MAX].max(other.words[MAX]),
         );
-        let sum = (self.sum() + other.sum()).clamp(
+        let sum = self.sum() + other.sum();
+        // Merge in place, from the back: the write position never passes an
+        // entry of `self` not yet read, and no new vector is allocated when
+        // `other`'s buckets are all present already (the common case of an
+        // accumulator).
+        let n = a.len();
+        self.words.reserve_exact(union - n);
+        self.words.resize(HEADER + union, 0);
+        let e = &mut self.words[HEADER..];
+        let (mut i, mut j, mut k) = (n, b.len(), union);
+        while j > 0 {
+            let y = b[j - 1];
+            k -= 1;
+            e[k] = match i.checked_sub(1).map(|p| e[p]) {
+                Some(x) if entry_index(x) > entry_index(y) => {
+                    i -= 1;
+                    x
+                }
+                Some(x) if entry_index(x) == entry_index(y) => {
+                    i -= 1;
+                    j -= 1;
+                    let c = (entry_count(x) + entry_count(y)).min(MAX_BUCKET_COUNT);
+                    entry(entry_index(x), c)
+                }
+                _ => {
+                    j -= 1;
+                    y
+                }
+            };
+        }
+        // Now k == i: the entries of `self` left are in place already.
+        // A bucket saturates only at 2^48 - 1 samples. Then the samples it
+        // dropped cannot be told apart in the sum; keep the sum within
+        // count * [min, max] so that the mean stays a value between them.
+        let count = e.iter().map(|&x| entry_count(x)).sum::<u64>();
+        let sum = sum.clamp(
             u128::from(count) * u128::from(min),
             u128::from(count) * u128::from(max),
         );
-        self.words = w;
+        let w = &mut self.words;
+        w[COUNT] = 0;
+        w[SUM_LO] = 0;
+        w[SUM_HI] = 0;
         self.add_header(min, max, count, sum);
     }
 
@@ -611,6 +615,38 @@ mod tests {
         assert_eq!(a2, all);
         // Merging allocates exactly.
         assert_eq!(left.heap_bytes(), (HEADER + left.entries().len()) * 8);
+    }
+
+    #[test]
+    fn merge_into_a_superset_stays_in_place() {
+        let mut s = 5;
+        let mut acc = Histogram::new();
+        let mut part = Histogram::new();
+        let mut all = Histogram::new();
+        for k in 0..500 {
+            let v = log_uniform(&mut s, 40);
+            acc.record(v);
+            all.record(v);
+            if k % 3 == 0 {
+                part.record(v);
+            }
+        }
+        for _ in 0..2 {
+            let before = acc.words.as_ptr();
+            acc.merge(&part);
+            all.merge(&part);
+            // Every bucket of `part` is in `acc`: no new vector.
+            assert_eq!(acc.words.as_ptr(), before);
+        }
+        // Buckets interleaved on both sides, the new one lower and higher.
+        let mut lo_hi = Histogram::new();
+        lo_hi.record(0);
+        lo_hi.record(u64::MAX);
+        acc.merge(&lo_hi);
+        all.record(0);
+        all.record(u64::MAX);
+        assert_eq!(acc, all);
+        assert_eq!(acc.count(), 500 + 2 * part.count() + 2);
     }
 
     #[test]
