@@ -20,6 +20,7 @@ use wirelens_ctrl::server::{self, ServerConfig, TlsFiles};
 use wirelens_ctrl::store::{FlowRow, NodeInfo, Retention};
 use wirelens_ctrl::{agg::ServiceSummary, now_ns, utc};
 use wirelens_dataplane::report::Summary;
+use wirelens_output::{human_ns, NsStyle};
 
 use crate::{exit, Format};
 
@@ -477,15 +478,6 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-pub fn human_ns(ns: Option<u64>) -> String {
-    match ns {
-        None => "-".into(),
-        Some(v) if v < 1_000_000 => format!("{}us", v / 1000),
-        Some(v) if v < 10_000_000_000 => format!("{:.1}ms", v as f64 / 1e6),
-        Some(v) => format!("{:.1}s", v as f64 / 1e9),
-    }
-}
-
 pub fn age(ns: u64) -> String {
     let now = now_ns();
     if ns == 0 {
@@ -586,7 +578,11 @@ fn probe_cells(p: Option<&ProbeSummary>) -> [String; 2] {
                 ));
             }
             [
-                format!("{}/{}", human_ns(p.rtt.p50_ns), human_ns(p.rtt.p90_ns)),
+                format!(
+                    "{}/{}",
+                    human_ns(p.rtt.p50_ns, NsStyle::Coarse),
+                    human_ns(p.rtt.p90_ns, NsStyle::Coarse)
+                ),
                 match p.state {
                     // The latest window failed: say so first.
                     Some(st) if st != wirelens_ctrl::report::ProbeState::Ok => {
@@ -626,13 +622,13 @@ pub fn services(a: &QueryArgs) -> u8 {
                     format!("{} ({})", p.retransmits, pct(p.retrans_rate)),
                     format!(
                         "{}/{}",
-                        human_ns(p.rtt_server.p50_ns),
-                        human_ns(p.rtt_server.p90_ns)
+                        human_ns(p.rtt_server.p50_ns, NsStyle::Coarse),
+                        human_ns(p.rtt_server.p90_ns, NsStyle::Coarse)
                     ),
                     format!(
                         "{}/{}",
-                        human_ns(p.rtt_client.p50_ns),
-                        human_ns(p.rtt_client.p90_ns)
+                        human_ns(p.rtt_client.p50_ns, NsStyle::Coarse),
+                        human_ns(p.rtt_client.p90_ns, NsStyle::Coarse)
                     ),
                     p.zero_window_events.to_string(),
                     String::new(),
@@ -732,11 +728,11 @@ pub fn probes(a: &ProbesArgs) -> u8 {
                         format!("{}/{}/{}", x.lost_up, x.lost_down, x.lost_unattributed),
                         format!(
                             "{}/{}/{}",
-                            human_ns(x.rtt.min()),
-                            human_ns(x.rtt.quantile(0.5)),
-                            human_ns(x.rtt.quantile(0.99))
+                            human_ns(x.rtt.min(), NsStyle::Coarse),
+                            human_ns(x.rtt.quantile(0.5), NsStyle::Coarse),
+                            human_ns(x.rtt.quantile(0.99), NsStyle::Coarse)
                         ),
-                        human_ns(x.ipdv.mean()),
+                        human_ns(x.ipdv.mean(), NsStyle::Coarse),
                         x.error.clone().unwrap_or_default(),
                     ]
                 })
@@ -790,11 +786,11 @@ pub fn probes(a: &ProbesArgs) -> u8 {
                     ),
                     format!(
                         "{}/{}/{}",
-                        human_ns(p.rtt.p50_ns),
-                        human_ns(p.rtt.p90_ns),
-                        human_ns(p.rtt.p99_ns)
+                        human_ns(p.rtt.p50_ns, NsStyle::Coarse),
+                        human_ns(p.rtt.p90_ns, NsStyle::Coarse),
+                        human_ns(p.rtt.p99_ns, NsStyle::Coarse)
                     ),
-                    human_ns(p.jitter_ns),
+                    human_ns(p.jitter_ns, NsStyle::Coarse),
                     age(p.last_ns),
                     p.error.clone().unwrap_or_default(),
                 ]
@@ -845,13 +841,13 @@ pub fn service_row(s: &ServiceSummary) -> Vec<String> {
         format!("{} ({})", s.retransmits, pct(s.retrans_rate)),
         format!(
             "{}/{}",
-            human_ns(s.rtt_server.p50_ns),
-            human_ns(s.rtt_server.p90_ns)
+            human_ns(s.rtt_server.p50_ns, NsStyle::Coarse),
+            human_ns(s.rtt_server.p90_ns, NsStyle::Coarse)
         ),
         format!(
             "{}/{}",
-            human_ns(s.rtt_client.p50_ns),
-            human_ns(s.rtt_client.p90_ns)
+            human_ns(s.rtt_client.p50_ns, NsStyle::Coarse),
+            human_ns(s.rtt_client.p90_ns, NsStyle::Coarse)
         ),
         s.zero_window_events.to_string(),
         s.syn_retry_flows.to_string(),
@@ -900,13 +896,13 @@ pub fn flow_row(f: &FlowRow) -> Vec<String> {
         format!("{}/{}", r.c2s.retransmits, r.s2c.retransmits),
         format!(
             "{}/{}",
-            human_ns(r.c2s.rtt.p50_ns),
-            human_ns(r.c2s.rtt.p99_ns)
+            human_ns(r.c2s.rtt.p50_ns, NsStyle::Coarse),
+            human_ns(r.c2s.rtt.p99_ns, NsStyle::Coarse)
         ),
         format!(
             "{}/{}",
-            human_ns(r.s2c.rtt.p50_ns),
-            human_ns(r.s2c.rtt.p99_ns)
+            human_ns(r.s2c.rtt.p50_ns, NsStyle::Coarse),
+            human_ns(r.s2c.rtt.p99_ns, NsStyle::Coarse)
         ),
         r.c2s
             .zero_window_events

@@ -17,6 +17,7 @@ use wirelens_ctrl::alerts::Alert;
 use wirelens_ctrl::client::Client;
 use wirelens_ctrl::store::{FlowRow, NodeInfo};
 use wirelens_ctrl::utc;
+use wirelens_output::{human_ns, NsStyle};
 
 use crate::ctrl_cli::{flow_row, service_row, CtrlUrl, EXIT_CTRL, FLOW_HEAD, SERVICE_HEAD};
 use crate::exit;
@@ -59,7 +60,7 @@ fn sparkline(v: &VecDeque<u64>) -> String {
             BARS[i.min(BARS.len() - 1)]
         })
         .collect();
-    format!("{bars} {}", crate::table::human_ns(last))
+    format!("{bars} {}", human_ns(last, NsStyle::Fine))
 }
 
 #[derive(Default)]

@@ -14,7 +14,8 @@ use wirelens_probe::session::{Quantiles, ReflectorMode, Report, SenderConfig, Sp
 use wirelens_probe::twamp::{DEFAULT_PORT, MIN_PROBE_LEN};
 use wirelens_probe::ProbeError;
 
-use crate::table::human_ns;
+use wirelens_output::{human_ns, NsStyle};
+
 use crate::{exit, Format};
 
 /// Synthetic probes: TWAMP-light RTT / loss / jitter, path MTU, NIC counters.
@@ -247,10 +248,6 @@ fn run_reflect(a: &ReflectArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn opt_ns(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_string(), human_ns)
-}
-
 fn probe_err(e: ProbeError) -> String {
     e.to_string()
 }
@@ -268,8 +265,8 @@ fn run_send(a: &SendArgs) -> Result<(), String> {
     eprintln!(
         "wirelens probe send: {target}, {} B every {}, for {}{}",
         a.size,
-        human_ns(cfg.interval_ns),
-        human_ns(a.duration.as_nanos() as u64),
+        human_ns(cfg.interval_ns, NsStyle::Fine),
+        human_ns(a.duration.as_nanos() as u64, NsStyle::Fine),
         a.count.map_or(String::new(), |c| format!(" or {c} probes")),
     );
     let report = send::run(&SendOptions {
@@ -284,11 +281,11 @@ fn run_send(a: &SendArgs) -> Result<(), String> {
 fn q_cells(q: &Quantiles) -> String {
     format!(
         "min {} p50 {} p90 {} p99 {} max {}",
-        opt_ns(q.min_ns),
-        opt_ns(q.p50_ns),
-        opt_ns(q.p90_ns),
-        opt_ns(q.p99_ns),
-        opt_ns(q.max_ns)
+        human_ns(q.min_ns, NsStyle::Fine),
+        human_ns(q.p50_ns, NsStyle::Fine),
+        human_ns(q.p90_ns, NsStyle::Fine),
+        human_ns(q.p99_ns, NsStyle::Fine),
+        human_ns(q.max_ns, NsStyle::Fine)
     )
 }
 
@@ -343,12 +340,12 @@ fn print_send(r: &Report, target: &SocketAddr, format: Format) -> io::Result<()>
             writeln!(
                 out,
                 "jitter: ipdv p50 {} p99 {} max {}, pdv p99 {}; reflector dwell p50 {} max {}",
-                opt_ns(s.ipdv.p50_ns),
-                opt_ns(s.ipdv.p99_ns),
-                opt_ns(s.ipdv.max_ns),
-                opt_ns(s.pdv_p99_ns),
-                opt_ns(s.dwell.p50_ns),
-                opt_ns(s.dwell.max_ns)
+                human_ns(s.ipdv.p50_ns, NsStyle::Fine),
+                human_ns(s.ipdv.p99_ns, NsStyle::Fine),
+                human_ns(s.ipdv.max_ns, NsStyle::Fine),
+                human_ns(s.pdv_p99_ns, NsStyle::Fine),
+                human_ns(s.dwell.p50_ns, NsStyle::Fine),
+                human_ns(s.dwell.max_ns, NsStyle::Fine)
             )?;
             writeln!(
                 out,
@@ -368,7 +365,7 @@ fn print_send(r: &Report, target: &SocketAddr, format: Format) -> io::Result<()>
                     ReflectorMode::Stateless => "stateless (copies sequence numbers)",
                     ReflectorMode::Unknown => "unknown",
                 },
-                human_ns(s.timeout_ns),
+                human_ns(s.timeout_ns, NsStyle::Fine),
             )?;
             writeln!(out)?;
             writeln!(
@@ -387,11 +384,11 @@ fn print_send(r: &Report, target: &SocketAddr, format: Format) -> io::Result<()>
                     opt_u(i.lost_up),
                     opt_u(i.lost_down),
                     opt_u(i.lost_unattributed),
-                    opt_ns(i.rtt.min_ns),
-                    opt_ns(i.rtt.p50_ns),
-                    opt_ns(i.rtt.p99_ns),
-                    opt_ns(i.rtt.max_ns),
-                    opt_ns(i.ipdv_mean_abs_ns),
+                    human_ns(i.rtt.min_ns, NsStyle::Fine),
+                    human_ns(i.rtt.p50_ns, NsStyle::Fine),
+                    human_ns(i.rtt.p99_ns, NsStyle::Fine),
+                    human_ns(i.rtt.max_ns, NsStyle::Fine),
+                    human_ns(i.ipdv_mean_abs_ns, NsStyle::Fine),
                 )?;
             }
         }
@@ -453,7 +450,7 @@ fn print_pmtu(r: &PmtuReport, format: Format) -> io::Result<()> {
                 "route MTU {}; probes (IP bytes): {}; {}",
                 r.route_mtu,
                 steps.join(", "),
-                human_ns(r.elapsed_ns)
+                human_ns(r.elapsed_ns, NsStyle::Fine)
             )?;
         }
     }

@@ -4,6 +4,7 @@ use std::cmp::Reverse;
 use std::io::{self, Write};
 
 use wirelens_dataplane::report::{Direction, FlowRecord, Proto, Summary, TcpPath, TcpState};
+use wirelens_output::{human_ns, NsStyle};
 
 fn one_way(r: &FlowRecord) -> bool {
     r.tcp.as_ref().is_some_and(|t| t.path == TcpPath::OneWay)
@@ -78,30 +79,15 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-pub fn human_ns(ns: u64) -> String {
-    let v = ns as f64;
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.0}us", v / 1e3)
-    } else if ns < 10_000_000 {
-        format!("{:.2}ms", v / 1e6)
-    } else if ns < 1_000_000_000 {
-        format!("{:.1}ms", v / 1e6)
-    } else {
-        format!("{:.2}s", v / 1e9)
-    }
-}
-
-fn opt_ns(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_string(), human_ns)
-}
-
 fn rtt_cell(d: &Direction) -> String {
     if d.rtt.n == 0 {
         "-".to_string()
     } else {
-        format!("{}/{}", opt_ns(d.rtt.p50_ns), opt_ns(d.rtt.p99_ns))
+        format!(
+            "{}/{}",
+            human_ns(d.rtt.p50_ns, NsStyle::Fine),
+            human_ns(d.rtt.p99_ns, NsStyle::Fine)
+        )
     }
 }
 
@@ -117,7 +103,7 @@ fn retx_cell(d: &Direction) -> String {
 /// The longest head-of-line hole of either direction.
 fn hol_cell(r: &FlowRecord) -> String {
     match r.c2s.hol.open_ns_max.max(r.s2c.hol.open_ns_max) {
-        Some(ns) => human_ns(ns),
+        Some(ns) => human_ns(ns, NsStyle::Fine),
         None => "-".into(),
     }
 }
@@ -195,7 +181,7 @@ pub fn print(
         "{source}: {} packets, {}, {} ; {nflows} flows (tcp {}, udp {}, icmp {}, other {})",
         s.packets,
         human_bytes(s.bytes),
-        human_ns(s.duration_ns),
+        human_ns(s.duration_ns, NsStyle::Fine),
         s.flows.tcp,
         s.flows.udp,
         s.flows.icmp,
@@ -216,7 +202,7 @@ pub fn print(
         t.dup_acks,
         t.zero_window,
         t.zero_window_events,
-        human_ns(t.zero_window_ns),
+        human_ns(t.zero_window_ns, NsStyle::Fine),
         t.syn,
         t.synack,
         t.fin,
@@ -321,16 +307,17 @@ pub fn print(
             if zw == 0 {
                 "0".to_string()
             } else {
-                format!("{zw} {}", human_ns(zw_ns))
+                format!("{zw} {}", human_ns(zw_ns, NsStyle::Fine))
             },
             hol_cell(r),
             rtt_cell(&r.c2s),
             rtt_cell(&r.s2c),
-            opt_ns(
+            human_ns(
                 r.tcp
                     .as_ref()
                     .and_then(|t| t.handshake.as_ref())
                     .and_then(|h| h.connect_ns),
+                NsStyle::Fine,
             ),
             r.c2s
                 .burst

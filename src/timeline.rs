@@ -19,7 +19,7 @@ use wirelens_dataplane::interval::IntervalDelta;
 use wirelens_dataplane::report::FlowRecord;
 use wirelens_dataplane::stats::Histogram;
 
-use crate::table::human_ns;
+use wirelens_output::{human_ns, NsStyle};
 
 /// Services whose timeline is kept.
 pub const MAX_SERVICES: usize = 4096;
@@ -215,10 +215,10 @@ pub fn rtt_changes(rows: &BTreeMap<u64, Slot>, t0: u64) -> Vec<String> {
                         if n < MAX_CHANGES {
                             out.push(format!(
                                 "rtt {side} p50 {} -> {} at +{:.1}s (interval p99 {}, {} samples)",
-                                human_ns(l),
-                                human_ns(p50),
+                                human_ns(l, NsStyle::Fine),
+                                human_ns(p50, NsStyle::Fine),
                                 b.saturating_sub(t0) as f64 / 1e9,
-                                h.quantile(0.99).map_or_else(|| "-".into(), human_ns),
+                                human_ns(h.quantile(0.99), NsStyle::Fine),
                                 h.count()
                             ));
                         }
@@ -245,7 +245,11 @@ pub fn print(
     cfg: &AlertConfig,
 ) -> io::Result<()> {
     writeln!(w)?;
-    writeln!(w, "timeline ({} intervals):", human_ns(tl.width_ns))?;
+    writeln!(
+        w,
+        "timeline ({} intervals):",
+        human_ns(tl.width_ns, NsStyle::Fine)
+    )?;
     let mut any = false;
     for svc in services_of(worst, 5) {
         let Some(rows) = tl.service(&svc) else {
