@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::flow::frag::FragPorts;
-use crate::flow::key::FlowKey;
+use crate::flow::key::{FlowKey, KeyDir};
 use crate::flow::table::{ActiveFlow, Exit, FlowExport, FlowTable, TableConfig};
 use crate::meta::{Frag, PacketMeta};
 use crate::report::{FlowCounts, FlowRecord, Fragments, IcmpSummary, Proto, Summary, TcpTotals};
@@ -39,6 +39,17 @@ const EXPIRE_EVERY: u32 = 1024;
 const EXPIRE_BUDGET: usize = 2048;
 /// Packets whose flows [`Engine::handle_metas`] looks up ahead at once.
 pub const BATCH: usize = 64;
+
+/// What [`Engine::handle_metas`] computes of a packet ahead of its analysis:
+/// its flow key and direction, the key's hash, and the slot
+/// [`FlowTable::prefetch`] found (a hint).
+#[derive(Clone, Copy)]
+struct Prepared {
+    key: FlowKey,
+    kdir: KeyDir,
+    hash: u64,
+    hint: Option<u32>,
+}
 
 /// One engine per worker core.
 #[derive(Debug)]
@@ -161,18 +172,24 @@ impl Engine {
     pub fn handle_metas(&mut self, metas: &[PacketMeta]) {
         let c = &mut self.core;
         for chunk in metas.chunks(BATCH) {
-            let mut pre = [(0u64, None); BATCH];
+            let mut pre: [Option<Prepared>; BATCH] = [None; BATCH];
             for (m, p) in chunk.iter().zip(pre.iter_mut()) {
                 // A fragment's key is known only after its ports are learnt.
                 if m.frag == Frag::None {
-                    let (key, _) = FlowKey::of(m);
-                    let h = c.table.hash(&key);
-                    *p = (h, c.table.prefetch(h, &key));
+                    let (key, kdir) = FlowKey::of(m);
+                    let hash = c.table.hash(&key);
+                    let hint = c.table.prefetch(hash, &key);
+                    *p = Some(Prepared {
+                        key,
+                        kdir,
+                        hash,
+                        hint,
+                    });
                 }
             }
             for (m, &p) in chunk.iter().zip(pre.iter()) {
                 c.last_ns = c.last_ns.max(m.ts_ns);
-                c.analyze(m, (m.frag == Frag::None).then_some(p));
+                c.analyze(m, p);
             }
         }
     }
@@ -350,7 +367,7 @@ impl Core {
     /// `pre`: the table's hash of the packet's flow key and the slot
     /// [`FlowTable::prefetch`] found, when known.
     #[inline]
-    fn analyze(&mut self, m: &PacketMeta, pre: Option<(u64, Option<u32>)>) {
+    fn analyze(&mut self, m: &PacketMeta, pre: Option<Prepared>) {
         self.bytes = self.bytes.saturating_add(u64::from(m.ip_len));
         self.burst.update(m.ts_ns, u64::from(m.ip_len));
         if m.frag != Frag::None {
@@ -369,7 +386,7 @@ impl Core {
     }
 
     #[inline]
-    fn analyze_flow(&mut self, m: &PacketMeta, pre: Option<(u64, Option<u32>)>) {
+    fn analyze_flow(&mut self, m: &PacketMeta, pre: Option<Prepared>) {
         let now = m.ts_ns;
         if m.is_icmp() && m.icmp.is_pmtu(m.is_v6) {
             self.handle_pmtu(m);
@@ -377,8 +394,18 @@ impl Core {
         let done = &mut self.done;
         let totals = &mut self.exited_tcp;
         let counts = &mut self.exited_flows;
-        let (key, kdir) = FlowKey::of(m);
-        let (hash, hint) = pre.unwrap_or_else(|| (self.table.hash(&key), None));
+        // The key, its direction and hash are computed once per packet:
+        // here, or ahead of the batch by `Engine::handle_metas`.
+        let p = pre.unwrap_or_else(|| {
+            let (key, kdir) = FlowKey::of(m);
+            Prepared {
+                key,
+                kdir,
+                hash: self.table.hash(&key),
+                hint: None,
+            }
+        });
+        let (key, kdir, hash, hint) = (p.key, p.kdir, p.hash, p.hint);
         let idx = self
             .table
             .handle_hashed(m, key, kdir, hash, hint, &mut |rec, _exit| {
