@@ -12,7 +12,7 @@ use wirelens_ctrl::auth::Tokens;
 use wirelens_ctrl::report::{NodeMeta, NodeReport, ProbeState, ProbeWindow};
 use wirelens_ctrl::server::{self, ServerConfig};
 use wirelens_ctrl::store::Retention;
-use wirelens_dataplane::stats::Histogram;
+use wirelens_proto::testutil::window;
 
 mod support;
 use support::raw;
@@ -56,35 +56,6 @@ fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
         st,
         serde_json::from_str(&b).unwrap_or_else(|e| panic!("{e}: {b}")),
     )
-}
-
-fn window(target: &str, start_ns: u64, rtts: &[u64], up: u64, down: u64) -> ProbeWindow {
-    let mut rtt = Histogram::new();
-    for &r in rtts {
-        rtt.record(r);
-    }
-    let received = rtts.len() as u64;
-    ProbeWindow {
-        target: target.into(),
-        start_ns,
-        end_ns: start_ns + 10_000_000_000,
-        interval_ns: 100_000_000,
-        size: 128,
-        dscp: 0,
-        state: ProbeState::Ok,
-        error: None,
-        sent: received + up + down,
-        received,
-        lost: up + down,
-        lost_up: up,
-        lost_down: down,
-        lost_unattributed: 0,
-        late: 0,
-        duplicates: 0,
-        reordered: 0,
-        rtt,
-        ipdv: Histogram::new(),
-    }
 }
 
 fn report(seq: u64, probes: Vec<ProbeWindow>) -> NodeReport {
