@@ -559,6 +559,24 @@ mod tests {
     }
 
     #[test]
+    fn a_report_the_directory_does_not_take_stays_in_memory_counted() {
+        let t = TempDir::new("gone");
+        let (b, _) = open(&t.0);
+        let mut p = offline(1, 64 << 20).with_spool(Box::new(b), 64 << 20);
+        p.enqueue(deltas(10), 10);
+        // The directory goes away under the node (an unmounted disk).
+        fs::remove_dir_all(&t.0).unwrap();
+        p.enqueue(deltas(10), 11);
+        let s = p.stats();
+        assert_eq!((s.spool_write_errors, s.dropped_reports), (1, 0));
+        assert_eq!(p.backlog(), 2);
+        assert!(p.backlog_bytes() > 0);
+        // Sending reads the first one from memory, not from the missing file.
+        assert!(p.flush().unwrap_err().is_retryable());
+        assert_eq!((p.backlog(), p.stats().spool_unreadable), (2, 0));
+    }
+
+    #[test]
     fn a_restart_replays_the_earlier_reports_first_with_their_own_seq() {
         let t = TempDir::new("replay");
         let (b, _) = open(&t.0);

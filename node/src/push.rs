@@ -331,6 +331,13 @@ pub(crate) fn pusher_thread(
                 }
             }
         }
+        if pusher.stats().spool_write_errors > st.stats.spool_write_errors {
+            eprintln!(
+                "wirelens: push: the backlog directory did not take {} report(s) (a full or \
+                 failing disk?): held in memory only (wirelens_push_backlog_write_errors_total)",
+                pusher.stats().spool_write_errors - st.stats.spool_write_errors
+            );
+        }
         st.stats = pusher.stats();
         st.backlog = pusher.backlog();
         st.backlog_bytes = pusher.backlog_bytes();
