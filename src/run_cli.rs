@@ -89,10 +89,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub push_secs: Option<u64>,
     /// MiB of encoded reports kept while the control plane is unreachable
-    /// (default 64); past it the oldest are dropped, and the control plane
-    /// sees the count (`dropped_reports`, `dropped_flows`).
+    /// (default 64; with --backlog-dir the bound of the directory, default
+    /// 256); past it the oldest are dropped, and the control plane sees the
+    /// count (`dropped_reports`, `dropped_flows`).
     #[arg(long, value_name = "MIB")]
     pub backlog_mib: Option<u64>,
+    /// Keep every report in DIR (created 0700) until the control plane took
+    /// it: what a node could not deliver is sent after a restart, oldest
+    /// first, counted once.
+    #[arg(long, value_name = "DIR")]
+    pub backlog_dir: Option<PathBuf>,
     /// How reports travel: `compact` (binary + zstd, default; falls back to
     /// JSON by itself for a control plane that does not read it) or `json`.
     #[arg(long, value_enum)]
@@ -176,6 +182,7 @@ fn start(args: &RunArgs) -> Result<(), NodeError> {
         node: args.node.clone(),
         push_secs: args.push_secs,
         backlog_mib: args.backlog_mib,
+        backlog_dir: args.backlog_dir.clone(),
         push_encoding: args.push_encoding.map(|e| {
             match e {
                 crate::analyze::PushEncoding::Json => "json",

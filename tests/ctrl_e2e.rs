@@ -490,6 +490,79 @@ fn sigkill_loses_no_acknowledged_report() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `run --backlog-dir` after a crash that came after the control plane took
+/// the reports but before their files were deleted: the next run sends them
+/// again with their own (instance, seq), and the control plane counts them once.
+#[cfg(feature = "live")]
+#[test]
+fn a_disk_backlog_replayed_after_a_crash_is_counted_once() {
+    use wirelens_ctrl::client::{Pusher, PusherConfig};
+    use wirelens_node::backlog::{BacklogCounts, DiskBacklog};
+    let dir = tmpdir("backlog");
+    let srv = Server::start(&dir, &dir.join("ctrl.db"));
+    let (spool, copy) = (dir.join("backlog"), dir.join("backlog-copy"));
+    let pusher = |instance: u64, d: &Path| {
+        let counts = Arc::new(Mutex::new(BacklogCounts::default()));
+        let b = DiskBacklog::open(d, counts).unwrap();
+        Pusher::new(PusherConfig {
+            url: srv.url.clone(),
+            node: "node-a".into(),
+            token: "token-aaaa-1111".into(),
+            instance,
+            meta: NodeMeta::default(),
+            backlog_bytes: 1 << 20,
+            timeout: Duration::from_secs(10),
+            encoding: wirelens_ctrl::codec::Encoding::Compact,
+        })
+        .with_spool(Box::new(b), 4 << 20)
+    };
+    let now = wirelens_ctrl::now_ns();
+    let flows = |k: u8, n: u8| -> Vec<FlowDelta> {
+        (0..n)
+            .map(|i| FlowDelta::from_record(flow([198, 18, k, i], (SVC, 8080), now - 2 * SEC, 3)))
+            .collect()
+    };
+    let mut a = pusher(1, &spool);
+    for k in 0..3 {
+        a.enqueue(flows(k, 10), now);
+    }
+    // What a crash between the 2xx and the unlink leaves behind.
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(&spool).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+    }
+    assert_eq!(a.flush().unwrap(), 3);
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "delivered: deleted"
+    );
+    let mut b = pusher(2, &copy);
+    assert_eq!((b.stats().replayed, b.backlog()), (3, 3));
+    b.enqueue(flows(9, 5), now);
+    assert_eq!(b.flush().unwrap(), 4);
+    let s = b.stats();
+    assert_eq!(
+        (s.duplicates, s.accepted, s.dropped_flows),
+        (3, 1, 0),
+        "{s:?}"
+    );
+    assert_eq!(std::fs::read_dir(&copy).unwrap().count(), 0);
+    let totals = service_totals(&srv.url);
+    assert_eq!(totals["198.18.2.2:8080/tcp"][..2], [35, 35 * 3]);
+    let c = Client::new(&srv.url, Duration::from_secs(5));
+    let nodes: Vec<Value> = c.get("/api/v1/nodes").unwrap();
+    assert_eq!(
+        (
+            nodes[0]["reports"].as_u64(),
+            nodes[0]["duplicates"].as_u64()
+        ),
+        (Some(4), Some(3))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Report `seq` of `node`: `n` flow deltas, each of its own client and 2
 /// packets, one JSON/compact body apart from its name.
 fn load_report(node: &str, seq: u64, n: u32) -> NodeReport {

@@ -1,7 +1,7 @@
 //! Root-only lab test of `wirelens run --ctrl` under many flows and a
 //! control plane outage: every flow the node saw reaches the control plane.
 //!
-//! Topology (every name starts with `wlp<pid>`, addresses from
+//! Topology (every name starts with `wlbk<pid>`, addresses from
 //! 198.18.0.0/15 only inside the namespaces):
 //!
 //! ```text
@@ -16,8 +16,11 @@
 //! within one push interval. Phase 1: all of them arrive at a real
 //! `wirelens ctrl serve` process (flows counted at the control plane equal
 //! the flows the node counted), `dropped_flows` 0. Phase 2: the control
-//! plane is stopped, 20,000 more flows go by, it comes back after 30 s on the
-//! same database: the node's backlog delivers them, again nothing dropped.
+//! plane is stopped, 20,000 more flows go by and their reports land in the
+//! node's `--backlog-dir`; the node is SIGKILLed; after 30 s the control
+//! plane comes back on the same database and the node is started again on
+//! the same directory: it sends the earlier run's reports, every flow is
+//! counted once, nothing dropped.
 //! A second test gives the node a 1 MiB backlog of JSON and no control plane while
 //! 60,000 flows are sent: what arrives later plus what the node reports as
 //! dropped is exactly what it saw.
@@ -27,7 +30,6 @@
 //! Run: `cargo test --test run_push_lab` as root.
 #![cfg(feature = "live")]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{http_get_in, is_root, metric, sh};
+use support::{http_get_in, metric, sh, signal, skip_unless_root, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wirelens");
 const HTTP: &str = "127.0.0.1:9641";
@@ -89,7 +91,7 @@ impl Lab {
     }
 
     fn new() -> Lab {
-        let tag = format!("wlp{}", std::process::id());
+        let tag = format!("wlbk{}", std::process::id());
         let dir = std::env::temp_dir().join(format!("{tag}-lab"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -186,6 +188,28 @@ impl Lab {
         }
     }
 
+    /// The node's `--backlog-dir`.
+    fn backlog_dir(&self) -> PathBuf {
+        self.dir.join("backlog")
+    }
+
+    /// (report files, flow deltas in them) in the node's `--backlog-dir`,
+    /// from the files' headers (flow deltas at bytes 8..12, little-endian).
+    fn backlog_files(&self) -> (usize, u64) {
+        let mut n = (0, 0);
+        for e in std::fs::read_dir(self.backlog_dir()).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "report") {
+                let b = std::fs::read(&p).unwrap_or_default();
+                if b.len() >= 12 {
+                    n.0 += 1;
+                    n.1 += u64::from(u32::from_le_bytes([b[8], b[9], b[10], b[11]]));
+                }
+            }
+        }
+        n
+    }
+
     fn start_node(&mut self, extra: &[&str]) {
         let tokens = self.dir.join("tokens");
         std::fs::write(&tokens, format!("{NODE}:{TOKEN}\n")).unwrap();
@@ -210,13 +234,18 @@ impl Lab {
             "5",
         ];
         args.extend_from_slice(extra);
-        self.spawn("t", "node", &args);
+        // A restarted node logs to node2.err.
+        let name = match self.children.iter().any(|c| c.0 == "node") {
+            true => "node2",
+            false => "node",
+        };
+        self.spawn("t", name, &args);
         let end = Instant::now() + Duration::from_secs(60);
         while !matches!(self.get(HTTP, "/healthz"), Some((200, _))) {
             assert!(
                 Instant::now() < end,
                 "wirelens run not healthy: {}",
-                self.log("node")
+                self.log(name)
             );
             thread::sleep(Duration::from_millis(100));
         }
@@ -348,17 +377,15 @@ impl Drop for Lab {
 }
 
 #[test]
-fn run_ctrl_delivers_every_flow_also_across_an_outage() {
-    if !is_root() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "*** SKIPPED run_push_lab: needs root (namespaces, XDP, AF_XDP) ***"
-        );
+fn run_ctrl_delivers_every_flow_also_across_an_outage_and_a_restart() {
+    if skip_unless_root("run_push_lab", "needs root (namespaces, XDP, AF_XDP)") {
         return;
     }
     let mut lab = Lab::new();
     lab.start_ctrl("ctrl1");
-    lab.start_node(&[]);
+    let dir = lab.backlog_dir();
+    let backlog = ["--backlog-dir", dir.to_str().unwrap()];
+    lab.start_node(&backlog);
 
     // Phase 1: at least 20,000 flows within one push interval (5 s; sent in ~1.5 s).
     let t0 = Instant::now();
@@ -383,36 +410,89 @@ fn run_ctrl_delivers_every_flow_also_across_an_outage() {
     assert_eq!(node["dropped_flows"], 0, "{node}");
     assert_eq!(node["dropped_reports"], 0, "{node}");
     eprintln!("phase 1: {seen} flows seen, {flows} at the control plane, node row {node}");
+    // Delivered: the files are gone.
+    let end = Instant::now() + Duration::from_secs(10);
+    while lab.backlog_files().0 > 0 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        lab.backlog_files().0,
+        0,
+        "delivered reports leave the directory"
+    );
 
-    // Phase 2: the control plane goes away for 30 s while 20,000 more flows pass.
+    // Phase 2: the control plane goes away for 30 s while 20,000 more flows
+    // pass; their reports wait in the backlog directory.
     lab.stop("ctrl1");
     let down = Instant::now();
     lab.send(SENT, SENT);
-    thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
-    let seen2 = lab.node_flows();
+    // The count settles once the workers drained the ring (slower on a loaded machine).
+    let mut seen2 = lab.node_flows();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let now = lab.node_flows();
+        if now == seen2 && now >= seen + FLOWS as u64 || Instant::now() > end {
+            break;
+        }
+        seen2 = now;
+    }
     assert!(
         seen2 >= seen + FLOWS as u64,
         "the node saw {} flows during the outage",
         seen2 - seen
     );
+    // Their reports are in the directory, and the outage shows as push errors.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, m) = lab.get(HTTP, "/metrics").expect("GET /metrics");
+        let errors = metric(&m, "wirelens_push_errors_total").unwrap_or(0.0);
+        let files = lab.backlog_files();
+        if files.1 >= seen2 - seen && errors >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{files:?} (files, deltas) in the backlog directory for {} new flows, \
+             {errors} push errors",
+            seen2 - seen
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // The node dies without a chance to send anything more: only the files are left.
+    let node_child = lab.children.iter_mut().rfind(|x| x.0 == "node").unwrap();
+    signal(&node_child.1, "-KILL");
+    wait_for(&mut node_child.1, Duration::from_secs(10)).expect("SIGKILL ends the node");
+    let (files, deltas) = lab.backlog_files();
+    thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
     lab.start_ctrl("ctrl2");
+    lab.start_node(&backlog);
     let (flows, node) = lab.wait_delivered(seen2, Duration::from_secs(300));
-    assert_eq!(flows, seen2, "after the outage; node row {node}");
+    assert_eq!(
+        flows, seen2,
+        "after the outage and the restart; node row {node}"
+    );
     assert_eq!(node["dropped_flows"], 0, "{node}");
     assert_eq!(node["dropped_reports"], 0, "{node}");
     let (_, m) = lab.get(HTTP, "/metrics").expect("GET /metrics");
-    let errors = metric(&m, "wirelens_push_errors_total").unwrap_or(0.0);
-    assert!(errors >= 1.0, "the outage shows as push errors:\n{m}");
-    eprintln!("phase 2: {seen2} flows seen, {flows} at the control plane, node row {node}");
+    let replayed = metric(&m, "wirelens_push_backlog_replayed_total").unwrap_or(0.0);
+    assert_eq!(
+        replayed as usize, files,
+        "the earlier run's files are sent:\n{m}"
+    );
+    for why in ["header", "short", "checksum", "unfinished"] {
+        let sample = format!("wirelens_push_backlog_corrupt_total{{reason=\"{why}\"}}");
+        assert_eq!(metric(&m, &sample), Some(0.0), "{sample}:\n{m}");
+    }
+    eprintln!(
+        "phase 2: {seen2} flows seen, {files} reports ({deltas} deltas) left by the killed node, \
+         {flows} at the control plane, node row {node}"
+    );
 }
 
 #[test]
 fn run_ctrl_counts_exactly_what_a_full_backlog_dropped() {
-    if !is_root() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "*** SKIPPED run_push_lab: needs root (namespaces, XDP, AF_XDP) ***"
-        );
+    if skip_unless_root("run_push_lab", "needs root (namespaces, XDP, AF_XDP)") {
         return;
     }
     let mut lab = Lab::new();

@@ -97,8 +97,11 @@ pub struct Options {
     /// Seconds between two pushes.
     pub push_secs: Option<u64>,
     /// MiB of encoded reports kept while the control plane is unreachable
-    /// (default 64); beyond it the oldest are dropped and counted.
+    /// (default 64; with `backlog_dir`, on disk, default 256); beyond it the
+    /// oldest are dropped and counted.
     pub backlog_mib: Option<u64>,
+    /// A directory for the reports not yet delivered: they survive a restart.
+    pub backlog_dir: Option<PathBuf>,
     /// `compact` (default) or `json`.
     pub push_encoding: Option<String>,
     /// TWAMP-light probe targets: `TARGET[,interval=..,size=..,dscp=..,window=..,count=..]`.
@@ -155,6 +158,7 @@ impl Options {
             node,
             push_secs,
             backlog_mib,
+            backlog_dir,
             push_encoding,
             probe,
             ipfix,
@@ -249,10 +253,12 @@ impl Options {
                 if self.token_file.is_some()
                     || self.node.is_some()
                     || self.backlog_mib.is_some()
+                    || self.backlog_dir.is_some()
                     || self.push_encoding.is_some()
                 {
                     return bad(
-                        "--token-file, --node, --backlog-mib and --push-encoding go with --ctrl URL"
+                        "--token-file, --node, --backlog-mib, --backlog-dir and --push-encoding \
+                         go with --ctrl URL"
                             .into(),
                     );
                 }
@@ -274,18 +280,29 @@ impl Options {
                         return bad(format!("--push-encoding {e:?}: expected compact or json"))
                     }
                 };
-                let mib = self.backlog_mib.unwrap_or(64);
+                let backlog_dir = self.backlog_dir.filter(|d| !d.as_os_str().is_empty());
+                let mib = self.backlog_mib.unwrap_or(match backlog_dir {
+                    Some(_) => DEFAULT_DISK_BACKLOG_MIB,
+                    None => DEFAULT_BACKLOG_MIB,
+                });
                 if mib == 0 || mib > 1 << 20 {
                     return bad(format!(
                         "--backlog-mib {mib}: give 1 to 1048576 MiB of reports to keep"
                     ));
                 }
+                let bytes = |mib: u64| usize::try_from(mib << 20).unwrap_or(usize::MAX);
                 Some(CtrlConfig {
                     url,
                     token_file,
                     node,
                     every: Duration::from_secs(self.push_secs.unwrap_or(5).max(1)),
-                    backlog_bytes: usize::try_from(mib << 20).unwrap_or(usize::MAX),
+                    // With a directory: memory holds the first reports of
+                    // the backlog only, as much as without one at most.
+                    backlog_bytes: bytes(match backlog_dir {
+                        Some(_) => mib.min(DEFAULT_BACKLOG_MIB),
+                        None => mib,
+                    }),
+                    disk_backlog: backlog_dir.map(|dir| (dir, bytes(mib))),
                     encoding,
                 })
             }
@@ -516,10 +533,18 @@ pub struct CtrlConfig {
     pub token_file: PathBuf,
     pub node: String,
     pub every: Duration,
-    /// Bytes of encoded reports held while the control plane is unreachable.
+    /// Bytes of encoded reports held in memory while the control plane is
+    /// unreachable.
     pub backlog_bytes: usize,
+    /// `--backlog-dir` and the bytes of reports it holds at most.
+    pub disk_backlog: Option<(PathBuf, usize)>,
     pub encoding: Encoding,
 }
+
+/// `--backlog-mib` without `--backlog-dir`: reports held in memory.
+pub const DEFAULT_BACKLOG_MIB: u64 = 64;
+/// `--backlog-mib` with `--backlog-dir`: reports held on disk.
+pub const DEFAULT_DISK_BACKLOG_MIB: u64 = 256;
 
 /// Exporting flow deltas as IPFIX over UDP.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -723,6 +748,27 @@ mod tests {
             .ctrl
             .unwrap();
         assert_eq!((c.backlog_bytes, c.encoding), (64 << 20, Encoding::Json));
+        assert_eq!(c.disk_backlog, None);
+        // A disk backlog: --backlog-mib bounds the directory (default 256),
+        // memory holds the first 64 MiB of it at most.
+        assert!(err(o(|o| o.backlog_dir = Some("d".into()))).contains("go with --ctrl"));
+        let c = ctrl(|o| o.backlog_dir = Some("/var/lib/wl".into()))
+            .resolve()
+            .unwrap()
+            .ctrl
+            .unwrap();
+        assert_eq!(c.disk_backlog, Some(("/var/lib/wl".into(), 256 << 20)));
+        assert_eq!(c.backlog_bytes, 64 << 20);
+        let c = ctrl(|o| {
+            o.backlog_dir = Some("d".into());
+            o.backlog_mib = Some(16);
+        })
+        .resolve()
+        .unwrap()
+        .ctrl
+        .unwrap();
+        assert_eq!(c.disk_backlog, Some(("d".into(), 16 << 20)));
+        assert_eq!(c.backlog_bytes, 16 << 20);
         assert!(err(o(|o| o.frames = Some(1000))).contains("power of two"));
     }
 }

@@ -34,6 +34,7 @@
 //! the program is detached, the HTTP server ends; `run` returns `Ok`.
 #![deny(unsafe_code)]
 
+pub mod backlog;
 pub mod config;
 pub mod export;
 mod http;
@@ -281,6 +282,13 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
         }
         None => None,
     };
+    let push_backlog = match cfg.ctrl.as_ref().and_then(|c| c.disk_backlog.as_ref()) {
+        Some((dir, _)) => {
+            let counts = Arc::new(Mutex::new(backlog::BacklogCounts::default()));
+            Some(backlog::DiskBacklog::open(dir, counts).map_err(NodeError::Config)?)
+        }
+        None => None,
+    };
     let flows_tokens = match &cfg.flows_token_file {
         Some(p) => Some(
             wirelens_proto::auth::Tokens::load(p)
@@ -326,6 +334,7 @@ pub fn run_until(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> Result<(), NodeErro
     let exports = Exports {
         push: push_state,
         push_token,
+        push_backlog,
         ipfix: ipfix_exporter,
     };
     let result = if cfg.inline.is_empty() {
@@ -437,6 +446,8 @@ struct Exports {
     push: Option<Arc<Mutex<PushState>>>,
     /// `--token-file`'s token for `--ctrl`, read before the privilege drop.
     push_token: Option<String>,
+    /// `--backlog-dir`, opened (and checked writable) before the privilege drop.
+    push_backlog: Option<backlog::DiskBacklog>,
     ipfix: Option<wirelens_ipfix::udp::UdpExporter>,
 }
 
@@ -624,6 +635,7 @@ where
     let Exports {
         push: push_state,
         push_token,
+        push_backlog,
         ipfix: ipfix_exporter,
     } = exports;
     if let (Some(c), Some(ps), Some(token)) = (&cfg.ctrl, &push_state, push_token) {
@@ -631,10 +643,11 @@ where
         let (tx, rx) = push::channel();
         let (every, thread_ps) = (c.every, ps.clone());
         let board = state.probes.clone();
+        let disk = push_backlog.zip(c.disk_backlog.as_ref().map(|(_, max)| *max));
         pusher = Some(
             std::thread::Builder::new()
                 .name("wirelens-push".into())
-                .spawn(move || push::pusher_thread(pc, every, rx, thread_ps, board))
+                .spawn(move || push::pusher_thread(pc, every, rx, thread_ps, board, disk))
                 .map_err(|source| NodeError::Io {
                     what: "starting the pusher thread".into(),
                     source,

@@ -533,6 +533,33 @@ impl Collector for NodeCollector {
                 "Reports waiting to be sent",
                 [(vec![], p.backlog as i64)],
             )?;
+            if let Some((bytes, c)) = p.disk {
+                gauge(
+                    &mut e,
+                    "push_backlog_disk_bytes",
+                    "Bytes of the reports waiting in --backlog-dir",
+                    [(vec![], bytes as i64)],
+                )?;
+                counter(
+                    &mut e,
+                    "push_backlog_replayed",
+                    "Reports an earlier run left in --backlog-dir, queued at the start",
+                    [(vec![], c.replayed)],
+                )?;
+                counter(
+                    &mut e,
+                    "push_backlog_corrupt",
+                    "Files of --backlog-dir that failed their checks: deleted, never sent",
+                    crate::backlog::Corrupt::ALL
+                        .map(|r| (l(&[("reason", r.label())]), c.corrupt(r))),
+                )?;
+                counter(
+                    &mut e,
+                    "push_backlog_write_errors",
+                    "Reports --backlog-dir could not store (held in memory only)",
+                    [(vec![], p.stats.spool_write_errors)],
+                )?;
+            }
         }
 
         if let Some(x) = &st.ipfix {

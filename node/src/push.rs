@@ -28,6 +28,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::backlog::{BacklogCounts, DiskBacklog};
 use wirelens_dataplane::engine::Engine;
 use wirelens_dataplane::flow::FlowExport;
 use wirelens_dataplane::interval::{direction_minus, histogram_minus};
@@ -78,9 +79,11 @@ pub struct PushState {
     /// Of `exited_dropped`, what the pusher thread has not yet counted.
     exited_dropped_uncounted: u64,
     pub errors: u64,
-    /// Reports and bytes waiting to be sent.
+    /// Reports and bytes waiting to be sent (bytes in memory).
     pub backlog: usize,
     pub backlog_bytes: usize,
+    /// With `--backlog-dir`: bytes of the reports there, and what it counted.
+    pub disk: Option<(usize, BacklogCounts)>,
 }
 
 /// One worker's side of the push; see the [module documentation](self).
@@ -245,15 +248,30 @@ fn delta(
 /// The pusher thread: merges the workers' batches, queues them every
 /// interval (cut by size into as many reports as it takes), flushes, and
 /// retries failures after the pusher's backoff without waiting for the next
-/// interval.
+/// interval. With a disk backlog (and its bound in bytes) every report is
+/// written there before it is queued; the reports an earlier run left there
+/// go first.
 pub(crate) fn pusher_thread(
     cfg: PusherConfig,
     every: Duration,
     rx: Receiver<Vec<FlowDelta>>,
     state: Arc<Mutex<PushState>>,
     probes: Option<Arc<crate::probes::ProbeBoard>>,
+    disk: Option<(DiskBacklog, usize)>,
 ) {
     let mut pusher = Pusher::new(cfg);
+    let mut disk_counts = None;
+    if let Some((b, max)) = disk {
+        disk_counts = Some(b.counts());
+        pusher = pusher.with_spool(Box::new(b), max);
+        if pusher.backlog() > 0 {
+            crate::log(format!(
+                "push: {} reports ({} KiB) an earlier run left in the backlog directory go first",
+                pusher.backlog(),
+                pusher.spooled_bytes() >> 10
+            ));
+        }
+    }
     let mut pending: Vec<FlowDelta> = Vec::new();
     let mut last_send = Instant::now();
     let mut retry_at: Option<Instant> = None;
@@ -313,11 +331,28 @@ pub(crate) fn pusher_thread(
                 }
             }
         }
+        if pusher.stats().spool_write_errors > st.stats.spool_write_errors {
+            eprintln!(
+                "wirelens: push: the backlog directory did not take {} report(s) (a full or \
+                 failing disk?): held in memory only (wirelens_push_backlog_write_errors_total)",
+                pusher.stats().spool_write_errors - st.stats.spool_write_errors
+            );
+        }
         st.stats = pusher.stats();
         st.backlog = pusher.backlog();
         st.backlog_bytes = pusher.backlog_bytes();
+        st.disk = disk_counts.as_ref().map(|c| {
+            let c = *c.lock().unwrap_or_else(|e| e.into_inner());
+            (pusher.spooled_bytes(), c)
+        });
         drop(st);
         if closed {
+            if disk_counts.is_some() && pusher.backlog() > 0 {
+                crate::log(format!(
+                    "push: {} reports kept in the backlog directory for the next start",
+                    pusher.backlog()
+                ));
+            }
             break;
         }
     }

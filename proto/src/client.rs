@@ -513,6 +513,14 @@ pub struct PushStats {
     pub failovers: u64,
     /// Body bytes of the reports delivered.
     pub bytes_sent: u64,
+    /// Reports an earlier run left in the [`Spool`], queued at the start.
+    pub replayed: u64,
+    /// Reports the [`Spool`] could not store (kept in memory only, within
+    /// the memory backlog).
+    pub spool_write_errors: u64,
+    /// Reports whose spooled copy did not read back (corrupt, gone): dropped
+    /// and counted in `dropped_*`, never sent.
+    pub spool_unreadable: u64,
 }
 
 /// Exponential backoff with jitter: the n-th failure in a row waits a
@@ -565,9 +573,39 @@ impl Backoff {
 struct Queued {
     flows: usize,
     encoding: Encoding,
-    content_type: &'static str,
-    content_encoding: Option<&'static str>,
-    body: Vec<u8>,
+    /// The body; `None` while only the spool holds it.
+    body: Option<Vec<u8>>,
+    /// Its length in bytes.
+    len: usize,
+    /// Its key in the spool, when it is stored there.
+    key: Option<u64>,
+}
+
+/// A report as a [`Spool`] holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spooled {
+    pub key: u64,
+    pub flows: usize,
+    pub encoding: Encoding,
+    /// Body bytes.
+    pub len: usize,
+}
+
+/// Durable storage of a [`Pusher`]'s queue (a node's `--backlog-dir`):
+/// every report is stored before it is queued and removed once the control
+/// plane took it or it was dropped, so that what a run could not deliver
+/// is sent by the next one, with its own `(node, instance, seq)`.
+pub trait Spool: fmt::Debug + Send {
+    /// The reports an earlier run left, oldest first (asked once, by
+    /// [`Pusher::with_spool`]).
+    fn take_pending(&mut self) -> Vec<Spooled>;
+    /// Stores one encoded report durably before it returns; its key
+    /// (larger than every key before it).
+    fn store(&mut self, flows: usize, encoding: Encoding, body: &[u8]) -> std::io::Result<u64>;
+    /// Reads one report's body back, checked.
+    fn load(&mut self, key: u64) -> std::io::Result<Vec<u8>>;
+    /// Deletes one report (delivered or dropped).
+    fn remove(&mut self, key: u64);
 }
 
 /// One report's range of deltas and its encoded body.
@@ -627,7 +665,12 @@ pub struct Pusher {
     failed_in_row: usize,
     next_seq: u64,
     queue: VecDeque<Queued>,
+    /// Bytes of the bodies held in memory.
     queued_bytes: usize,
+    spool: Option<Box<dyn Spool>>,
+    /// Bytes of the reports in the spool, and their bound.
+    spooled_bytes: usize,
+    spool_limit: usize,
     stats: PushStats,
     max_body: usize,
     encoding: Encoding,
@@ -670,10 +713,38 @@ impl Pusher {
             next_seq: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
+            spool: None,
+            spooled_bytes: 0,
+            spool_limit: 0,
             stats: PushStats::default(),
             max_body: DEFAULT_MAX_BODY,
             retry_in: None,
         }
+    }
+
+    /// Keeps every report in `spool` as well, up to `max_bytes` there (the
+    /// oldest dropped and counted beyond), and memory for the first of them
+    /// only (`backlog_bytes`; the others are read back when their turn
+    /// comes). The reports an earlier run left go first, as they were made.
+    pub fn with_spool(mut self, mut spool: Box<dyn Spool>, max_bytes: usize) -> Pusher {
+        for s in spool.take_pending() {
+            self.spooled_bytes += s.len;
+            self.stats.replayed += 1;
+            self.queue.push_back(Queued {
+                flows: s.flows,
+                encoding: s.encoding,
+                body: None,
+                len: s.len,
+                key: Some(s.key),
+            });
+        }
+        self.spool = Some(spool);
+        self.spool_limit = max_bytes;
+        // A bound lowered since the earlier run.
+        while self.spooled_bytes > max_bytes && !self.queue.is_empty() {
+            self.drop_at(0);
+        }
+        self
     }
 
     fn report(&self, seq: u64, sent_ns: u64) -> NodeReport {
@@ -757,71 +828,182 @@ impl Pusher {
     /// quarter of the backlog at most, so that a full backlog drops a few
     /// reports, not one report larger than the backlog itself.
     fn limit(&self) -> usize {
+        let backlog = match self.spool {
+            Some(_) => self.spool_limit.max(self.cfg.backlog_bytes),
+            None => self.cfg.backlog_bytes,
+        };
         self.max_body
             .saturating_sub(BODY_MARGIN)
-            .min(self.cfg.backlog_bytes / 4)
+            .min(backlog / 4)
             .max(MIN_MAX_BODY / 2)
     }
 
     /// Encodes `r` with the drop counters as they are once it is queued and
-    /// queues it, dropping (and counting) the oldest reports beyond the backlog.
+    /// queues it (stored in the spool first, when there is one), dropping
+    /// (and counting) the oldest reports beyond the backlog.
     fn push(&mut self, r: &NodeReport, encoded: Option<Vec<u8>>) {
-        let mut body = encoded.unwrap_or_else(|| codec::encode(r, self.encoding).2);
+        let body = encoded.unwrap_or_else(|| codec::encode(r, self.encoding).2);
         let need = body.len();
-        while !self.queue.is_empty() && self.queued_bytes + need > self.cfg.backlog_bytes {
-            if let Some(old) = self.queue.pop_front() {
-                self.queued_bytes -= old.body.len();
-                self.stats.dropped_reports += 1;
-                self.stats.dropped_flows += old.flows as u64;
+        let mut key = None;
+        let mut body = if self.spool.is_some() {
+            while !self.queue.is_empty() && self.spooled_bytes + need > self.spool_limit {
+                self.drop_at(0);
             }
+            let body = self.stamped(r, body);
+            key = self.spool_store(r.flows.len(), self.encoding, &body);
+            body
+        } else {
+            body
+        };
+        let in_memory = match key {
+            Some(_) => self.queued_bytes + body.len() <= self.cfg.backlog_bytes,
+            None => {
+                self.make_room_in_memory(need);
+                body = self.stamped(r, body);
+                true
+            }
+        };
+        let len = body.len();
+        if in_memory {
+            self.queued_bytes += len;
         }
-        let (mut content_type, mut content_encoding) = codec::headers(self.encoding);
-        if (r.dropped_reports, r.dropped_flows)
-            != (self.stats.dropped_reports, self.stats.dropped_flows)
-        {
-            let mut r = r.clone();
-            r.dropped_reports = self.stats.dropped_reports;
-            r.dropped_flows = self.stats.dropped_flows;
-            (content_type, content_encoding, body) = codec::encode(&r, self.encoding);
-        }
-        self.queued_bytes += body.len();
         self.queue.push_back(Queued {
             flows: r.flows.len(),
             encoding: self.encoding,
-            content_type,
-            content_encoding,
-            body,
+            body: in_memory.then_some(body),
+            len,
+            key,
         });
     }
 
-    /// Re-cuts the front report: with the current encoding and body limit,
-    /// or in halves when it already fits (a 413 without a usable limit). A
-    /// single delta that does not fit is dropped and counted. The first
-    /// piece keeps the report's `seq` (the control plane did not take it),
-    /// the others get new ones.
-    fn recut_front(&mut self, halve: bool) {
-        let Some(q) = self.queue.pop_front() else {
-            return;
-        };
-        self.queued_bytes -= q.body.len();
-        // Our own body: it decodes (a failure would be a bug; then the
-        // report is dropped and counted rather than retried forever).
-        let r = match codec::decode(
-            Some(q.content_type),
-            q.content_encoding,
-            &q.body,
-            usize::MAX,
-        ) {
-            Ok(r) => r,
+    /// `body` of `r`, encoded again when the drop counters moved since.
+    fn stamped(&self, r: &NodeReport, body: Vec<u8>) -> Vec<u8> {
+        if (r.dropped_reports, r.dropped_flows)
+            == (self.stats.dropped_reports, self.stats.dropped_flows)
+        {
+            return body;
+        }
+        let mut r = r.clone();
+        r.dropped_reports = self.stats.dropped_reports;
+        r.dropped_flows = self.stats.dropped_flows;
+        codec::encode(&r, self.encoding).2
+    }
+
+    /// Stores a body in the spool; `None` (counted) when it cannot.
+    fn spool_store(&mut self, flows: usize, enc: Encoding, body: &[u8]) -> Option<u64> {
+        let spool = self.spool.as_mut()?;
+        match spool.store(flows, enc, body) {
+            Ok(k) => {
+                self.spooled_bytes += body.len();
+                Some(k)
+            }
             Err(_) => {
-                self.stats.dropped_reports += 1;
-                self.stats.dropped_flows += q.flows as u64;
+                self.stats.spool_write_errors += 1;
+                None
+            }
+        }
+    }
+
+    /// Makes room for `need` bytes in memory: the bodies the spool also
+    /// holds are let go first (newest first: they are read back when their
+    /// turn comes), then the oldest reports held only in memory are dropped
+    /// and counted.
+    fn make_room_in_memory(&mut self, need: usize) {
+        let bound = self.cfg.backlog_bytes;
+        for q in self.queue.iter_mut().rev() {
+            if self.queued_bytes + need <= bound {
                 return;
             }
+            if q.key.is_some() {
+                if let Some(b) = q.body.take() {
+                    self.queued_bytes -= b.len();
+                }
+            }
+        }
+        while self.queued_bytes + need > bound {
+            match self.queue.iter().position(|q| q.body.is_some()) {
+                Some(i) => self.drop_at(i),
+                None => return,
+            }
+        }
+    }
+
+    /// Drops the report at `i`, counted in `dropped_*`.
+    fn drop_at(&mut self, i: usize) {
+        if let Some(q) = self.forget(i) {
+            self.stats.dropped_reports += 1;
+            self.stats.dropped_flows += q.flows as u64;
+        }
+    }
+
+    /// Takes the report at `i` off the queue, out of memory and the spool.
+    fn forget(&mut self, i: usize) -> Option<Queued> {
+        let q = self.queue.remove(i)?;
+        if let Some(b) = &q.body {
+            self.queued_bytes -= b.len();
+        }
+        if let Some(k) = q.key {
+            self.spooled_bytes -= q.len;
+            if let Some(s) = self.spool.as_mut() {
+                s.remove(k);
+            }
+        }
+        Some(q)
+    }
+
+    /// Reads the front report's body back from the spool when memory does
+    /// not hold it. `false`: it did not read back (dropped and counted).
+    fn load_front(&mut self) -> bool {
+        let Some(q) = self.queue.front_mut() else {
+            return false;
+        };
+        if q.body.is_some() {
+            return true;
+        }
+        let loaded = match (q.key, self.spool.as_mut()) {
+            (Some(k), Some(s)) => s.load(k).ok().filter(|b| b.len() == q.len),
+            _ => None,
+        };
+        match loaded {
+            Some(b) => {
+                self.queued_bytes += b.len();
+                q.body = Some(b);
+                true
+            }
+            None => {
+                self.stats.spool_unreadable += 1;
+                self.drop_at(0);
+                false
+            }
+        }
+    }
+
+    /// Re-cuts the front report (its body in memory: [`Pusher::load_front`]):
+    /// with the current encoding and body limit, or in halves when it
+    /// already fits (a 413 without a usable limit). A single delta that does
+    /// not fit is dropped and counted. The first piece keeps the report's
+    /// `(instance, seq)` (the control plane did not take it), the others are
+    /// new reports of this run. The pieces are in the spool before the
+    /// report leaves it.
+    fn recut_front(&mut self, halve: bool) {
+        let Some(q) = self.queue.front() else {
+            return;
+        };
+        let (content_type, content_encoding) = codec::headers(q.encoding);
+        let len = q.len;
+        // Our own body: it decodes (a failure would be a bug; then the
+        // report is dropped and counted rather than retried forever).
+        let decoded = q
+            .body
+            .as_deref()
+            .map(|b| codec::decode(Some(content_type), content_encoding, b, usize::MAX));
+        let Some(Ok(r)) = decoded else {
+            self.drop_at(0);
+            return;
         };
         let mut limit = self.limit();
         if halve {
-            limit = limit.min(q.body.len() / 2);
+            limit = limit.min(len / 2);
         }
         let enc = self.encoding;
         let (cuts, oversize) = split_by_size(r.flows.len(), limit, |range| {
@@ -835,6 +1017,7 @@ impl Pusher {
         self.count_oversize(oversize.len() as u64);
         if r.flows.is_empty() || (cuts.is_empty() && !r.probes.is_empty()) {
             // Probe windows alone too large: nothing smaller to make.
+            self.forget(0);
             self.stats.dropped_reports += 1;
             return;
         }
@@ -842,22 +1025,25 @@ impl Pusher {
         for (k, (range, _)) in cuts.into_iter().enumerate() {
             let mut c = r.clone();
             if k > 0 {
+                c.instance = self.cfg.instance;
                 c.seq = self.next_seq;
                 self.next_seq += 1;
                 c.probes.clear();
             }
             c.flows = r.flows[range].to_vec();
-            let (content_type, content_encoding, body) = codec::encode(&c, enc);
+            let body = codec::encode(&c, enc).2;
+            let key = self.spool_store(c.flows.len(), enc, &body);
             pieces.push(Queued {
                 flows: c.flows.len(),
                 encoding: enc,
-                content_type,
-                content_encoding,
-                body,
+                len: body.len(),
+                body: Some(body),
+                key,
             });
         }
+        self.forget(0);
         for p in pieces.into_iter().rev() {
-            self.queued_bytes += p.body.len();
+            self.queued_bytes += p.len;
             self.queue.push_front(p);
         }
     }
@@ -868,16 +1054,24 @@ impl Pusher {
     /// in `rejected` and `dropped_*`, and its error returned.
     pub fn flush(&mut self) -> Result<usize, ClientError> {
         let mut sent = 0;
-        while let Some(q) = self.queue.front() {
+        while !self.queue.is_empty() {
+            if !self.load_front() {
+                continue;
+            }
+            let Some(q) = self.queue.front() else {
+                break;
+            };
             if q.encoding != self.encoding {
                 self.recut_front(false);
                 continue;
             }
+            let (content_type, content_encoding) = codec::headers(q.encoding);
+            let body = q.body.as_deref().unwrap_or_default();
             let (r, max) = self.clients[self.at].post_report_body(
                 &self.cfg.token,
-                q.content_type,
-                q.content_encoding,
-                &q.body,
+                content_type,
+                content_encoding,
+                body,
             );
             if let Some(m) = max {
                 self.max_body = m.max(MIN_MAX_BODY);
@@ -889,9 +1083,8 @@ impl Pusher {
                     } else {
                         self.stats.accepted += 1;
                     }
-                    self.stats.bytes_sent += q.body.len() as u64;
-                    self.queued_bytes -= q.body.len();
-                    self.queue.pop_front();
+                    self.stats.bytes_sent += q.len as u64;
+                    self.forget(0);
                     sent += 1;
                     self.backoff.reset();
                     self.failed_in_row = 0;
@@ -899,7 +1092,7 @@ impl Pusher {
                 }
                 Err(ClientError::Http { status: 413, .. }) => {
                     self.stats.splits += 1;
-                    let fits = q.body.len() <= self.limit();
+                    let fits = q.len <= self.limit();
                     self.recut_front(fits);
                 }
                 Err(ClientError::Http { status: 415, .. })
@@ -921,12 +1114,8 @@ impl Pusher {
                         return Err(e);
                     }
                     self.retry_in = None;
-                    if let Some(old) = self.queue.pop_front() {
-                        self.queued_bytes -= old.body.len();
-                        self.stats.rejected += 1;
-                        self.stats.dropped_reports += 1;
-                        self.stats.dropped_flows += old.flows as u64;
-                    }
+                    self.stats.rejected += 1;
+                    self.drop_at(0);
                     return Err(e);
                 }
             }
@@ -1010,9 +1199,14 @@ impl Pusher {
         self.queue.len()
     }
 
-    /// Bytes of the reports waiting to be sent.
+    /// Bytes of the reports waiting to be sent, held in memory.
     pub fn backlog_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Bytes of the reports waiting in the spool ([`Pusher::with_spool`]).
+    pub fn spooled_bytes(&self) -> usize {
+        self.spooled_bytes
     }
 
     /// The body limit in use: the control plane's last advertised one.
@@ -1066,10 +1260,11 @@ mod tests {
         p.queue
             .iter()
             .map(|q| {
+                let (content_type, content_encoding) = codec::headers(q.encoding);
                 codec::decode(
-                    Some(q.content_type),
-                    q.content_encoding,
-                    &q.body,
+                    Some(content_type),
+                    content_encoding,
+                    q.body.as_deref().unwrap(),
                     usize::MAX,
                 )
                 .unwrap()
@@ -1122,7 +1317,7 @@ mod tests {
         p.enqueue(deltas(2000), 10);
         let reps = queued(&p);
         assert!(reps.len() > 10, "{} reports", reps.len());
-        assert!(p.queue.iter().all(|q| q.body.len() <= p.limit()));
+        assert!(p.queue.iter().all(|q| q.len <= p.limit()));
         assert_eq!(reps.iter().map(|r| r.flows.len()).sum::<usize>(), 2000);
         let seqs: Vec<u64> = reps.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (0..reps.len() as u64).collect::<Vec<_>>());
